@@ -1,0 +1,1 @@
+"""Baseline methods (NFAD, CFLOW-AD) built from bgad's pieces; installed as ``bgad.baselines``."""
