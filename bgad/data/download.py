@@ -1,0 +1,333 @@
+"""Downloading (with resume and a checksum) and safe extraction of the MVTec AD and BTAD archives.
+
+Only :mod:`urllib` is used. :func:`download` writes to ``<dest>.part``, resumes it with an HTTP
+``Range`` request when it exists, checks the sha256 and only then renames it to ``dest``.
+:func:`download_archive` tries every mirror of a dataset in turn; when all fail (offline, broken link,
+checksum mismatch) it raises :class:`DownloadError` saying where to put a hand-downloaded archive and
+which ``bgad-bench data prepare NAME --archive FILE`` command to run.
+:func:`safe_extract` unpacks ``.tar.xz``/``.tar.gz``/``.tar``/``.zip`` and refuses any member that would
+land outside the target (absolute paths, ``..``, links pointing outside, device files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import posixpath
+import stat
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bgad.data.images import DatasetError
+from bgad.paths import cache_dir
+
+__all__ = [
+    "ARCHIVES",
+    "ArchiveSpec",
+    "ChecksumError",
+    "DownloadError",
+    "UnsafeArchiveError",
+    "check_archive",
+    "default_archive_path",
+    "download",
+    "download_archive",
+    "manual_download_hint",
+    "safe_extract",
+]
+
+CHUNK = 1 << 20
+
+
+class DownloadError(DatasetError):
+    """A download failed (network, HTTP error, incomplete transfer); the message says what to do."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded (or given) file does not have the expected sha256."""
+
+
+class UnsafeArchiveError(DatasetError):
+    """An archive member would be written outside the extraction folder (or is a device/odd file)."""
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    name: str
+    filename: str
+    sha256: str
+    mirrors: tuple[str, ...]
+    homepage: str
+
+
+ARCHIVES: dict[str, ArchiveSpec] = {
+    "mvtec": ArchiveSpec(
+        name="mvtec",
+        filename="mvtec_anomaly_detection.tar.xz",
+        sha256="cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
+        mirrors=(
+            "https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/420938113-1629952094/"
+            "mvtec_anomaly_detection.tar.xz",
+        ),
+        homepage="https://www.mvtec.com/company/research/datasets/mvtec-ad",
+    ),
+    "btad": ArchiveSpec(
+        name="btad",
+        filename="btad.zip",
+        sha256="461c9387e515bfed41ecaae07c50cf6b10def647b36c9e31d239ab2736b10d2a",
+        mirrors=("https://avires.dimi.uniud.it/papers/btad/btad.zip",),
+        homepage="https://avires.dimi.uniud.it/papers/btad/",
+    ),
+}
+
+
+def default_archive_path(name: str) -> Path:
+    """Where downloaded (or hand-placed) archives live: ``cache_dir()/downloads/<filename>``."""
+    return cache_dir() / "downloads" / ARCHIVES[name].filename
+
+
+def manual_download_hint(name: str) -> str:
+    spec = ARCHIVES[name]
+    return (
+        f"Download {spec.filename} by hand (from {spec.homepage} or a mirror: {', '.join(spec.mirrors)}), "
+        f"then either place it at {default_archive_path(name)} and run `bgad-bench data download {name}` again, or run "
+        f"`bgad-bench data prepare {name} --archive FILE` with FILE the path of the archive "
+        f"(expected sha256 {spec.sha256})."
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _progress(total: int | None, done: int, desc: str):
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    prog = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    task = prog.add_task(desc, total=total, completed=done)
+    return prog, task
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    progress: bool = True,
+    *,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``), check its sha256, return ``dest``.
+
+    An existing ``dest`` with the right checksum is returned at once. A ``.part`` file left by an
+    interrupted download is resumed with ``Range: bytes=N-`` (a server that ignores it restarts from 0).
+    Raises :class:`DownloadError` (network/HTTP/incomplete; the ``.part`` file is kept for the next try)
+    or :class:`ChecksumError` (the ``.part`` file is deleted).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
+        return dest
+    part = dest.with_name(dest.name + ".part")
+    done = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": "bgad-bench"}
+    if done:
+        headers["Range"] = f"bytes={done}-"
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and done:  # requested range not satisfiable: the .part is (at least) complete
+            resp = None
+        else:
+            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}.") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot reach {url}: {reason} (offline, or the link is broken).") from exc
+
+    if resp is not None:
+        with resp:
+            status = getattr(resp, "status", 200)
+            if done and status != 206:
+                done = 0  # the server ignored the Range header: start over
+            length = resp.headers.get("Content-Length")
+            total = (int(length) + done) if length is not None and length.isdigit() else None
+            mode = "ab" if done else "wb"
+            prog = task = None
+            if progress:
+                prog, task = _progress(total, done, dest.name)
+                prog.start()
+            received = done
+            try:
+                with open(part, mode) as f:
+                    while True:
+                        try:
+                            block = resp.read(CHUNK)
+                        except (OSError, ValueError, http.client.HTTPException) as exc:
+                            raise DownloadError(
+                                f"download of {url} was interrupted after {received} bytes "
+                                f"({exc.__class__.__name__}: {exc}); run the same command again to resume from {part}."
+                            ) from exc
+                        if not block:
+                            break
+                        f.write(block)
+                        received += len(block)
+                        if prog is not None:
+                            prog.update(task, completed=received)
+            finally:
+                if prog is not None:
+                    prog.stop()
+            if total is not None and received < total:
+                raise DownloadError(
+                    f"download of {url} stopped after {received} of {total} bytes; run the same command again to "
+                    f"resume from {part}."
+                )
+    if sha256 is not None:
+        got = _sha256(part)
+        if got != sha256:
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"the file downloaded from {url} has sha256 {got}, expected {sha256} (corrupt download or a "
+                "different file behind the link); it was deleted."
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def download_archive(
+    name: str, dest_dir: Path | None = None, progress: bool = True, mirrors: tuple[str, ...] | None = None
+) -> Path:
+    """The archive of dataset ``name`` (``mvtec``/``btad``), downloaded from the first mirror that works.
+
+    A file already at the destination (downloaded earlier or placed by hand) is used when its sha256
+    matches. When every mirror fails, :class:`DownloadError` lists each failure and explains the manual route.
+    """
+    if name not in ARCHIVES:
+        raise DatasetError(f"no download for dataset {name!r}; downloadable: {', '.join(sorted(ARCHIVES))}.")
+    spec = ARCHIVES[name]
+    dest = (Path(dest_dir) / spec.filename) if dest_dir else default_archive_path(name)
+    errors = []
+    for url in mirrors or spec.mirrors:
+        try:
+            return download(url, dest, spec.sha256, progress=progress)
+        except DownloadError as exc:
+            errors.append(f"- {url}: {exc}")
+    raise DownloadError(
+        f"could not download the {name} archive from any mirror:\n"
+        + "\n".join(errors)
+        + "\n"
+        + manual_download_hint(name)
+    )
+
+
+def check_archive(name: str, archive: Path) -> None:
+    """Raise :class:`ChecksumError` when ``archive``'s sha256 is not the known one for dataset ``name``."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise DatasetError(f"archive {archive} does not exist. {manual_download_hint(name)}")
+    got = _sha256(archive)
+    if got != ARCHIVES[name].sha256:
+        raise ChecksumError(
+            f"archive {archive} has sha256 {got}, expected {ARCHIVES[name].sha256} for {ARCHIVES[name].filename}: it is "
+            f"corrupt, incomplete or a different file. {manual_download_hint(name)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# safe extraction
+
+
+def _safe_member_name(name: str, archive: Path) -> str:
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
+        raise UnsafeArchiveError(
+            f"archive {archive} has a member with an absolute path {name!r}; refusing to extract it."
+        )
+    clean = posixpath.normpath(norm)
+    if clean == ".." or clean.startswith("../") or "/../" in f"/{norm}/":
+        raise UnsafeArchiveError(
+            f"archive {archive} has a member {name!r} that points outside the target (..); refusing to extract it."
+        )
+    return clean
+
+
+def _check_link(member_name: str, link: str, archive: Path, hard: bool) -> None:
+    link = link.replace("\\", "/")
+    if link.startswith("/"):
+        raise UnsafeArchiveError(
+            f"archive {archive}: link {member_name!r} -> {link!r} is absolute; refusing to extract it."
+        )
+    base = "" if hard else posixpath.dirname(member_name)
+    target = posixpath.normpath(posixpath.join(base, link))
+    if target == ".." or target.startswith("../"):
+        raise UnsafeArchiveError(
+            f"archive {archive}: link {member_name!r} -> {link!r} points outside the target; refusing to extract it."
+        )
+
+
+def safe_extract(archive: Path, target: Path) -> Path:
+    """Extract a tar (any compression) or zip ``archive`` into ``target``; unsafe members raise before anything is written."""
+    archive, target = Path(archive), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                name = _safe_member_name(info.filename, archive)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    _check_link(name, zf.read(info).decode("utf-8", "replace"), archive, hard=False)
+            zf.extractall(target)  # zipfile never creates links; names were checked above
+        return target
+    try:
+        tf = tarfile.open(archive)
+    except (tarfile.TarError, OSError) as exc:
+        raise DatasetError(
+            f"{archive} is neither a zip nor a readable tar archive ({exc}); re-download it."
+        ) from exc
+    with tf:
+        try:
+            members = tf.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DatasetError(f"archive {archive} is truncated or corrupt ({exc}); re-download it.") from exc
+        for m in members:
+            name = _safe_member_name(m.name, archive)
+            if m.issym():
+                _check_link(name, m.linkname, archive, hard=False)
+            elif m.islnk():
+                _check_link(name, _safe_member_name(m.linkname, archive), archive, hard=True)
+            elif not (m.isfile() or m.isdir()):
+                raise UnsafeArchiveError(
+                    f"archive {archive}: member {m.name!r} is a device/fifo; refusing to extract it."
+                )
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(target, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.11.4
+                tf.extractall(target, members=members)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DatasetError(
+                f"extracting {archive} failed ({exc}); the archive is truncated or corrupt - re-download it."
+            ) from exc
+    return target

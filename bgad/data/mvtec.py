@@ -1,0 +1,271 @@
+"""Reader for the MVTec AD folder layout (also used by every converted dataset and the synthetic set).
+
+Layout::
+
+    <root>/<category>/train/good/*
+    <root>/<category>/test/good/*, <root>/<category>/test/<defect>/*
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png      (only where pixel masks exist)
+    <root>/bgad_dataset.json                                      (optional, see below)
+
+``bgad_dataset.json`` (written by our converters and the synthetic generator) may say
+``{"name": str, "has_pixel_masks": bool, "categories": {name: {"kind": "texture" | "object"}}}``.
+
+Only file *names* are checked here (fast: no image is opened); pixel content (decodability, binary
+masks, mask size) is validated when the images are read (:mod:`bgad.data.images`).
+Hidden entries (names starting with ``.``, e.g. ``.DS_Store``) are skipped; every other unexpected
+file or folder is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bgad.data.images import IMAGE_EXTENSIONS, DatasetError, is_image_file
+from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
+
+__all__ = [
+    "DATASET_INFO_FILE",
+    "MVTEC_CATEGORIES",
+    "MVTEC_TEXTURE_CATEGORIES",
+    "list_categories",
+    "load_mvtec_category",
+    "read_dataset_info",
+]
+
+DATASET_INFO_FILE = "bgad_dataset.json"
+
+MVTEC_TEXTURE_CATEGORIES: frozenset[str] = frozenset({"carpet", "grid", "leather", "tile", "wood"})
+MVTEC_CATEGORIES: tuple[str, ...] = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)  # fmt: skip
+
+_KINDS = ("texture", "object")
+
+
+def _prepare_hint(dataset: str | None) -> str:
+    name = dataset or "<dataset>"
+    if name in ("mvtec", "btad"):
+        how = (
+            f"download it with `bgad-bench data download {name}` (or place the archive by hand and run "
+            f"`bgad-bench data prepare {name}`)"
+        )
+    elif name == "synthetic":
+        how = "it is generated automatically by `bgad.data.synthetic.ensure_synthetic_dataset()`"
+    else:
+        how = f"convert the raw copy with `bgad-bench data prepare {name}`"
+    return f"{how}, or pass the folder that holds the categories (or set BGAD_DATA_DIR)"
+
+
+def _visible_entries(folder: Path) -> list[os.DirEntry]:
+    """Sorted (by name) entries of ``folder``, hidden names (leading '.') excluded."""
+    with os.scandir(folder) as it:
+        entries = [e for e in it if not e.name.startswith(".")]
+    return sorted(entries, key=lambda e: e.name)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    return entry.is_dir(follow_symlinks=True)
+
+
+def read_dataset_info(root: Path) -> dict[str, Any] | None:
+    """The parsed ``<root>/bgad_dataset.json`` (validated), or ``None`` when there is none."""
+    path = Path(root) / DATASET_INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"cannot parse {path}: {exc}. Fix or delete the file (it is optional).") from exc
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path} must hold a JSON object, got {type(info).__name__}.")
+    if "has_pixel_masks" in info and not isinstance(info["has_pixel_masks"], bool):
+        raise DatasetError(
+            f"{path}: 'has_pixel_masks' must be true or false, got {info['has_pixel_masks']!r}."
+        )
+    cats = info.get("categories", {})
+    if not isinstance(cats, dict):
+        raise DatasetError(f"{path}: 'categories' must map category names to {{\"kind\": ...}} objects.")
+    for name, spec in cats.items():
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        if kind is not None and kind not in _KINDS:
+            raise DatasetError(f"{path}: category {name!r} has kind {kind!r}; use 'texture' or 'object'.")
+    return info
+
+
+def _check_root(root: Path, dataset: str | None) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        what = f"{dataset} dataset folder" if dataset else "dataset folder"
+        raise DatasetError(f"{what} {root} does not exist; {_prepare_hint(dataset)}.")
+    return root
+
+
+def list_categories(root: Path, *, dataset: str | None = None) -> list[str]:
+    """Sorted names of the category folders under ``root`` (folders holding ``train/`` or ``test/``)."""
+    root = _check_root(root, dataset)
+    cats = [
+        e.name
+        for e in _visible_entries(root)
+        if _is_dir(e) and ((Path(e.path) / "train").is_dir() or (Path(e.path) / "test").is_dir())
+    ]
+    if not cats:
+        raise DatasetError(
+            f"no category folders (<category>/train, <category>/test) found in {root}; {_prepare_hint(dataset)}."
+        )
+    return cats
+
+
+def _list_images(folder: Path) -> list[Path]:
+    """Sorted image files of ``folder``; any other (visible) file or sub-folder is an error naming it."""
+    images: list[Path] = []
+    for e in _visible_entries(folder):
+        p = Path(e.path)
+        if _is_dir(e):
+            raise DatasetError(
+                f"unexpected folder {p} inside image folder {folder}; image folders must hold image files only "
+                "(move or delete it)."
+            )
+        if not is_image_file(p):
+            raise DatasetError(
+                f"unexpected file {p} in image folder {folder}: extension {p.suffix or '(none)'!r} is not one of "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Convert or delete it; files are never silently "
+                "skipped."
+            )
+        images.append(p)
+    return images
+
+
+def _mask_index(folder: Path) -> dict[str, Path]:
+    """Map ``<stem>_mask`` -> mask path for the image files of ``folder`` (``.png`` preferred)."""
+    index: dict[str, Path] = {}
+    if not folder.is_dir():
+        return index
+    for e in _visible_entries(folder):
+        p = Path(e.path)
+        if _is_dir(e) or not is_image_file(p):
+            continue
+        stem = p.stem
+        if stem not in index or p.suffix.lower() == ".png":
+            index[stem] = p
+    return index
+
+
+def _category_kind(category: str, info: dict[str, Any] | None) -> str:
+    spec = (info or {}).get("categories", {}).get(category)
+    if isinstance(spec, dict) and spec.get("kind") in _KINDS:
+        return spec["kind"]
+    if category in MVTEC_TEXTURE_CATEGORIES:
+        return "texture"
+    return "object"
+
+
+def load_mvtec_category(
+    root: Path,
+    category: str,
+    dataset: str = "mvtec",
+    *,
+    has_pixel_masks: bool | None = None,
+) -> CategoryData:
+    """Read one category of an MVTec-layout dataset into a :class:`CategoryData` (sorted samples).
+
+    ``has_pixel_masks`` overrides the detection (``bgad_dataset.json``'s value, else whether
+    ``<category>/ground_truth`` exists). With pixel masks, every defect image must have
+    ``ground_truth/<defect>/<stem>_mask.png``.
+    """
+    root = _check_root(root, dataset)
+    known = list_categories(root, dataset=dataset)
+    if category not in known:
+        raise DatasetError(
+            f"unknown {dataset} category {category!r} in {root}; known categories: {', '.join(known)}."
+        )
+    info = read_dataset_info(root)
+    cat_dir = root / category
+
+    # --- train: normal images only, in train/good --------------------------------------------------
+    train_dir = cat_dir / "train"
+    good_dir = train_dir / NORMAL_TYPE
+    if not good_dir.is_dir():
+        raise DatasetError(
+            f"missing folder {good_dir} (normal training images) for {dataset} category {category!r}; "
+            f"the dataset is incomplete - {_prepare_hint(dataset)}."
+        )
+    for e in _visible_entries(train_dir):
+        if e.name != NORMAL_TYPE:
+            raise DatasetError(
+                f"unexpected entry {Path(e.path)} in {train_dir}; training data must be normal images in "
+                f"{good_dir} only (move or delete it)."
+            )
+    train_imgs = _list_images(good_dir)
+    if not train_imgs:
+        raise DatasetError(
+            f"folder {good_dir} holds no images; the {dataset} category {category!r} has no normal training data - "
+            f"{_prepare_hint(dataset)}."
+        )
+    train = tuple(Sample(p, 0, NORMAL_TYPE, None, "train") for p in train_imgs)
+
+    # --- test: good + one folder per defect type ---------------------------------------------------
+    test_dir = cat_dir / "test"
+    if not test_dir.is_dir():
+        raise DatasetError(
+            f"missing folder {test_dir} (test images) for {dataset} category {category!r}; the dataset is "
+            f"incomplete - {_prepare_hint(dataset)}."
+        )
+    gt_dir = cat_dir / "ground_truth"
+    if has_pixel_masks is None:
+        has_pixel_masks = (
+            bool(info["has_pixel_masks"]) if info and "has_pixel_masks" in info else gt_dir.is_dir()
+        )
+    if has_pixel_masks and not gt_dir.is_dir():
+        raise DatasetError(
+            f"{dataset} category {category!r} should have pixel masks but {gt_dir} is missing; re-prepare the "
+            'dataset (or set "has_pixel_masks": false in bgad_dataset.json).'
+        )
+
+    test: list[Sample] = []
+    missing_masks: list[tuple[Path, Path]] = []
+    for e in _visible_entries(test_dir):
+        p = Path(e.path)
+        if not _is_dir(e):
+            raise DatasetError(
+                f"unexpected file {p} directly in {test_dir}; test images belong in test/good or test/<defect> "
+                "(move or delete it)."
+            )
+        defect = e.name
+        images = _list_images(p)
+        if defect == NORMAL_TYPE:
+            test.extend(Sample(img, 0, NORMAL_TYPE, None, "test") for img in images)
+            continue
+        masks = _mask_index(gt_dir / defect) if has_pixel_masks else {}
+        for img in images:
+            mask = None
+            if has_pixel_masks:
+                mask = masks.get(f"{img.stem}_mask")
+                if mask is None:
+                    missing_masks.append((img, gt_dir / defect / f"{img.stem}_mask.png"))
+            test.append(Sample(img, 1, defect, mask, "test"))
+    if missing_masks:
+        shown = "; ".join(f"{img} (expected {mask})" for img, mask in missing_masks[:5])
+        more = f"; and {len(missing_masks) - 5} more" if len(missing_masks) > 5 else ""
+        raise DatasetError(
+            f"{len(missing_masks)} defect image(s) of {dataset} category {category!r} have no mask: {shown}{more}. "
+            "Restore the masks (re-extract / re-convert the dataset) or remove those images."
+        )
+    if not test:
+        raise DatasetError(
+            f"folder {test_dir} holds no test images for {dataset} category {category!r}; {_prepare_hint(dataset)}."
+        )
+
+    return CategoryData(
+        dataset=dataset,
+        category=category,
+        root=root,
+        train=train,
+        test=tuple(test),
+        kind=_category_kind(category, info),  # type: ignore[arg-type]
+        has_pixel_masks=bool(has_pixel_masks),
+        extra={"layout": "mvtec"},
+    )

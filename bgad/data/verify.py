@@ -1,0 +1,207 @@
+"""Checking a prepared dataset folder: ``verify_dataset(name, root) -> list of problems`` (empty = fine).
+
+What is checked (every problem names the file and says what to do):
+
+* layout: category folders present (for MVTec AD and BTAD: exactly the official ones), no unexpected
+  files (unknown extensions) or folders, no empty image folders;
+* counts against the official numbers where known (DATASETS.md; AITEX: what our converter produces
+  from the official raw copy with seed 42, which equals DRA's 1692/564/183);
+* every image fully decodes (truncated/unreadable files are found);
+* every anomalous image of a dataset with pixel masks has a mask that decodes, is binary and has
+  the image's size;
+* ``manifest.csv`` (when present): every listed file exists with its recorded sha256, and no image
+  on disk is missing from it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from bgad.data.btad import (
+    BTAD_CATEGORIES,
+    BTAD_TRAIN_COUNTS,
+    MVTEC_COUNTS,
+    list_btad_categories,
+    load_btad_category,
+)
+from bgad.data.images import DatasetError, is_image_file, read_image, read_mask
+from bgad.data.manifest import DATASET_INFO_FILE, MANIFEST_FILE, read_manifest, sha256_file
+from bgad.data.mvtec import list_categories, load_mvtec_category
+from bgad.data.samples import CategoryData
+
+__all__ = ["IMAGE_LEVEL_ONLY", "OFFICIAL_COUNTS", "verify_dataset"]
+
+IMAGE_LEVEL_ONLY = frozenset({"elpv", "brainmri", "headct"})
+
+#: dataset -> category -> (train, test normal, test anomalous); None = not known.
+OFFICIAL_COUNTS: dict[str, dict[str, tuple[int | None, int | None, int | None]]] = {
+    "mvtec": {c: (tr, good, te - good) for c, (tr, te, good) in MVTEC_COUNTS.items()},
+    "btad": {c: (n, None, None) for c, n in BTAD_TRAIN_COUNTS.items()},
+    "brainmri": {"brainmri": (73, 25, 155)},
+    "headct": {"headct": (75, 25, 100)},
+    "elpv": {"elpv": (1131, 377, None)},
+    "aitex": {"aitex": (1692, 564, 183)},
+}
+
+
+def _scan_layout(cat_dir: Path) -> list[str]:
+    """Unexpected files/folders and empty image folders below a category folder."""
+    problems = []
+    for dirpath, dirnames, filenames in os.walk(cat_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        d = Path(dirpath)
+        visible = sorted(f for f in filenames if not f.startswith("."))
+        depth = len(d.relative_to(cat_dir).parts)
+        for f in visible:
+            p = d / f
+            if depth < 2:
+                problems.append(
+                    f"unexpected file {p}: files belong in <split>/<type>/ folders; move or delete it."
+                )
+            elif not is_image_file(p):
+                problems.append(
+                    f"unexpected file {p}: extension {p.suffix or '(none)'!r} is not an image type; "
+                    "convert or delete it."
+                )
+        if depth == 2 and not visible and not dirnames:
+            problems.append(
+                f"empty folder {d}: it holds no images; re-prepare the dataset or delete the folder."
+            )
+        if depth >= 2 and dirnames:
+            problems.append(
+                f"unexpected folder(s) {', '.join(str(d / n) for n in dirnames)} inside an image folder."
+            )
+            dirnames[:] = []
+    return problems
+
+
+def _check_counts(name: str, category: str, data: CategoryData) -> list[str]:
+    exp = OFFICIAL_COUNTS.get(name, {}).get(category)
+    if exp is None:
+        return []
+    got = (
+        len(data.train),
+        sum(1 for s in data.test if not s.is_anomalous),
+        sum(1 for s in data.test if s.is_anomalous),
+    )
+    out = []
+    for what, e, g in zip(
+        ("train images", "normal test images", "anomalous test images"), exp, got, strict=True
+    ):
+        if e is not None and e != g:
+            out.append(
+                f"{name}/{category}: {g} {what}, the official count is {e}; the copy is incomplete or "
+                f"different - re-prepare it (`bgad-bench data prepare {name}`)."
+            )
+    return out
+
+
+def _check_pixels(data: CategoryData) -> list[str]:
+    problems = []
+    for s in (*data.train, *data.test):
+        try:
+            img = read_image(s.image_path)
+        except DatasetError as exc:
+            problems.append(str(exc))
+            continue
+        if not (data.has_pixel_masks and s.is_anomalous):
+            continue
+        if s.mask_path is None:
+            problems.append(f"defect image {s.image_path} has no mask; restore it or re-prepare the dataset.")
+            continue
+        try:
+            read_mask(s.mask_path, expected_size=(img.shape[1], img.shape[0]))
+        except DatasetError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _check_manifest(root: Path) -> list[str]:
+    try:
+        rows = read_manifest(root)
+    except DatasetError as exc:
+        return [str(exc)]
+    problems = []
+    listed = set()
+    for r in rows:
+        listed.add(r.path)
+        p = root / r.path
+        if not p.is_file():
+            problems.append(f"{p} is listed in {MANIFEST_FILE} but missing; re-prepare the dataset.")
+        elif sha256_file(p) != r.sha256:
+            problems.append(
+                f"{p} has changed since preparation (sha256 differs from {MANIFEST_FILE}); re-prepare it."
+            )
+        if r.mask and not (root / r.mask).is_file():
+            problems.append(
+                f"mask {root / r.mask} is listed in {MANIFEST_FILE} but missing; re-prepare the dataset."
+            )
+    masks = {r.mask for r in rows if r.mask}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            p = Path(dirpath) / f
+            rel = p.relative_to(root).as_posix()
+            if f.startswith(".") or rel in (MANIFEST_FILE, DATASET_INFO_FILE) or not is_image_file(p):
+                continue
+            if rel not in listed and rel not in masks:
+                problems.append(
+                    f"{p} is not listed in {MANIFEST_FILE} (added by hand?); remove it or re-prepare."
+                )
+    return problems
+
+
+def verify_dataset(
+    name: str,
+    root: Path,
+    *,
+    check_counts: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Problems found in the prepared dataset ``name`` at ``root`` (``[]`` when it is fine)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return [
+            f"dataset folder {root} does not exist; prepare it with `bgad-bench data prepare {name}` "
+            f"(or `bgad-bench data download {name}` for mvtec/btad)."
+        ]
+    problems: list[str] = []
+    try:
+        cats = list_btad_categories(root) if name == "btad" else list_categories(root, dataset=name)
+    except DatasetError as exc:
+        return [str(exc)]
+    official = OFFICIAL_COUNTS.get(name)
+    if check_counts and official and name in ("mvtec", "btad"):
+        expected = sorted(official) if name == "mvtec" else list(BTAD_CATEGORIES)
+        missing = sorted(set(expected) - set(cats))
+        extra = sorted(set(cats) - set(expected))
+        if missing:
+            problems.append(
+                f"{name}: categories missing in {root}: {', '.join(missing)}; re-prepare the dataset."
+            )
+        if extra:
+            problems.append(f"{name}: unexpected category folders in {root}: {', '.join(extra)}.")
+    for cat in cats:
+        if progress:
+            progress(cat)
+        layout = _scan_layout(root / cat)
+        problems.extend(layout)
+        try:
+            if name == "btad":
+                data = load_btad_category(root, cat)
+            else:
+                masks = False if name in IMAGE_LEVEL_ONLY else None
+                data = load_mvtec_category(root, cat, name, has_pixel_masks=masks)
+        except DatasetError as exc:
+            msg = str(exc)
+            if not any(msg == p for p in problems):
+                problems.append(msg)
+            continue
+        if check_counts:
+            problems.extend(_check_counts(name, cat, data))
+        problems.extend(_check_pixels(data))
+    if (root / MANIFEST_FILE).is_file():
+        problems.extend(_check_manifest(root))
+    return problems

@@ -1,0 +1,339 @@
+"""Run one cell (method × dataset × category × seed) end to end and write its self-describing folder.
+
+The folder is written under a temporary name and renamed when complete; a failed run is renamed to
+``<name>.failed`` with its error, so nothing half-written ever looks like a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from bgad.backbones import create_backbone
+from bgad.config import RunConfig
+from bgad.data.images import DatasetError, read_mask
+from bgad.data.registry import load_category
+from bgad.data.samples import CategoryData, Sample
+from bgad.features import FeatureCache, resize_mask
+from bgad.method import FlowDetector, TrainingData, load_builtin_methods
+from bgad.metrics import METRIC_VARIANTS, compute_metrics
+from bgad.paths import cache_dir
+from bgad.provenance import environment
+from bgad.scoring import anomaly_maps
+from bgad.selection import select_known_anomalies
+
+SCHEMA_VERSION = 1
+METRIC_NAMES = ("image_auroc", "pixel_auroc", "pro", "pro_paper")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every global stream a library might read; our own code uses explicit generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cell_name(cfg: RunConfig) -> str:
+    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{cfg.result_hash()}"
+
+
+def load_mask(sample: Sample, size: int) -> tuple[np.ndarray, bool]:
+    """The sample's mask at size×size and whether it is a real pixel mask.
+
+    An anomalous image without a pixel mask counts as anomalous everywhere (METHOD.md §4); the
+    result records how many known anomalies were treated so.
+    """
+    if not sample.is_anomalous:
+        return np.zeros((size, size), np.uint8), True
+    if sample.mask_path is None:
+        return np.ones((size, size), np.uint8), False
+    with Image.open(sample.image_path) as image:  # header only: the size to check the mask against
+        width, height = image.size
+    return resize_mask(read_mask(sample.mask_path, expected_size=(width, height)), size), True
+
+
+def _test_masks(test: list[Sample], size: int, has_masks: bool) -> np.ndarray | None:
+    if not has_masks:
+        return None
+    return np.stack([load_mask(s, size)[0] for s in test])
+
+
+def _loglik_samples(
+    ll_levels: list[np.ndarray], masks: np.ndarray | None, labels: np.ndarray, n: int, seed: int
+) -> dict:
+    """A random sample of normal and anomalous ℓ per level (for histograms like the paper's Fig. 9)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for level, ll in enumerate(ll_levels):
+        h, w = ll.shape[1:]
+        if masks is not None:
+            lab = (
+                torch.nn.functional.interpolate(
+                    torch.from_numpy(masks)[:, None].float(), size=(h, w), mode="nearest"
+                )[:, 0].numpy()
+                > 0
+            )
+        else:
+            lab = np.broadcast_to(labels[:, None, None] > 0, ll.shape)
+        for name, sel in (("normal", ~lab), ("anomalous", lab)):
+            values = ll[sel]
+            if len(values) > n:
+                values = values[rng.choice(len(values), size=n, replace=False)]
+            out[f"level{level}_{name}"] = values.astype(np.float32)
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_cell(
+    cfg: RunConfig,
+    out_dir: Path,
+    status: Callable[[str], None] | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Path:
+    """Train and evaluate one cell; return the completed result folder.
+
+    ``status`` receives short phase descriptions and ``progress`` the fraction done (for progress bars).
+    """
+    say = status or (lambda _msg: None)
+    advance = progress or (lambda _frac: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / cell_name(cfg)
+    work = out_dir / f".{final.name}.partial-{os.getpid()}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir()
+    try:
+        record = _run(cfg, work, say, advance)
+        _atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
+    except BaseException as exc:
+        failed = out_dir / f"{final.name}.failed"
+        (work / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+        if failed.exists():
+            shutil.rmtree(failed)
+        os.replace(work, failed)
+        raise
+    if final.exists():
+        old = out_dir / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+        shutil.rmtree(old)
+    os.replace(work, final)
+    return final
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callable[[float], None]) -> dict:
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    spec = load_builtin_methods().get(cfg.method)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    say("reading dataset")
+    data: CategoryData = load_category(
+        cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None
+    )
+    known, test = select_known_anomalies(
+        data.test,
+        cfg.n_known_anomalies,
+        cfg.seed,
+        data.category,
+        cfg.anomaly_selection,
+        cfg.anomaly_defect_type,
+    )
+    if not any(s.is_anomalous for s in test) or all(s.is_anomalous for s in test):
+        raise DatasetError(
+            f"the reduced test set of {data.dataset}/{data.category} needs both normal and anomalous images"
+        )
+
+    say("loading backbone")
+    extractor = create_backbone(
+        cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
+    )
+    dtype = {"float32": torch.float32, "float16": torch.float16}[cfg.feature_dtype]
+    cache = FeatureCache(
+        extractor, cfg.input_size, cache_dir() / "features" if cfg.feature_cache else None, dtype
+    )
+
+    say("computing features")
+    start = time.perf_counter()
+    normal_feats = cache.features([s.image_path for s in data.train])
+    anomaly_feats = cache.features([s.image_path for s in known]) if known else None
+    test_feats = cache.features([s.image_path for s in test])
+    timings["backbone_cached_images"] = time.perf_counter() - start
+
+    uses_anomalies = spec.uses_anomalies and bool(known)
+    start = time.perf_counter()
+    size = cfg.input_size
+    normal_images = (
+        np.stack([cache.load_resized(s.image_path) for s in data.train])
+        if uses_anomalies
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
+    anomaly_masks_real = [load_mask(s, size) for s in known] if uses_anomalies else []
+    anomaly_images = (
+        np.stack([cache.load_resized(s.image_path) for s in known])
+        if uses_anomalies
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
+    anomaly_masks = (
+        np.stack([m for m, _ in anomaly_masks_real])
+        if uses_anomalies
+        else np.zeros((0, size, size), np.uint8)
+    )
+    test_masks = _test_masks(test, size, data.has_pixel_masks)
+    timings["load_images_masks"] = time.perf_counter() - start
+    labels = np.array([s.label for s in test])
+
+    detector = FlowDetector(cfg, spec, extractor.channels)
+    history: list[dict] = []
+    last: dict = {}
+    eval_time = {"loglik_and_maps": 0.0, "metrics": 0.0}
+
+    def evaluate(meta: int) -> None:
+        say(f"evaluating meta-epoch {meta}")
+        t0 = time.perf_counter()
+        ll = detector.log_likelihoods(test_feats)
+        scores = anomaly_maps(ll, (size, size))
+        t1 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:  # e.g. the code-PRO undefined early on
+            warnings.simplefilter("always")
+            metrics = compute_metrics(
+                labels, scores.image_scores, test_masks, scores.maps if test_masks is not None else None
+            )
+        eval_time["loglik_and_maps"] += t1 - t0
+        eval_time["metrics"] += time.perf_counter() - t1
+        entry = {"meta_epoch": meta, **metrics, "top_ties": scores.top_ties}
+        if caught:
+            entry["warnings"] = sorted({str(w.message) for w in caught})
+        history.append(entry)
+        last.update(ll=ll, scores=scores)
+
+    total_sub_epochs = cfg.meta_epochs * cfg.sub_epochs
+
+    def on_sub_epoch(meta: int, sub: int) -> None:
+        say(f"training meta-epoch {meta + 1}/{cfg.meta_epochs}")
+        advance((meta * cfg.sub_epochs + sub + 1) / total_sub_epochs)
+
+    training = TrainingData(
+        normal_features=normal_feats,
+        normal_images=normal_images,
+        anomaly_features=anomaly_feats if uses_anomalies else [f[:0] for f in normal_feats],
+        anomaly_images=anomaly_images,
+        anomaly_masks=anomaly_masks,
+        kind=data.kind,
+        compute_features=cache.compute,
+    )
+    start = time.perf_counter()
+    detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
+    timings["fit_total"] = time.perf_counter() - start
+    timings.update({k: round(v, 4) for k, v in detector.timings_.items()})
+    timings["evaluation_loglik_and_maps"] = eval_time["loglik_and_maps"]
+    timings["evaluation_metrics"] = eval_time["metrics"]
+    timings["total"] = time.perf_counter() - t_start
+
+    say("writing results")
+    scores = last["scores"]
+    pd.DataFrame(
+        {
+            "path": [
+                str(s.image_path.relative_to(data.root))
+                if s.image_path.is_relative_to(data.root)
+                else str(s.image_path)
+                for s in test
+            ],
+            "label": labels,
+            "defect_type": [s.defect_type for s in test],
+            "score": scores.image_scores,
+        }
+    ).to_csv(work / "scores.csv", index=False)
+    np.savez_compressed(
+        work / "loglik_samples.npz",
+        **_loglik_samples(last["ll"], test_masks, labels, cfg.loglik_samples, cfg.seed),
+    )
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell_id": cell_name(cfg),
+        "status": "complete",
+        "config": cfg.to_dict(),
+        "config_hash": cfg.result_hash(),
+        "method": asdict(spec),
+        "backbone": extractor.describe(),
+        "dataset": {
+            "name": data.dataset,
+            "category": data.category,
+            "root": str(data.root),
+            "kind": data.kind,
+            "has_pixel_masks": data.has_pixel_masks,
+            "manifest_sha256": data.manifest_sha256(),
+            "counts": {
+                "train": len(data.train),
+                "test_full": len(data.test),
+                "test_reduced": len(test),
+                "test_anomalous": int(labels.sum()),
+                "known_anomalies": len(known),
+            },
+        },
+        "known_anomalies": {
+            "rule": cfg.anomaly_selection,
+            "defect_type": cfg.anomaly_defect_type,
+            "files": [str(s.image_path.relative_to(data.root)) for s in known],
+            "used_in_training": uses_anomalies,
+            "without_pixel_mask": sum(1 for _, real in anomaly_masks_real if not real),
+            "mask_free_rule": "an anomalous image without a pixel mask counts as anomalous everywhere (whole-image mask)",
+        },
+        "metrics": {
+            "variants": {k: METRIC_VARIANTS[k] for k in METRIC_VARIANTS},
+            "pixel_metrics_at": f"{size}x{size}",
+            "per_epoch": history,
+            "last_epoch": {k: history[-1][k] for k in METRIC_NAMES if k in history[-1]}
+            | {"meta_epoch": history[-1]["meta_epoch"]},
+            "best_per_metric_paper_compatible": _best_per_metric(history),
+        },
+        "counters": dict(detector.counters_),
+        "feature_cache": {
+            "enabled": cfg.feature_cache,
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "dtype": cfg.feature_dtype,
+        },
+        "timing_seconds": {k: round(v, 4) for k, v in timings.items()},
+        "provenance": environment(),
+        "artifacts": {"scores": "scores.csv", "loglik_samples": "loglik_samples.npz"},
+    }
+
+
+def _best_per_metric(history: list[dict]) -> dict:
+    """Best epoch per metric, each chosen on the test set separately (the released code's reporting)."""
+    best = {}
+    for name in METRIC_NAMES:
+        values = [(h[name], h["meta_epoch"]) for h in history if name in h and not np.isnan(h[name])]
+        if values:
+            value, epoch = max(values, key=lambda v: v[0])
+            best[name] = {"value": value, "meta_epoch": epoch}
+    return best
