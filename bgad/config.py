@@ -72,6 +72,7 @@ class RunConfig:
     eval_every: int = 1
     loglik_samples: int = 20000
     threads: int = 2
+    device: str = "auto"  # "auto" = cuda when available, else cpu
     feature_cache: bool = True
     feature_dtype: str = "float32"
 
@@ -92,7 +93,9 @@ class RunConfig:
     def result_hash(self) -> str:
         """Hash of every setting that can change the result (paths to the data and weights excluded)."""
         spec = {
-            k: v for k, v in self.to_dict().items() if k not in {"data_root", "backbone_weights", "threads"}
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in {"data_root", "backbone_weights", "threads", "device"}
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -87,8 +87,9 @@ class FeatureCache:
         """Features of already-resized uint8 images (used directly for synthetic anomalies)."""
         levels: list[list[torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
-            out = self.extractor(to_tensor(images[start : start + self.batch_size]))
-            levels.append(out)
+            device = self.extractor.mean.device
+            out = self.extractor(to_tensor(images[start : start + self.batch_size]).to(device))
+            levels.append([f.cpu() for f in out])
         return [torch.cat([b[i] for b in levels]) for i in range(len(levels[0]))]
 
     def load_resized(self, path: Path) -> np.ndarray:

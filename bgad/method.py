@@ -102,8 +102,11 @@ def downsample_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 class FlowDetector:
     """Conditional flows over frozen features, trained with the method's loss; scores by log-likelihood."""
 
-    def __init__(self, cfg: RunConfig, spec: MethodSpec, channels: tuple[int, ...]) -> None:
+    def __init__(
+        self, cfg: RunConfig, spec: MethodSpec, channels: tuple[int, ...], device: torch.device | str = "cpu"
+    ) -> None:
         self.cfg = cfg
+        self.device = torch.device(device)
         self.spec = spec
         self.loss_cfg = BoundaryLossConfig(
             beta=cfg.beta,
@@ -119,6 +122,8 @@ class FlowDetector:
             build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed * 1000 + i)
             for i, c in enumerate(channels)
         ]
+        for flow in self.flows_:
+            flow.to(self.device)
         params = [p for f in self.flows_ for p in f.parameters() if p.requires_grad]
         self.optimizer_ = torch.optim.Adam(params, lr=cfg.lr)
         self.generator_ = torch.Generator().manual_seed(cfg.seed)
@@ -200,7 +205,7 @@ class FlowDetector:
         """Positional condition per grid cell, (h·w, cond_dim); shared by every image at that position."""
         if (h, w) not in self._pos_cache:
             code = positional_encoding(self.cfg.cond_dim, h, w)
-            self._pos_cache[(h, w)] = code.flatten(1).T.contiguous()
+            self._pos_cache[(h, w)] = code.flatten(1).T.contiguous().to(self.device)
         return self._pos_cache[(h, w)]
 
     def _train_epoch(
@@ -222,7 +227,7 @@ class FlowDetector:
             lr = learning_rate(cfg, meta, (sub + b / len(batches)) / cfg.sub_epochs)
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
-            for level, (flow, f, m) in enumerate(zip(self.flows_, feats, level_masks), strict=True):
+            for level, (flow, f, m) in enumerate(zip(self.flows_, feats, level_masks, strict=True)):
                 self._train_level(flow, f[idx], m[idx], phase2, (meta, sub, level))
         self.timings_["flows_train"] += time.perf_counter() - start
 
@@ -235,9 +240,9 @@ class FlowDetector:
         where: tuple[int, int, int],
     ) -> None:
         bsz, channels, h, w = e.shape
-        fibers = e.permute(0, 2, 3, 1).reshape(-1, channels)
-        labels = m.reshape(-1)
-        pos_index = torch.arange(h * w).repeat(bsz)
+        fibers = e.to(self.device).permute(0, 2, 3, 1).reshape(-1, channels)
+        labels = m.to(self.device).reshape(-1)
+        pos_index = torch.arange(h * w, device=self.device).repeat(bsz)
         cond = self._positions(h, w)
         b_n = None
         if phase2 and self.cfg.spp_variant == "paper" and self.spec.loss != "ml":
@@ -246,7 +251,7 @@ class FlowDetector:
             if (labels == 0).any():
                 b_n = normal_boundary(ll_all[labels == 0], self.cfg.beta, self.cfg.normalizer)
         perm = torch.randperm(len(fibers), generator=self.generator_)
-        for chunk_no, chunk in enumerate(perm.split(self.cfg.fiber_size)):
+        for chunk_no, chunk in enumerate(perm.to(self.device).split(self.cfg.fiber_size)):
             ll = log_likelihood(flow, fibers[chunk], cond[pos_index[chunk]])
             loss = self._loss(ll, labels[chunk], phase2, b_n)
             if not torch.isfinite(loss):
@@ -288,10 +293,12 @@ class FlowDetector:
             n, channels, h, w = f.shape
             fibers = f.permute(0, 2, 3, 1).reshape(-1, channels)
             cond = self._positions(h, w)
-            pos_index = torch.arange(h * w).repeat(n)
+            pos_index = torch.arange(h * w, device=self.device).repeat(n)
             ll = torch.cat(
                 [
-                    log_likelihood(flow, fibers[s : s + max_fibers], cond[pos_index[s : s + max_fibers]])
+                    log_likelihood(
+                        flow, fibers[s : s + max_fibers].to(self.device), cond[pos_index[s : s + max_fibers]]
+                    ).cpu()
                     for s in range(0, len(fibers), max_fibers)
                 ]
             )

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from bgad.backbones import create_backbone
-from bgad.config import RunConfig
+from bgad.config import ConfigError, RunConfig
 from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import CategoryData, Sample
@@ -43,6 +43,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the GPU when one is visible, else the CPU; an unavailable GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"setting device={name!r}, but torch sees no CUDA device; use device=cpu or auto")
+    return torch.device(name)
 
 
 def cell_name(cfg: RunConfig) -> str:
@@ -174,6 +183,8 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
     extractor = create_backbone(
         cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
     )
+    device = resolve_device(cfg.device)
+    extractor.to(device)
     dtype = {"float32": torch.float32, "float16": torch.float16}[cfg.feature_dtype]
     cache = FeatureCache(
         extractor, cfg.input_size, cache_dir() / "features" if cfg.feature_cache else None, dtype
@@ -209,7 +220,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
     timings["load_images_masks"] = time.perf_counter() - start
     labels = np.array([s.label for s in test])
 
-    detector = FlowDetector(cfg, spec, extractor.channels)
+    detector = FlowDetector(cfg, spec, extractor.channels, device)
     history: list[dict] = []
     last: dict = {}
     eval_time = {"loglik_and_maps": 0.0, "metrics": 0.0}
@@ -323,6 +334,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
             "dtype": cfg.feature_dtype,
         },
         "timing_seconds": {k: round(v, 4) for k, v in timings.items()},
+        "device": str(device),
         "provenance": environment(),
         "artifacts": {"scores": "scores.csv", "loglik_samples": "loglik_samples.npz"},
     }

@@ -1,0 +1,203 @@
+"""Tests for bgad.config: built-in profiles, override coercion, errors that name the key and its
+source, precedence (profile < method defaults < overrides) and the result hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bgad.config import (
+    ConfigError,
+    RunConfig,
+    load_profile,
+    parse_set_options,
+    profile_names,
+    resolve_config,
+)
+
+# --------------------------------------------------------------------------------------------------
+# profiles
+
+
+def test_builtin_profiles_exist() -> None:
+    assert {"quick", "paper"} <= set(profile_names())
+
+
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_builtin_profiles_load_and_validate(name: str) -> None:
+    settings = load_profile(name)
+    assert settings  # non-empty
+    cfg = resolve_config(name, {}, {})
+    assert cfg.profile == name
+    for key, value in settings.items():
+        assert getattr(cfg, key) == value, key
+
+
+def test_paper_profile_is_the_paper_setting() -> None:
+    cfg = resolve_config("paper", {}, {})
+    assert cfg.backbone == "tf_efficientnet_b6"
+    assert cfg.input_size == 256
+    assert (cfg.meta_epochs, cfg.sub_epochs) == (25, 8)
+    assert cfg.fiber_size == 4096
+    assert cfg.batch_size == 32
+    assert cfg.lr == 2e-4
+    assert (cfg.phase1_epochs, cfg.warmup_epochs) == (1, 2)
+    assert (cfg.n_blocks, cfg.clamp) == (8, 1.9)
+    assert (cfg.beta, cfg.tau, cfg.normalizer, cfg.lam) == (0.01, 0.1, 10.0, 1.0)
+    assert cfg.n_known_anomalies == 10 and cfg.repeats == 5 and cfg.racp and cfg.racp_per_anomaly == 5
+    assert cfg.focal is True and cfg.focal_clip is None and cfg.spp_variant == "code"
+
+
+def test_quick_profile_uses_offline_backbone() -> None:
+    cfg = resolve_config("quick", {}, {})
+    assert cfg.backbone == "tf_efficientnet_lite0"
+    assert cfg.meta_epochs < 25
+
+
+def test_unknown_profile_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="quick") as err:
+        load_profile("papr")
+    assert "papr" in str(err.value) and "paper" in str(err.value)
+
+
+def test_profile_file_with_misspelt_key(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "x"\n[settings]\nmeta_epoch = 3\n')
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(path))
+    assert "meta_epoch" in str(err.value)
+    assert str(path) in str(err.value)
+    with pytest.raises(ConfigError, match="meta_epoch"):
+        resolve_config(str(path), {}, {})
+
+
+def test_profile_file_with_bad_value_and_bad_top_level(tmp_path: Path) -> None:
+    bad_value = tmp_path / "bad_value.toml"
+    bad_value.write_text('[settings]\nmeta_epochs = "many"\n')
+    with pytest.raises(ConfigError, match="meta_epochs") as err:
+        load_profile(str(bad_value))
+    assert str(bad_value) in str(err.value)
+    bad_top = tmp_path / "bad_top.toml"
+    bad_top.write_text("[setting]\nmeta_epochs = 3\n")
+    with pytest.raises(ConfigError, match="setting") as err:
+        load_profile(str(bad_top))
+    assert str(bad_top) in str(err.value)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[settings\n")
+    with pytest.raises(ConfigError, match="broken.toml"):
+        load_profile(str(broken))
+
+
+def test_profile_from_file_takes_its_stem_as_name(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text("[settings]\nmeta_epochs = 2\nfocal_clip = 50.0\n")
+    cfg = resolve_config(str(path), {}, {})
+    assert cfg.profile == "tiny"
+    assert cfg.meta_epochs == 2 and cfg.focal_clip == 50.0
+
+
+# --------------------------------------------------------------------------------------------------
+# overrides
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "expected"),
+    [
+        ("meta_epochs", "3", 3),
+        ("meta_epochs", " 7 ", 7),
+        ("meta_epochs", "3.0", 3),
+        ("lr", "1e-3", 1e-3),
+        ("lr", "2", 2.0),
+        ("focal", "true", True),
+        ("focal", "False", False),
+        ("racp", "0", False),
+        ("racp", "yes", True),
+        ("balanced_sampler", "on", True),
+        ("focal_clip", "none", None),
+        ("focal_clip", "None", None),
+        ("focal_clip", "50", 50.0),
+        ("anomaly_defect_type", "none", None),
+        ("anomaly_defect_type", "hole", "hole"),
+        ("data_root", "null", None),
+        ("category", "carpet", "carpet"),
+    ],
+)
+def test_overrides_are_coerced(key: str, text: str, expected: object) -> None:
+    cfg = RunConfig().with_overrides({key: text})
+    value = getattr(cfg, key)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("meta_epochs", "three"),
+        ("meta_epochs", "3.5"),
+        ("meta_epochs", "none"),  # not optional
+        ("focal", "maybe"),
+        ("lr", "fast"),
+        ("focal_clip", "big"),
+    ],
+)
+def test_bad_override_values_name_key_and_source(key: str, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        RunConfig().with_overrides({key: text}, source="--set")
+    assert key in str(err.value) and "--set" in str(err.value)
+
+
+def test_unknown_override_key_names_key_and_source() -> None:
+    with pytest.raises(ConfigError) as err:
+        RunConfig().with_overrides({"metaepochs": "3"}, source="command line")
+    msg = str(err.value)
+    assert "metaepochs" in msg and "command line" in msg
+    assert "meta_epochs" in msg  # the known settings are listed
+    with pytest.raises(ConfigError, match="command line"):
+        resolve_config("quick", {}, {"betta": "0.1"})
+
+
+def test_parse_set_options() -> None:
+    assert parse_set_options(["a=1", "b = x=y", "c="]) == {"a": "1", "b": " x=y", "c": ""}
+    with pytest.raises(ConfigError, match="novalue"):
+        parse_set_options(["novalue"])
+
+
+# --------------------------------------------------------------------------------------------------
+# precedence
+
+
+def test_precedence_profile_then_method_defaults_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "prof.toml"
+    path.write_text("[settings]\nmeta_epochs = 6\nsub_epochs = 2\nfiber_size = 4096\nbeta = 0.05\n")
+    method_defaults = {"fiber_size": 256, "meta_epochs": 4, "backbone": "wide_resnet50_2"}
+    cfg = resolve_config(str(path), method_defaults, {"meta_epochs": "2"})
+    assert cfg.meta_epochs == 2  # override beats method default beats profile
+    assert cfg.fiber_size == 256  # method default beats profile
+    assert cfg.backbone == "wide_resnet50_2"
+    assert cfg.sub_epochs == 2 and cfg.beta == 0.05  # profile beats dataclass default
+    assert cfg.tau == RunConfig().tau  # dataclass default where nobody says anything
+
+
+def test_bad_method_default_names_the_method() -> None:
+    with pytest.raises(ConfigError, match="cflow"):
+        resolve_config("quick", {"fibre_size": 256}, {"method": "cflow"})
+
+
+# --------------------------------------------------------------------------------------------------
+# result hash
+
+
+def test_result_hash_is_stable_and_sensitive() -> None:
+    base = RunConfig()
+    assert base.result_hash() == RunConfig().result_hash()
+    assert len(base.result_hash()) == 16
+    for key, value in [("beta", 0.05), ("seed", 1), ("focal", False), ("backbone", "tf_efficientnet_b6")]:
+        assert base.with_overrides({key: value}).result_hash() != base.result_hash(), key
+
+
+def test_result_hash_ignores_paths_and_threads() -> None:
+    base = RunConfig()
+    same = base.with_overrides({"data_root": "/somewhere/else", "threads": "16"})
+    assert same.result_hash() == base.result_hash()
+    assert same.to_dict() != base.to_dict()
