@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -23,19 +23,55 @@ from bgad.config import RunConfig
 from bgad.flows import build_flow, log_likelihood, positional_encoding
 from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
 from bgad.registry import Registry
+from bgad.scoring import Scores, anomaly_maps
 
 LossKind = Literal["ml", "bgad_wo", "bgad"]
 
 
+class Detector(Protocol):
+    """What the cell runner needs of a method: fit on cached features, score a test set."""
+
+    timings_: dict[str, float]
+    counters_: dict[str, int]
+
+    def fit(
+        self,
+        data: TrainingData,
+        after_meta_epoch: Callable[[int], None] | None = None,
+        on_sub_epoch: Callable[[int, int], None] | None = None,
+    ) -> Detector: ...
+
+    def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores: ...
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its loss, whether it trains on known anomalies, and default settings."""
+    """A registered method: its loss, whether it trains on known anomalies, and default settings.
+
+    ``builder`` makes the detector (default: the flow detector with ``loss``); reference methods
+    that are not flows (e.g. nearest-neighbour baselines) register their own builder.
+    """
 
     name: str
-    loss: LossKind
+    loss: LossKind | None
     uses_anomalies: bool
     description: str
     defaults: dict = field(default_factory=dict)
+    builder: Callable[..., Detector] | None = None
+
+    def build(self, cfg: RunConfig, channels: tuple[int, ...], device: torch.device | str) -> Detector:
+        return (self.builder or FlowDetector)(cfg, self, channels, device)
+
+    def describe(self) -> dict:
+        builder = self.builder or FlowDetector
+        return {
+            "name": self.name,
+            "loss": self.loss,
+            "uses_anomalies": self.uses_anomalies,
+            "description": self.description,
+            "defaults": self.defaults,
+            "detector": f"{builder.__module__}.{builder.__qualname__}",
+        }
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
@@ -283,6 +319,10 @@ class FlowDetector:
         return weighted_ml(ll, self.loss_cfg)
 
     # --- scoring ----------------------------------------------------------------------------------
+
+    def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
+        """Anomaly maps of a whole test set from its per-level log-likelihoods."""
+        return anomaly_maps(self.log_likelihoods(feats), size)
 
     @torch.no_grad()
     def log_likelihoods(self, feats: list[torch.Tensor], max_fibers: int = 1 << 16) -> list[np.ndarray]:

@@ -13,7 +13,6 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,10 @@ from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
-from bgad.method import FlowDetector, TrainingData, load_builtin_methods
+from bgad.method import TrainingData, load_builtin_methods
 from bgad.metrics import METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
-from bgad.scoring import anomaly_maps
 from bgad.selection import select_known_anomalies
 
 SCHEMA_VERSION = 1
@@ -220,7 +218,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
     timings["load_images_masks"] = time.perf_counter() - start
     labels = np.array([s.label for s in test])
 
-    detector = FlowDetector(cfg, spec, extractor.channels, device)
+    detector = spec.build(cfg, extractor.channels, device)
     history: list[dict] = []
     last: dict = {}
     eval_time = {"loglik_and_maps": 0.0, "metrics": 0.0}
@@ -228,8 +226,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
     def evaluate(meta: int) -> None:
         say(f"evaluating meta-epoch {meta}")
         t0 = time.perf_counter()
-        ll = detector.log_likelihoods(test_feats)
-        scores = anomaly_maps(ll, (size, size))
+        scores = detector.score(test_feats, (size, size))
         t1 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:  # e.g. the code-PRO undefined early on
             warnings.simplefilter("always")
@@ -242,7 +239,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
         if caught:
             entry["warnings"] = sorted({str(w.message) for w in caught})
         history.append(entry)
-        last.update(ll=ll, scores=scores)
+        last.update(scores=scores)
 
     total_sub_epochs = cfg.meta_epochs * cfg.sub_epochs
 
@@ -282,10 +279,13 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
             "score": scores.image_scores,
         }
     ).to_csv(work / "scores.csv", index=False)
-    np.savez_compressed(
-        work / "loglik_samples.npz",
-        **_loglik_samples(last["ll"], test_masks, labels, cfg.loglik_samples, cfg.seed),
-    )
+    artifacts = {"scores": "scores.csv"}
+    if scores.level_ll is not None:
+        np.savez_compressed(
+            work / "loglik_samples.npz",
+            **_loglik_samples(scores.level_ll, test_masks, labels, cfg.loglik_samples, cfg.seed),
+        )
+        artifacts["loglik_samples"] = "loglik_samples.npz"
 
     return {
         "schema_version": SCHEMA_VERSION,
@@ -293,7 +293,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
         "status": "complete",
         "config": cfg.to_dict(),
         "config_hash": cfg.result_hash(),
-        "method": asdict(spec),
+        "method": spec.describe(),
         "backbone": extractor.describe(),
         "dataset": {
             "name": data.dataset,
@@ -336,7 +336,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
         "timing_seconds": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
         "provenance": environment(),
-        "artifacts": {"scores": "scores.csv", "loglik_samples": "loglik_samples.npz"},
+        "artifacts": artifacts,
     }
 
 

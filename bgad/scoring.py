@@ -16,6 +16,7 @@ class Scores:
     maps: np.ndarray
     image_scores: np.ndarray
     top_ties: int
+    level_ll: list[np.ndarray] | None = None  # per-level log-likelihood maps, for flow methods
 
 
 def anomaly_maps(level_ll: list[np.ndarray], size: tuple[int, int]) -> Scores:
@@ -34,4 +35,4 @@ def anomaly_maps(level_ll: list[np.ndarray], size: tuple[int, int]) -> Scores:
     maps = (total.max() - total).numpy()
     image_scores = maps.reshape(len(maps), -1).max(axis=1)
     top_ties = int(np.sum(image_scores == image_scores.max()))
-    return Scores(maps=maps, image_scores=image_scores, top_ties=top_ties)
+    return Scores(maps=maps, image_scores=image_scores, top_ties=top_ties, level_ll=list(level_ll))
