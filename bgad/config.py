@@ -55,6 +55,8 @@ class RunConfig:
     n_known_anomalies: int = 10
     anomaly_selection: str = "multi_class"
     anomaly_defect_type: str | None = None
+    train_types: str | None = None  # comma-separated defect types known anomalies come from (None: all)
+    test_types: str | None = None  # comma-separated anomalous types kept in the test set (None: all)
     repeats: int = 5
     racp: bool = True
     racp_per_anomaly: int = 5

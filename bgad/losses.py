@@ -72,10 +72,14 @@ def semi_push_pull(
     cfg: BoundaryLossConfig,
     b_n: torch.Tensor | None = None,
     push: bool = True,
+    semi: bool = True,
 ) -> torch.Tensor:
     """L_ml + λ·(L_n + L_a) for one chunk: ML on normals, semi-pull below b_n, semi-push above b_a.
 
     ``b_n`` defaults to the chunk's own boundary; ``push=False`` drops L_a (BGAD w/o anomalies).
+    ``semi=False`` is our reading of the slides' BGAD† ("conventional contrastive loss", not defined
+    in the texts): every normal location is pulled and every anomalous one pushed, linearly, with no
+    selection by the boundaries.
     """
     normal = labels == 0
     anomalous = labels == 1
@@ -86,13 +90,13 @@ def semi_push_pull(
     if b_n is None:
         b_n = normal_boundary(ll[normal], cfg.beta, cfg.normalizer)
     scaled = ll / cfg.normalizer
-    pull = normal & (scaled <= b_n)
+    pull = normal & (scaled <= b_n) if semi else normal
     loss_n = _masked_mean_or_sum(w_n[pull] * (b_n - scaled[pull]), reduction)
     loss = loss_ml + cfg.lam * loss_n
     if push:
         b_a = b_n - cfg.tau
         w_a = anomalous_focal_weight(u, cfg.focal_clip) if cfg.focal else torch.ones_like(u)
-        pushed = anomalous & (scaled >= b_a)
+        pushed = anomalous & (scaled >= b_a) if semi else anomalous
         loss = loss + cfg.lam * _masked_mean_or_sum(w_a[pushed] * (scaled[pushed] - b_a), reduction)
     return loss
 

@@ -25,7 +25,7 @@ from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_
 from bgad.registry import Registry
 from bgad.scoring import Scores, anomaly_maps
 
-LossKind = Literal["ml", "bgad_wo", "bgad"]
+LossKind = Literal["ml", "bgad_wo", "bgad", "bgad_cc"]
 
 
 class Detector(Protocol):
@@ -83,6 +83,15 @@ METHODS.register(
 )
 METHODS.register(
     "bgad_wo", MethodSpec("bgad_wo", "bgad_wo", False, "BGAD w/o anomalies: ML + semi-pull from meta-epoch 1")
+)
+METHODS.register(
+    "bgad_cc",
+    MethodSpec(
+        "bgad_cc",
+        "bgad_cc",
+        True,
+        "BGAD† (slides' ablation): the boundaries with a conventional pull-all/push-all contrastive loss",
+    ),
 )
 
 
@@ -311,8 +320,8 @@ class FlowDetector:
         normal_count = int((labels == 0).sum())
         if self.spec.loss == "bgad_wo" and normal_count:
             return semi_push_pull(ll, labels, self.loss_cfg, b_n=b_n, push=False)
-        if self.spec.loss == "bgad" and (labels == 1).any() and normal_count:
-            return semi_push_pull(ll, labels, self.loss_cfg, b_n=b_n)
+        if self.spec.loss in ("bgad", "bgad_cc") and (labels == 1).any() and normal_count:
+            return semi_push_pull(ll, labels, self.loss_cfg, b_n=b_n, semi=self.spec.loss == "bgad")
         if normal_count == 0:  # a chunk of anomalous locations only: nothing to bound them against
             self.counters_["chunks_without_normals"] += 1
             return ll.sum() * 0.0

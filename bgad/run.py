@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from bgad.backbones import create_backbone
+from bgad.bench.planner import cell_id
 from bgad.config import ConfigError, RunConfig
 from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
@@ -34,6 +36,10 @@ from bgad.selection import select_known_anomalies
 
 SCHEMA_VERSION = 1
 METRIC_NAMES = ("image_auroc", "pixel_auroc", "pro", "pro_paper")
+
+
+def _type_list(value: str | None) -> list[str] | None:
+    return None if value is None else [t.strip() for t in value.split(",") if t.strip()]
 
 
 def seed_everything(seed: int) -> None:
@@ -50,10 +56,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"setting device={name!r}, but torch sees no CUDA device; use device=cpu or auto")
     return torch.device(name)
-
-
-def cell_name(cfg: RunConfig) -> str:
-    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{cfg.result_hash()}"
 
 
 def load_mask(sample: Sample, size: int) -> tuple[np.ndarray, bool]:
@@ -113,33 +115,36 @@ def run_cell(
     out_dir: Path,
     status: Callable[[str], None] | None = None,
     progress: Callable[[float], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Train and evaluate one cell; return the completed result folder.
+    """Train and evaluate one cell; return its completed result folder ``out_dir/<cell id>``.
 
-    ``status`` receives short phase descriptions and ``progress`` the fraction done (for progress bars).
+    ``status`` receives short phase descriptions and ``progress`` the fraction done (for progress
+    bars). A folder completed meanwhile by another runner is kept (first wins) unless ``overwrite``.
     """
     say = status or (lambda _msg: None)
     advance = progress or (lambda _frac: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / cell_name(cfg)
-    work = out_dir / f".{final.name}.partial-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir()
+    say("reading dataset")
+    data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
+    final = out_dir / cell_id(cfg, data.manifest_sha256())
+    work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.partial-"))
     try:
-        record = _run(cfg, work, say, advance)
+        record = _run(cfg, data, final.name, work, say, advance)
         _atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
     except BaseException as exc:
         failed = out_dir / f"{final.name}.failed"
         (work / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
-        if failed.exists():
-            shutil.rmtree(failed)
+        shutil.rmtree(failed, ignore_errors=True)
         os.replace(work, failed)
         raise
     if final.exists():
-        old = out_dir / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
+        if not overwrite:
+            shutil.rmtree(work)
+            return final
+        old = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.old-"))
+        os.replace(final, old / "cell")
         shutil.rmtree(old)
     os.replace(work, final)
     return final
@@ -153,14 +158,20 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callable[[float], None]) -> dict:
+def _run(
+    cfg: RunConfig,
+    data: CategoryData,
+    name: str,
+    work: Path,
+    say: Callable[[str], None],
+    advance: Callable[[float], None],
+) -> dict:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     spec = load_builtin_methods().get(cfg.method)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
-    say("reading dataset")
     data: CategoryData = load_category(
         cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None
     )
@@ -171,6 +182,8 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
         data.category,
         cfg.anomaly_selection,
         cfg.anomaly_defect_type,
+        _type_list(cfg.train_types),
+        _type_list(cfg.test_types),
     )
     if not any(s.is_anomalous for s in test) or all(s.is_anomalous for s in test):
         raise DatasetError(
@@ -289,7 +302,7 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
 
     return {
         "schema_version": SCHEMA_VERSION,
-        "cell_id": cell_name(cfg),
+        "cell_id": name,
         "status": "complete",
         "config": cfg.to_dict(),
         "config_hash": cfg.result_hash(),
@@ -313,6 +326,8 @@ def _run(cfg: RunConfig, work: Path, say: Callable[[str], None], advance: Callab
         "known_anomalies": {
             "rule": cfg.anomaly_selection,
             "defect_type": cfg.anomaly_defect_type,
+            "train_types": _type_list(cfg.train_types),
+            "test_types": _type_list(cfg.test_types),
             "files": [str(s.image_path.relative_to(data.root)) for s in known],
             "used_in_training": uses_anomalies,
             "without_pixel_mask": sum(1 for _, real in anomaly_masks_real if not real),

@@ -155,12 +155,6 @@ def test_corrupt_copy_is_refused_by_sha_prefix(tmp_path: Path) -> None:
     assert "corrupt" in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bgad/backbones.py load_backbone_weights calls _load_file (torch.load) before "
-    "_check_filename_hash, so a corrupt byte in the pickle header raises UnpicklingError/"
-    "UnicodeDecodeError/KeyError instead of the sha-prefix WeightsUnavailableError",
-)
 @pytest.mark.parametrize("offset", [0, 100])
 def test_corrupt_header_is_refused_by_sha_prefix(tmp_path: Path, offset: int) -> None:
     copy = _corrupt_copy(tmp_path, offset)
@@ -205,17 +199,20 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
         load_backbone_weights(model, BACKBONES.get("tf_efficientnet_lite0"), missing)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: bgad/backbones.py _load_file does not wrap torch.load errors: a file that is not a "
-    "torch checkpoint raises a bare UnpicklingError that does not name the file",
-)
 def test_unreadable_file_names_it(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pth"
     junk.write_text("this is not a checkpoint")
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     with pytest.raises(WeightsUnavailableError, match="junk.pth"):
         load_backbone_weights(model, BACKBONES.get("tf_efficientnet_lite0"), junk)
+
+
+def test_user_file_with_date_in_name_is_accepted(tmp_path: Path, timm_lite0_state) -> None:
+    path = tmp_path / "lite0-20240101.pth"
+    torch.save(timm_lite0_state, path)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    info = load_backbone_weights(model, BACKBONES.get("tf_efficientnet_lite0"), path)
+    assert info.sha256 == file_sha256(path)
 
 
 def test_random_weights_are_recorded_as_random() -> None:
@@ -258,6 +255,20 @@ def test_extractor_is_pruned_and_frozen(lite0) -> None:
     assert not lite0.training and not model.training
     out = lite0(torch.rand(1, 3, 32, 32))
     assert all(not o.requires_grad for o in out)
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "strides"),
+    [("tf_efficientnet_b6", (40, 72, 200), (4, 8, 16)), ("wide_resnet50_2", (512, 1024, 2048), (8, 16, 32))],
+)
+def test_other_presets_levels(name: str, channels: tuple, strides: tuple) -> None:
+    """METHOD.md §1 facts, checked with random weights (no download)."""
+    ext = create_backbone(name, random_weights=True)
+    assert ext.channels == channels and ext.strides == strides
+    out = ext(torch.rand(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in out] == [
+        (1, c, 64 // s, 64 // s) for c, s in zip(channels, strides, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

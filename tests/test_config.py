@@ -196,8 +196,8 @@ def test_result_hash_is_stable_and_sensitive() -> None:
         assert base.with_overrides({key: value}).result_hash() != base.result_hash(), key
 
 
-def test_result_hash_ignores_paths_and_threads() -> None:
+def test_result_hash_ignores_paths_threads_and_device() -> None:
     base = RunConfig()
-    same = base.with_overrides({"data_root": "/somewhere/else", "threads": "16"})
+    same = base.with_overrides({"data_root": "/somewhere/else", "threads": "16", "device": "cpu"})
     assert same.result_hash() == base.result_hash()
     assert same.to_dict() != base.to_dict()

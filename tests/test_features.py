@@ -22,6 +22,7 @@ class FakeExtractor:
     """Deterministic stand-in for FeatureExtractor: three 'levels' of pooled pixels at strides 4, 8, 16."""
 
     def __init__(self, sha: str = "abc123", random: bool = False) -> None:
+        self.mean = torch.zeros(1, 3, 1, 1)  # FeatureCache reads the extractor's device from this buffer
         self.calls = 0
         self.images_seen = 0
         self.sha = sha
@@ -221,7 +222,9 @@ def test_warmup_reaches_cosine_value_at_its_end(cfg: RunConfig) -> None:
 def test_warmup_is_increasing_and_cosine_is_decreasing(cfg: RunConfig) -> None:
     warm = [learning_rate(cfg, m, p) for m in range(cfg.warmup_epochs) for p in np.linspace(0, 0.99, 20)]
     assert all(b > a for a, b in zip(warm, warm[1:], strict=False))
-    after = [learning_rate(cfg, m, p) for m in range(cfg.warmup_epochs, cfg.meta_epochs) for p in (0.0, 0.5, 0.9)]
+    after = [
+        learning_rate(cfg, m, p) for m in range(cfg.warmup_epochs, cfg.meta_epochs) for p in (0.0, 0.5, 0.9)
+    ]
     assert all(b <= a for a, b in zip(after, after[1:], strict=False))
     assert learning_rate(cfg, 10, 0.0) == pytest.approx(_cosine(cfg, 10), rel=1e-12)
 

@@ -22,7 +22,9 @@ def _test_set(n_good: int = 10, types: dict[str, int] = TYPES) -> list[Sample]:
     for t, n in types.items():
         for i in range(n):
             samples.append(
-                Sample(root / t / f"{i:03d}.png", 1, t, mask_path=Path("/data/cat/gt") / t / f"{i:03d}_mask.png")
+                Sample(
+                    root / t / f"{i:03d}.png", 1, t, mask_path=Path("/data/cat/gt") / t / f"{i:03d}_mask.png"
+                )
             )
     return samples
 
@@ -81,7 +83,9 @@ def test_deterministic_and_order_independent() -> None:
 
 def test_different_seeds_and_categories_differ() -> None:
     test = _test_set()
-    picks = {tuple(_paths(select_known_anomalies(test, 5, seed=s, category="carpet")[0])) for s in (0, 42, 100)}
+    picks = {
+        tuple(_paths(select_known_anomalies(test, 5, seed=s, category="carpet")[0])) for s in (0, 42, 100)
+    }
     assert len(picks) == 3
     a = _paths(select_known_anomalies(test, 5, seed=0, category="carpet")[0])
     b = _paths(select_known_anomalies(test, 5, seed=0, category="grid")[0])
@@ -99,12 +103,16 @@ def test_one_class_removes_all_images_of_the_type() -> None:
     assert {s.defect_type for s in remaining} == {"good", "color", "cut"}
     shuffled = list(test)
     random.Random(3).shuffle(shuffled)
-    again, _ = select_known_anomalies(shuffled, 3, seed=0, category="carpet", mode="one_class", defect_type="hole")
+    again, _ = select_known_anomalies(
+        shuffled, 3, seed=0, category="carpet", mode="one_class", defect_type="hole"
+    )
     assert _paths(again) == _paths(known)
 
 
 def test_one_class_all_of_a_type() -> None:
-    known, _ = select_known_anomalies(_test_set(), 4, seed=0, category="c", mode="one_class", defect_type="cut")
+    known, _ = select_known_anomalies(
+        _test_set(), 4, seed=0, category="c", mode="one_class", defect_type="cut"
+    )
     assert len(known) == 4
 
 

@@ -1,0 +1,240 @@
+"""PatchCore (Roth et al., CVPR 2022) on the suite's cached backbone features: a reference baseline.
+
+Trained on normal images only (no known anomalies), scored on the cell's reduced test set like
+every other method. What it does, and the choices made for our three-level backbones:
+
+* **Levels.** PatchCore uses the two middle stages of its backbone (WideResNet-50 layer2 and
+  layer3, strides 8 and 16). Our levels sit at strides 4/8/16, so the default is levels 1 and 2
+  (strides 8 and 16; Lite0: 40 + 112 = 152 channels).
+* **Locally aware patch features.** Each level is 3×3 average-pooled (stride 1, padding 1, zero
+  padding counted as in ``torch.nn.AvgPool2d``), the coarser level is resized bilinearly
+  (``align_corners=False``) onto the finer grid and the two are concatenated per position.
+* **Memory bank → coreset.** All training patches form the bank; a greedy k-center coreset of
+  ``⌊ratio·N⌋`` patches (default ratio 0.1) is chosen on a seeded sparse random projection of the
+  features to 128 dimensions (Achlioptas/Li density 1/√D, as scikit-learn's ``'auto'``). The first
+  coreset point is drawn at random from the seed; each next one is the bank point farthest from
+  the coreset so far. One matrix-vector product per selected point updates the min-distance vector
+  of the whole bank (see :func:`greedy_coreset`; ``benchmarks/coreset.py`` compares it with a naive
+  loop).
+* **Scores.** Patch score = Euclidean distance (full feature space) to the nearest coreset patch
+  (``torch.cdist`` in chunks). Image score = max patch score on the patch grid, before upsampling;
+  ``reweight=True`` applies the paper's Eq. 7 re-weighting over ``num_neighbors`` (9) coreset
+  neighbours, as anomalib does by default. Map = patch grid upsampled bilinearly to the input size,
+  then Gaussian-smoothed with σ = 4 per image. Maps and image scores are float64.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bgad.baselines._common import make_scores, resize_levels, setting, smooth_maps, upsample_maps
+from bgad.config import RunConfig
+from bgad.method import METHODS, MethodSpec, TrainingData
+from bgad.scoring import Scores
+
+DEFAULT_LEVELS = (1, 2)
+
+
+def sparse_random_projection(in_dim: int, out_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """A dense (in_dim, out_dim) matrix with the sparse random projection's distribution.
+
+    Entries are ±√(1/density)/√out_dim with probability density/2 each and 0 otherwise, density =
+    1/√in_dim (scikit-learn's ``SparseRandomProjection(density='auto')``); distances are preserved
+    in expectation. Drawn from ``generator`` only, so it is a function of the seed.
+    """
+    density = 1.0 / math.sqrt(in_dim)
+    keep = torch.rand(in_dim, out_dim, generator=generator) < density
+    sign = torch.where(torch.rand(in_dim, out_dim, generator=generator) < 0.5, -1.0, 1.0)
+    return keep * sign * (math.sqrt(1.0 / density) / math.sqrt(out_dim))
+
+
+def greedy_coreset(features: torch.Tensor, n_select: int, start: int) -> torch.Tensor:
+    """Greedy k-center selection: indices (n_select,) of the rows of ``features`` (N, D).
+
+    The first index is ``start``; each next one is the row with the largest distance to its nearest
+    selected row (the first such row on ties). The min-distance vector of the whole bank is updated
+    with one matrix-vector product per selected row (‖x‖² − 2x·c + ‖c‖², squared norms computed
+    once); selected rows get −∞ so they are never chosen again, even among duplicates. Runs on the
+    tensor's device and in its dtype, without a host synchronisation per step.
+    """
+    n = features.shape[0]
+    if not 0 < n_select <= n:
+        raise ValueError(f"cannot select {n_select} of {n} rows")
+    if not 0 <= start < n:
+        raise ValueError(f"start index {start} outside 0..{n - 1}")
+    x = features
+    sq = (x * x).sum(dim=1)
+    min_d = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
+    selected = torch.empty(n_select, dtype=torch.long, device=x.device)
+    idx = torch.tensor([start], dtype=torch.long, device=x.device)
+    for i in range(n_select):
+        selected[i : i + 1] = idx
+        center = x.index_select(0, idx)[0]
+        dist = sq - 2.0 * (x @ center) + sq.index_select(0, idx)
+        torch.minimum(min_d, dist, out=min_d)
+        min_d.index_fill_(0, idx, -math.inf)
+        idx = torch.argmax(min_d).reshape(1)
+    return selected
+
+
+class PatchCore:
+    """PatchCore detector (see the module docstring); parameters default from the run config."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        spec: MethodSpec,
+        channels: tuple[int, ...],
+        device: torch.device | str = "cpu",
+        *,
+        coreset_ratio: float | None = None,
+        projection_dim: int | None = None,
+        levels: tuple[int, ...] | None = None,
+        reweight: bool | None = None,
+        num_neighbors: int | None = None,
+        smoothing_sigma: float | None = None,
+        coreset_dtype: torch.dtype = torch.float32,
+        chunk_elements: int = 1 << 24,
+    ) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.device = torch.device(device)
+        self.coreset_ratio = float(setting(cfg, "coreset_ratio", coreset_ratio, 0.1))
+        self.projection_dim = int(setting(cfg, "coreset_projection_dim", projection_dim, 128))
+        self.levels = tuple(setting(cfg, "patchcore_levels", levels, DEFAULT_LEVELS))
+        self.reweight = bool(setting(cfg, "patchcore_reweight", reweight, False))
+        self.num_neighbors = int(setting(cfg, "patchcore_neighbors", num_neighbors, 9))
+        self.smoothing_sigma = float(setting(cfg, "smoothing_sigma", smoothing_sigma, 4.0))
+        self.coreset_dtype = coreset_dtype
+        self.chunk_elements = chunk_elements
+        if not 0 < self.coreset_ratio <= 1:
+            raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+        if not self.levels or any(not 0 <= lvl < len(channels) for lvl in self.levels):
+            raise ValueError(f"PatchCore levels {self.levels} do not fit a backbone with {len(channels)} levels")
+        self.feature_dim_ = sum(channels[lvl] for lvl in self.levels)
+        self.timings_: dict[str, float] = defaultdict(float)
+        self.counters_: dict[str, int] = defaultdict(int)
+        self.memory_bank_: torch.Tensor | None = None
+        self.coreset_indices_: torch.Tensor | None = None
+
+    # --- features ---------------------------------------------------------------------------------
+
+    def embed(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Locally aware patch features (N, D, h, w) on the grid of the finest chosen level."""
+        chosen = [F.avg_pool2d(feats[lvl].float(), 3, stride=1, padding=1) for lvl in self.levels]
+        grid = max((f.shape[-2:] for f in chosen), key=lambda s: s[0] * s[1])
+        return torch.cat(resize_levels(chosen, tuple(grid), mode="bilinear"), dim=1)
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: TrainingData,
+        after_meta_epoch: Callable[[int], None] | None = None,
+        on_sub_epoch: Callable[[int, int], None] | None = None,
+    ) -> PatchCore:
+        start = time.perf_counter()
+        emb = self.embed(data.normal_features)
+        bank = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).contiguous().to(self.device)
+        self.timings_["memory_bank"] += time.perf_counter() - start
+        n = bank.shape[0]
+        n_select = max(1, int(n * self.coreset_ratio))
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        first = int(torch.randint(n, (1,), generator=generator))
+        if n_select >= n:
+            indices = torch.arange(n, device=self.device)
+            proj_dim = bank.shape[1]
+        else:
+            if bank.shape[1] > self.projection_dim:
+                proj = sparse_random_projection(bank.shape[1], self.projection_dim, generator)
+                projected = bank @ proj.to(self.device, bank.dtype)
+            else:  # nothing to reduce: select on the features themselves
+                projected = bank
+            proj_dim = projected.shape[1]
+            indices = greedy_coreset(projected.to(self.coreset_dtype), n_select, first)
+        self.coreset_indices_ = indices
+        self.memory_bank_ = bank.index_select(0, indices).contiguous()
+        self.timings_["coreset_selection"] += time.perf_counter() - start
+        self.counters_["memory_bank_patches"] = n
+        self.counters_["coreset_size"] = int(len(indices))
+        self.counters_["feature_dim"] = int(bank.shape[1])
+        self.counters_["projection_dim"] = int(proj_dim)
+        if on_sub_epoch:
+            on_sub_epoch(0, 0)
+        if after_meta_epoch:
+            after_meta_epoch(0)
+        return self
+
+    # --- scoring ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def nearest(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance to, and index of, the nearest coreset patch for each row of ``patches`` (M, D)."""
+        if self.memory_bank_ is None:
+            raise RuntimeError("PatchCore.score called before fit")
+        bank = self.memory_bank_
+        rows = max(1, self.chunk_elements // max(1, len(bank)))
+        dists, idxs = [], []
+        for s in range(0, len(patches), rows):
+            d = torch.cdist(patches[s : s + rows].to(self.device, bank.dtype), bank)
+            value, index = d.min(dim=1)
+            dists.append(value)
+            idxs.append(index)
+        return torch.cat(dists), torch.cat(idxs)
+
+    def _reweighted(self, emb_flat: torch.Tensor, dist: torch.Tensor, nn_idx: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 of the paper: s* · (1 − softmax over the neighbours of m* of their distances)[m*]."""
+        bank = self.memory_bank_
+        assert bank is not None
+        top = dist.argmax(dim=1)
+        rows = torch.arange(len(dist), device=dist.device)
+        score = dist[rows, top]
+        m_test = emb_flat[rows.cpu(), top.cpu()].to(self.device, bank.dtype)
+        m_star = bank[nn_idx[rows, top]]
+        b = min(self.num_neighbors, len(bank))
+        support = torch.cdist(m_star, bank).topk(b, dim=1, largest=False).indices  # first = m* itself
+        d = torch.linalg.vector_norm(bank[support] - m_test[:, None], dim=-1)
+        weight = 1.0 - torch.softmax(d, dim=1)[:, 0]
+        return weight * score
+
+    @torch.no_grad()
+    def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
+        start = time.perf_counter()
+        emb = self.embed(feats)
+        n, dim, h, w = emb.shape
+        flat = emb.permute(0, 2, 3, 1).reshape(n, h * w, dim)
+        dist, nn_idx = self.nearest(flat.reshape(-1, dim))
+        dist = dist.reshape(n, h * w).double()
+        nn_idx = nn_idx.reshape(n, h * w)
+        self.timings_["score_nearest_neighbour"] += time.perf_counter() - start
+        start = time.perf_counter()
+        if self.reweight:
+            image_scores = self._reweighted(flat, dist, nn_idx)
+        else:
+            image_scores = dist.max(dim=1).values
+        maps = upsample_maps(dist.reshape(n, h, w).cpu(), size).numpy()
+        maps = smooth_maps(maps, self.smoothing_sigma)
+        self.timings_["score_maps"] += time.perf_counter() - start
+        return make_scores(maps, image_scores.double().cpu().numpy().astype(np.float64))
+
+
+PATCHCORE = METHODS.register(
+    "patchcore",
+    MethodSpec(
+        "patchcore",
+        None,
+        False,
+        "PatchCore: nearest-neighbour distance to a greedy coreset of locally aware patch features "
+        "(levels at strides 8 and 16), normal images only",
+        defaults={"meta_epochs": 1, "sub_epochs": 1},
+        builder=PatchCore,
+    ),
+)

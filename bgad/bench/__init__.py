@@ -1,0 +1,1 @@
+"""The suite around the method: protocols, planner, executors, result store, reports."""

@@ -1,0 +1,145 @@
+"""Expand a protocol into cells: plain-data units of work whose id is the resume, store and join key.
+
+A cell's id hashes the resolved config (paths excluded), the dataset manifest and the result
+version of the code; the protocol name is left out, so a cell shared by two tables runs once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bgad
+from bgad.bench.protocols import Protocol, defect_subsets
+from bgad.config import ConfigError, RunConfig, resolve_config
+from bgad.data.registry import DATASETS, list_dataset_categories, load_category
+
+
+@dataclass(frozen=True)
+class Cell:
+    protocol: str
+    variant: str
+    config: RunConfig
+    manifest_sha256: str
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.config, self.manifest_sha256)
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        extra = f" type={c.anomaly_defect_type}" if c.anomaly_defect_type else ""
+        variant = f" [{self.variant}]" if self.variant != "default" else ""
+        return f"{c.dataset}/{c.category}{extra} {c.method} seed {c.seed}{variant}"
+
+
+def cell_id(cfg: RunConfig, manifest_sha256: str) -> str:
+    """Readable prefix + hash of (resolved config, data manifest, code result version)."""
+    digest = hashlib.sha256(
+        f"{cfg.result_hash()}|{manifest_sha256}|{bgad.RESULT_VERSION}".encode()
+    ).hexdigest()[:16]
+    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
+
+
+def plan(
+    protocol: Protocol,
+    dataset: str | None = None,
+    categories: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    data_root: Path | None = None,
+) -> list[Cell]:
+    """All cells of ``protocol`` on one dataset, narrowed by the given categories, methods and seeds."""
+    from bgad.method import load_builtin_methods
+
+    registry = load_builtin_methods()
+    dataset = _choose_dataset(protocol, dataset)
+    if dataset not in DATASETS:
+        DATASETS.get(dataset)  # raises with the list of known datasets
+    wanted_methods = list(methods or protocol.methods)
+    for m in wanted_methods:
+        registry.get(m)
+    allowed = protocol.datasets[dataset]
+    available = list_dataset_categories(dataset, data_root)
+    chosen = list(categories or allowed or available)
+    for c in chosen:
+        if c not in available:
+            raise ConfigError(
+                f"unknown category {c!r} of dataset {dataset!r}; known categories: {', '.join(available)}"
+            )
+        if allowed is not None and c not in allowed:
+            raise ConfigError(
+                f"protocol {protocol.name!r} does not use category {c!r}; it uses: {', '.join(allowed)}"
+            )
+    subsets = defect_subsets() if protocol.subsets else None
+    cells: list[Cell] = []
+    for category in chosen:
+        data = load_category(dataset, category, data_root)
+        manifest = data.manifest_sha256()
+        type_axis: list[dict[str, Any]] = [{}]
+        if protocol.expand == "defect_types":
+            type_axis = [{"anomaly_defect_type": t} for t in data.defect_types]
+        subset_settings = _subset_settings(protocol, category, subsets)
+        grid_axis = [
+            dict(zip(protocol.grid, combo, strict=True))
+            for combo in itertools.product(*protocol.grid.values())
+        ]
+        for variant in protocol.variants:
+            variant_methods = [m for m in wanted_methods if variant.methods is None or m in variant.methods]
+            for grid_point, type_point, method, seed in itertools.product(
+                grid_axis, type_axis, variant_methods, list(seeds or protocol.seeds)
+            ):
+                settings = {
+                    **protocol.settings,
+                    **variant.settings,
+                    **grid_point,
+                    **type_point,
+                    **subset_settings,
+                    **(overrides or {}),
+                    "method": method,
+                    "dataset": dataset,
+                    "category": category,
+                    "seed": seed,
+                    "data_root": str(data_root) if data_root else None,
+                }
+                cfg = resolve_config(profile or protocol.profile, registry.get(method).defaults, settings)
+                cells.append(Cell(protocol.name, variant.name, cfg, manifest))
+    return cells
+
+
+def _choose_dataset(protocol: Protocol, dataset: str | None) -> str:
+    names = list(protocol.datasets)
+    if dataset is None:
+        if len(names) == 1:
+            return names[0]
+        raise ConfigError(
+            f"protocol {protocol.name!r} covers several datasets; choose one with --dataset: {', '.join(names)}"
+        )
+    if dataset not in protocol.datasets:
+        raise ConfigError(
+            f"protocol {protocol.name!r} does not cover dataset {dataset!r}; it covers: {', '.join(names)}"
+        )
+    return dataset
+
+
+def _subset_settings(protocol: Protocol, category: str, subsets: dict | None) -> dict[str, str]:
+    if not protocol.subsets or subsets is None:
+        return {}
+    if category not in subsets:
+        raise ConfigError(
+            f"protocol {protocol.name!r} needs Table 7 subsets, but category {category!r} has none"
+        )
+    out = {}
+    for key, which in (
+        ("train_types", protocol.subsets.get("train", "all")),
+        ("test_types", protocol.subsets.get("test", "all")),
+    ):
+        if which != "all":
+            out[key] = ",".join(subsets[category][which])
+    return out
