@@ -7,6 +7,7 @@ documented default), so a setting can move into ``RunConfig`` without touching t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,11 @@ def setting(cfg: RunConfig, name: str, explicit: Any, default: Any) -> Any:
         return explicit
     value = getattr(cfg, name, None)
     return default if value is None else value
+
+
+def level_channels(feature_shapes: Sequence[int | Sequence[int]]) -> tuple[int, ...]:
+    """Channels per level from the runner's ``(channels, height, width)`` per level (or bare channels)."""
+    return tuple(int(s) if isinstance(s, int) else int(s[0]) for s in feature_shapes)
 
 
 def resize_levels(

@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+from bgad.baselines._common import (
+    level_channels,
+    make_scores,
+    resize_levels,
+    setting,
+    smooth_maps,
+    upsample_maps,
+)
 
-from bgad.baselines._common import make_scores, resize_levels, setting, smooth_maps, upsample_maps
 from bgad.config import RunConfig
 from bgad.method import METHODS, MethodSpec, TrainingData
 from bgad.scoring import Scores
@@ -35,7 +42,7 @@ class PaDiM:
         self,
         cfg: RunConfig,
         spec: MethodSpec,
-        channels: tuple[int, ...],
+        feature_shapes: Sequence[int | Sequence[int]],
         device: torch.device | str = "cpu",
         *,
         n_channels: int | None = None,
@@ -48,7 +55,7 @@ class PaDiM:
         self.cfg = cfg
         self.spec = spec
         self.device = torch.device(device)
-        self.channels = tuple(int(c) for c in channels)
+        self.channels = level_channels(feature_shapes)
         self.n_channels = int(setting(cfg, "padim_channels", n_channels, 100))
         self.ridge = float(setting(cfg, "padim_ridge", ridge, 0.01))
         self.smoothing_sigma = float(setting(cfg, "smoothing_sigma", smoothing_sigma, 4.0))

@@ -28,13 +28,20 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bgad.baselines._common import (
+    level_channels,
+    make_scores,
+    resize_levels,
+    setting,
+    smooth_maps,
+    upsample_maps,
+)
 
-from bgad.baselines._common import make_scores, resize_levels, setting, smooth_maps, upsample_maps
 from bgad.config import RunConfig
 from bgad.method import METHODS, MethodSpec, TrainingData
 from bgad.scoring import Scores
@@ -91,7 +98,7 @@ class PatchCore:
         self,
         cfg: RunConfig,
         spec: MethodSpec,
-        channels: tuple[int, ...],
+        feature_shapes: Sequence[int | Sequence[int]],
         device: torch.device | str = "cpu",
         *,
         coreset_ratio: float | None = None,
@@ -112,12 +119,15 @@ class PatchCore:
         self.reweight = bool(setting(cfg, "patchcore_reweight", reweight, False))
         self.num_neighbors = int(setting(cfg, "patchcore_neighbors", num_neighbors, 9))
         self.smoothing_sigma = float(setting(cfg, "smoothing_sigma", smoothing_sigma, 4.0))
+        channels = level_channels(feature_shapes)
         self.coreset_dtype = coreset_dtype
         self.chunk_elements = chunk_elements
         if not 0 < self.coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
         if not self.levels or any(not 0 <= lvl < len(channels) for lvl in self.levels):
-            raise ValueError(f"PatchCore levels {self.levels} do not fit a backbone with {len(channels)} levels")
+            raise ValueError(
+                f"PatchCore levels {self.levels} do not fit a backbone with {len(channels)} levels"
+            )
         self.feature_dim_ = sum(channels[lvl] for lvl in self.levels)
         self.timings_: dict[str, float] = defaultdict(float)
         self.counters_: dict[str, int] = defaultdict(int)

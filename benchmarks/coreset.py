@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bgad.baselines.patchcore import greedy_coreset
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "performance.md"

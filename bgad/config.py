@@ -41,6 +41,8 @@ class RunConfig:
     n_blocks: int = 8
     clamp: float = 1.9
     cond_dim: int = 128
+    # Compute the positional code's share of each coupling subnet once per grid position (same math).
+    shared_positions: bool = False
     # schedule (METHOD.md §3)
     meta_epochs: int = 25
     sub_epochs: int = 8
@@ -97,7 +99,7 @@ class RunConfig:
         spec = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in {"data_root", "backbone_weights", "threads", "device"}
+            if k not in {"data_root", "backbone_weights", "threads", "device", "shared_positions"}
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 
@@ -39,6 +40,34 @@ def _subnet(dims_in: int, dims_out: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dims_in, 2 * dims_in), nn.ReLU(), nn.Linear(2 * dims_in, dims_out))
 
 
+class PositionalSubnet(nn.Module):
+    """CFLOW-AD's subnet fed (x1, grid-position index) instead of (x1, positional code).
+
+    Same parameters, initialisation and outputs as ``_subnet`` on ``cat(x1, code[index])``, but the
+    positional part of the first layer (code @ W_code^T) is computed once per grid position and
+    gathered, instead of once per fiber: the code has 128 channels and x1 only C/2, so this is most
+    of the subnet's work, and every image shares the same positions.
+    """
+
+    def __init__(self, dims_in: int, dims_out: int, positions: torch.Tensor) -> None:
+        super().__init__()
+        self.split = dims_in - 1  # the last input channel is the position index
+        full = self.split + positions.shape[1]
+        self.fc1 = nn.Linear(full, 2 * full)  # created in _subnet's order: identical initialisation
+        self.fc2 = nn.Linear(2 * full, dims_out)
+        self.register_buffer("positions", positions, persistent=False)
+
+    def forward(self, x1c: torch.Tensor) -> torch.Tensor:
+        x1, index = x1c[:, : self.split], x1c[:, self.split].long()
+        w_x, w_code = self.fc1.weight[:, : self.split], self.fc1.weight[:, self.split :]
+        if len(self.positions) <= len(index):
+            code_term = (self.positions @ w_code.T)[index]
+        else:  # fewer fibers than grid positions: the direct product is cheaper
+            code_term = self.positions[index] @ w_code.T
+        hidden = torch.relu(torch.addmm(self.fc1.bias, x1, w_x.T) + code_term)
+        return self.fc2(hidden)
+
+
 @contextlib.contextmanager
 def _numpy_global_seed(seed: int) -> Iterator[None]:
     """FrEIA draws its soft permutations from numpy's global RNG; seed it locally and restore it."""
@@ -51,17 +80,31 @@ def _numpy_global_seed(seed: int) -> Iterator[None]:
 
 
 def build_flow(
-    dim: int, cond_dim: int = 128, n_blocks: int = 8, clamp: float = 1.9, seed: int = 0
+    dim: int,
+    cond_dim: int = 128,
+    n_blocks: int = 8,
+    clamp: float = 1.9,
+    seed: int = 0,
+    positions: torch.Tensor | None = None,
 ) -> SequenceINN:
-    """One conditional flow over ``dim``-channel fibers, deterministic given ``seed`` (and torch's seed)."""
+    """One conditional flow over ``dim``-channel fibers, deterministic given ``seed`` (and torch's seed).
+
+    Without ``positions`` the condition is the positional code of each fiber (CFLOW-AD's form); with
+    ``positions`` (the code table, (n_positions, cond_dim)) the condition is each fiber's position
+    index and the code's share of the first layer is computed once per position.
+    """
     flow = SequenceINN(dim)
+    if positions is None:
+        subnet, cond_shape = _subnet, (cond_dim,)
+    else:
+        subnet, cond_shape = functools.partial(PositionalSubnet, positions=positions), (1,)
     with _numpy_global_seed(seed):
         for _ in range(n_blocks):
             flow.append(
                 AllInOneBlock,
                 cond=0,
-                cond_shape=(cond_dim,),
-                subnet_constructor=_subnet,
+                cond_shape=cond_shape,
+                subnet_constructor=subnet,
                 affine_clamping=clamp,
                 global_affine_type="SOFTPLUS",
                 permute_soft=True,
@@ -75,6 +118,34 @@ def log_likelihood(flow: SequenceINN, fibers: torch.Tensor, cond: torch.Tensor) 
     channels = fibers.shape[1]
     log_p = -0.5 * channels * LOG_2PI - 0.5 * z.pow(2).sum(dim=1) + log_jac_det
     return log_p / channels
+
+
+class ConditionalFlow(nn.Module):
+    """The flow of one feature level: (fibers, their grid-position indices) -> ℓ per fiber."""
+
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple[int, int],
+        cond_dim: int = 128,
+        n_blocks: int = 8,
+        clamp: float = 1.9,
+        seed: int = 0,
+        shared_positions: bool = True,
+    ) -> None:
+        super().__init__()
+        self.grid = grid
+        code = positional_encoding(cond_dim, *grid).flatten(1).T.contiguous()  # (h·w, cond_dim)
+        self.register_buffer("code", code, persistent=False)
+        self.shared_positions = shared_positions
+        self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed, code if shared_positions else None)
+
+    def forward(self, fibers: torch.Tensor, position_index: torch.Tensor) -> torch.Tensor:
+        if self.shared_positions:
+            cond = position_index[:, None].to(fibers.dtype)
+        else:
+            cond = self.code[position_index]
+        return log_likelihood(self.inn, fibers, cond)
 
 
 def flow_parameter_count(flows: list[SequenceINN]) -> int:

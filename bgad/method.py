@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from bgad.anomalies import RandAugmentCutPaste, balanced_batches
 from bgad.config import RunConfig
-from bgad.flows import build_flow, log_likelihood, positional_encoding
+from bgad.flows import ConditionalFlow
 from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
 from bgad.registry import Registry
 from bgad.scoring import Scores, anomaly_maps
@@ -59,8 +59,11 @@ class MethodSpec:
     defaults: dict = field(default_factory=dict)
     builder: Callable[..., Detector] | None = None
 
-    def build(self, cfg: RunConfig, channels: tuple[int, ...], device: torch.device | str) -> Detector:
-        return (self.builder or FlowDetector)(cfg, self, channels, device)
+    def build(
+        self, cfg: RunConfig, feature_shapes: list[tuple[int, int, int]], device: torch.device | str
+    ) -> Detector:
+        """The detector for feature maps of the given (channels, height, width) per level."""
+        return (self.builder or FlowDetector)(cfg, self, feature_shapes, device)
 
     def describe(self) -> dict:
         builder = self.builder or FlowDetector
@@ -148,7 +151,11 @@ class FlowDetector:
     """Conditional flows over frozen features, trained with the method's loss; scores by log-likelihood."""
 
     def __init__(
-        self, cfg: RunConfig, spec: MethodSpec, channels: tuple[int, ...], device: torch.device | str = "cpu"
+        self,
+        cfg: RunConfig,
+        spec: MethodSpec,
+        feature_shapes: list[tuple[int, int, int]],
+        device: torch.device | str = "cpu",
     ) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
@@ -164,8 +171,8 @@ class FlowDetector:
         )
         torch.manual_seed(cfg.seed)
         self.flows_ = [
-            build_flow(c, cfg.cond_dim, cfg.n_blocks, cfg.clamp, seed=cfg.seed * 1000 + i)
-            for i, c in enumerate(channels)
+            ConditionalFlow(c, (h, w), cfg.cond_dim, cfg.n_blocks, cfg.clamp, cfg.seed * 1000 + i, cfg.shared_positions)
+            for i, (c, h, w) in enumerate(feature_shapes)
         ]
         for flow in self.flows_:
             flow.to(self.device)
@@ -175,7 +182,6 @@ class FlowDetector:
         self.racp_ = RandAugmentCutPaste(n_transforms=cfg.racp_transforms)
         self.timings_: dict[str, float] = defaultdict(float)
         self.counters_: dict[str, int] = defaultdict(int)
-        self._pos_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -246,13 +252,6 @@ class FlowDetector:
         order = torch.randperm(n, generator=self.generator_)
         return list(order.split(self.cfg.batch_size))
 
-    def _positions(self, h: int, w: int) -> torch.Tensor:
-        """Positional condition per grid cell, (h·w, cond_dim); shared by every image at that position."""
-        if (h, w) not in self._pos_cache:
-            code = positional_encoding(self.cfg.cond_dim, h, w)
-            self._pos_cache[(h, w)] = code.flatten(1).T.contiguous().to(self.device)
-        return self._pos_cache[(h, w)]
-
     def _train_epoch(
         self,
         feats: list[torch.Tensor],
@@ -278,7 +277,7 @@ class FlowDetector:
 
     def _train_level(
         self,
-        flow: torch.nn.Module,
+        flow: ConditionalFlow,
         e: torch.Tensor,
         m: torch.Tensor,
         phase2: bool,
@@ -288,16 +287,15 @@ class FlowDetector:
         fibers = e.to(self.device).permute(0, 2, 3, 1).reshape(-1, channels)
         labels = m.to(self.device).reshape(-1)
         pos_index = torch.arange(h * w, device=self.device).repeat(bsz)
-        cond = self._positions(h, w)
         b_n = None
         if phase2 and self.cfg.spp_variant == "paper" and self.spec.loss != "ml":
             with torch.no_grad():
-                ll_all = log_likelihood(flow, fibers, cond[pos_index])
+                ll_all = flow(fibers, pos_index)
             if (labels == 0).any():
                 b_n = normal_boundary(ll_all[labels == 0], self.cfg.beta, self.cfg.normalizer)
         perm = torch.randperm(len(fibers), generator=self.generator_)
         for chunk_no, chunk in enumerate(perm.to(self.device).split(self.cfg.fiber_size)):
-            ll = log_likelihood(flow, fibers[chunk], cond[pos_index[chunk]])
+            ll = flow(fibers[chunk], pos_index[chunk])
             loss = self._loss(ll, labels[chunk], phase2, b_n)
             if not torch.isfinite(loss):
                 meta, sub, level = where
@@ -341,13 +339,10 @@ class FlowDetector:
             flow.eval()
             n, channels, h, w = f.shape
             fibers = f.permute(0, 2, 3, 1).reshape(-1, channels)
-            cond = self._positions(h, w)
             pos_index = torch.arange(h * w, device=self.device).repeat(n)
             ll = torch.cat(
                 [
-                    log_likelihood(
-                        flow, fibers[s : s + max_fibers].to(self.device), cond[pos_index[s : s + max_fibers]]
-                    ).cpu()
+                    flow(fibers[s : s + max_fibers].to(self.device), pos_index[s : s + max_fibers]).cpu()
                     for s in range(0, len(fibers), max_fibers)
                 ]
             )

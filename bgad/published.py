@@ -31,9 +31,7 @@ COLUMNS = (
 )
 SOURCES = frozenset({"arxiv-v1", "cvpr2023-slides"})
 DATASETS = frozenset({"mvtec", "btad", "aitex", "elpv", "brainmri", "headct"})
-METRICS = frozenset(
-    {"image_auroc", "pixel_auroc", "pro", "image_auroc_gain", "pixel_auroc_gain", "pro_gain"}
-)
+METRICS = frozenset({"image_auroc", "pixel_auroc", "pro", "image_auroc_gain", "pixel_auroc_gain", "pro_gain"})
 UNITS = frozenset({"fraction", "%"})
 KEY = ("source", "table", "row", "column", "metric")
 
@@ -61,7 +59,9 @@ def _parse_number(text: str, what: str, where: str, *, allow_empty: bool) -> flo
     except ValueError:
         raise PublishedDataError(f"{where}: {what} {text!r} is not a number") from None
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise PublishedDataError(f"{where}: {what} {text!r} is outside [0, 1] (values are stored as fractions)")
+        raise PublishedDataError(
+            f"{where}: {what} {text!r} is outside [0, 1] (values are stored as fractions)"
+        )
     return value
 
 
@@ -133,7 +133,7 @@ def load_published(table: str | None = None) -> pd.DataFrame:
     dup = df[df.duplicated(list(KEY), keep=False)]
     if len(dup):
         raise PublishedDataError(
-            f"duplicate key across files: {sorted(set(zip(dup['file'], dup['line'])))!r}"
+            f"duplicate key across files: {sorted(set(zip(dup['file'], dup['line'], strict=True)))!r}"
         )
     return df
 

@@ -231,7 +231,7 @@ def _run(
     timings["load_images_masks"] = time.perf_counter() - start
     labels = np.array([s.label for s in test])
 
-    detector = spec.build(cfg, extractor.channels, device)
+    detector = spec.build(cfg, [tuple(f.shape[1:]) for f in normal_feats], device)
     history: list[dict] = []
     last: dict = {}
     eval_time = {"loglik_and_maps": 0.0, "metrics": 0.0}

@@ -22,33 +22,33 @@ TINY = [
 
 
 def test_run_prints_a_results_table(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "-m", "nfad", "-c", "weave", "--out", str(tmp_path), *TINY])
+    result = runner.invoke(app, ["run", "-m", "nfad", "-c", "weave", "--results", str(tmp_path), *TINY])
     assert result.exit_code == 0, result.output
     assert "Results" in result.output and "synthetic/weave" in result.output
-    assert len(list(tmp_path.glob("synthetic-weave-nfad-seed0-*/result.json"))) == 1
+    assert len(list(tmp_path.glob("cells/synthetic-weave-nfad-seed0-*/result.json"))) == 1
 
 
 def test_unknown_method_lists_valid_ones(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "-m", "bgadd", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["run", "-m", "bgadd", "--results", str(tmp_path)])
     assert result.exit_code == 2
     assert "Did you mean 'bgad'" in result.output and "nfad" in result.output
 
 
 def test_unknown_setting_is_named(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "-m", "nfad", "--set", "meta_epoch=3", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["run", "-m", "nfad", "--set", "meta_epoch=3", "--results", str(tmp_path)])
     assert result.exit_code == 2
     assert "meta_epoch" in result.output and "meta_epochs" in result.output
 
 
 def test_unknown_category_lists_known_ones(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "-m", "nfad", "-c", "zipper", "--out", str(tmp_path), *TINY])
+    result = runner.invoke(app, ["run", "-m", "nfad", "-c", "zipper", "--results", str(tmp_path), *TINY])
     assert result.exit_code == 2
     assert "weave" in result.output and "widget" in result.output
 
 
 def test_missing_dataset_says_how_to_prepare(tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["run", "--dataset", "brainmri", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path)]
+        app, ["run", "--dataset", "brainmri", "--data-root", str(tmp_path / "nope"), "--results", str(tmp_path)]
     )
     assert result.exit_code == 2
     assert "nope" in result.output and "prepare" in result.output
