@@ -113,7 +113,10 @@ def worker(spec_path: Path) -> int:
             enable_progress_bar=False,
             enable_model_summary=False,
         )
-        engine.fit(model=model, datamodule=datamodule)
+        # With val_split_mode=none, Engine.fit(datamodule=...) asks for a val_dataloader and fails
+        # (AttributeError: 'Folder' object has no attribute 'val_data'): hand it the train loader only.
+        datamodule.setup()
+        engine.fit(model=model, train_dataloaders=datamodule.train_dataloader())
         t_fit = time.perf_counter() - t0
         predictions = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
         t_total = time.perf_counter() - t0

@@ -151,7 +151,9 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsUnavailableError(f"backbone weights file {path} holds a {type(state).__name__}, not a state dict")
+        raise WeightsUnavailableError(
+            f"backbone weights file {path} holds a {type(state).__name__}, not a state dict"
+        )
     return state
 
 

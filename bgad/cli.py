@@ -39,22 +39,57 @@ ADHOC_PROTOCOL = "adhoc"
 
 @app.command()
 def run(
-    protocol: Annotated[str | None, typer.Option(help="Protocol (a paper table, see `bgad-bench ls`); default: an ad-hoc grid.")] = None,
-    method: Annotated[list[str], typer.Option("--method", "-m", help="Method(s); repeatable. Default: the protocol's, or bgad + nfad.")] = [],  # noqa: B006
-    dataset: Annotated[str | None, typer.Option(help="Dataset (see `bgad-bench ls`). Default: the protocol's, or synthetic.")] = None,
-    category: Annotated[list[str], typer.Option("--category", "-c", help="Category(ies); default: all the protocol uses.")] = [],  # noqa: B006
-    seed: Annotated[list[int], typer.Option("--seed", "-s", help="Seed(s); repeatable. Default: the protocol's, or 0.")] = [],  # noqa: B006
-    data_root: Annotated[Path | None, typer.Option(help="Dataset folder in the MVTec layout (default: the prepared copy).")] = None,
-    profile: Annotated[str | None, typer.Option(help="Profile name or TOML file (quick, paper). Default: the protocol's, or quick.")] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="Protocol (a paper table, see `bgad-bench ls`); default: an ad-hoc grid."),
+    ] = None,
+    method: Annotated[
+        list[str],
+        typer.Option(
+            "--method", "-m", help="Method(s); repeatable. Default: the protocol's, or bgad + nfad."
+        ),
+    ] = [],  # noqa: B006
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset (see `bgad-bench ls`). Default: the protocol's, or synthetic.")
+    ] = None,
+    category: Annotated[
+        list[str], typer.Option("--category", "-c", help="Category(ies); default: all the protocol uses.")
+    ] = [],  # noqa: B006
+    seed: Annotated[
+        list[int], typer.Option("--seed", "-s", help="Seed(s); repeatable. Default: the protocol's, or 0.")
+    ] = [],  # noqa: B006
+    data_root: Annotated[
+        Path | None, typer.Option(help="Dataset folder in the MVTec layout (default: the prepared copy).")
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Profile name or TOML file (quick, paper). Default: the protocol's, or quick."),
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone preset (default: the profile's).")] = None,
-    backbone_weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone (no download).")] = None,
-    random_weights: Annotated[bool, typer.Option("--random-weights", help="Random backbone weights (timing only; recorded).")] = False,
-    known_anomalies: Annotated[int | None, typer.Option("--known-anomalies", "-k", help="Number of known anomalies.")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override any setting: NAME=VALUE (repeatable).")] = [],  # noqa: B006
-    results: Annotated[Path, typer.Option(help="Result store folder (one folder per finished cell).")] = Path("results"),
-    feature_cache: Annotated[bool, typer.Option(help="Keep backbone features on disk for later runs.")] = True,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print one line per cell (done/to do) and stop.")] = False,
-    executor: Annotated[str, typer.Option(help="local (in-process), joblib (local parallel) or slurm.")] = "local",
+    backbone_weights: Annotated[
+        Path | None, typer.Option(help="Local weights file for the backbone (no download).")
+    ] = None,
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="Random backbone weights (timing only; recorded).")
+    ] = False,
+    known_anomalies: Annotated[
+        int | None, typer.Option("--known-anomalies", "-k", help="Number of known anomalies.")
+    ] = None,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override any setting: NAME=VALUE (repeatable).")
+    ] = [],  # noqa: B006
+    results: Annotated[Path, typer.Option(help="Result store folder (one folder per finished cell).")] = Path(
+        "results"
+    ),
+    feature_cache: Annotated[
+        bool, typer.Option(help="Keep backbone features on disk for later runs.")
+    ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print one line per cell (done/to do) and stop.")
+    ] = False,
+    executor: Annotated[
+        str, typer.Option(help="local (in-process), joblib (local parallel) or slurm.")
+    ] = "local",
     workers: Annotated[int, typer.Option(help="Parallel workers for --executor joblib.")] = 2,
     partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
     time_min: Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")] = 120,
@@ -88,23 +123,42 @@ def run(
         if protocol is None:
             dataset = dataset or "synthetic"
             proto = Protocol(
-                name=ADHOC_PROTOCOL, description="ad-hoc grid from the command line", source="", methods=("bgad", "nfad"),
-                seeds=(0,), profile="quick", datasets={dataset: None}, settings={}, grid={}, variants=(Variant("default"),),
-                expand=None, subsets=None, metrics=("image_auroc", "pixel_auroc", "pro"), path="",
+                name=ADHOC_PROTOCOL,
+                description="ad-hoc grid from the command line",
+                source="",
+                methods=("bgad", "nfad"),
+                seeds=(0,),
+                profile="quick",
+                datasets={dataset: None},
+                settings={},
+                grid={},
+                variants=(Variant("default"),),
+                expand=None,
+                subsets=None,
+                metrics=("image_auroc", "pixel_auroc", "pro"),
+                path="",
             )
         else:
             proto = load_protocol(protocol)
-        cells = plan(proto, dataset, category or None, method or None, seed or None, profile, overrides, data_root)
+        cells = plan(
+            proto, dataset, category or None, method or None, seed or None, profile, overrides, data_root
+        )
     except (ConfigError, UnknownNameError, DatasetError, SelectionError) as exc:
         raise _fail(str(exc)) from None
 
     store = ResultStore(results)
     todo, done = pending_tasks(cells, store)
-    console.print(f"[bold]{proto.name}[/]: {len(todo) + len(done)} cell(s), {len(done)} already in {store.root.resolve()}, {len(todo)} to run")
+    console.print(
+        f"[bold]{proto.name}[/]: {len(todo) + len(done)} cell(s), {len(done)} already in {store.root.resolve()}, {len(todo)} to run"
+    )
     if dry_run:
         done_ids = {c.id for c in done}
         for cell in cells:
-            console.print(f"{'done' if cell.id in done_ids else 'todo'}  {cell.id}  {cell.label}", highlight=False, soft_wrap=True)
+            console.print(
+                f"{'done' if cell.id in done_ids else 'todo'}  {cell.id}  {cell.label}",
+                highlight=False,
+                soft_wrap=True,
+            )
         return
     failures = _run_tasks(todo, executor, workers, partition, time_min, gpus, cpus, max_retries, store)
     store.rebuild_table()
@@ -112,9 +166,14 @@ def run(
     records = [r for r in store.records() if r["cell_id"] in ids]
     console.print(results_table(records))
     if failures:
-        console.print(f"[bold red]{len(failures)} cell(s) failed after {max_retries} retr{'y' if max_retries == 1 else 'ies'}:[/]")
+        console.print(
+            f"[bold red]{len(failures)} cell(s) failed after {max_retries} retr{'y' if max_retries == 1 else 'ies'}:[/]"
+        )
         for outcome in failures:
-            console.print(f"  {outcome.key}: {(outcome.error or '').strip().splitlines()[-1] if outcome.error else ''}", highlight=False)
+            console.print(
+                f"  {outcome.key}: {(outcome.error or '').strip().splitlines()[-1] if outcome.error else ''}",
+                highlight=False,
+            )
         raise typer.Exit(code=1)
 
 
@@ -127,28 +186,48 @@ def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, ma
     if executor_name == "joblib":
         options["n_jobs"] = workers
     elif executor_name == "slurm":
-        options.update(folder=store.root / "slurm", partition=partition, time_min=time_min, gpus_per_node=gpus, cpus_per_task=cpus)
+        options.update(
+            folder=store.root / "slurm",
+            partition=partition,
+            time_min=time_min,
+            gpus_per_node=gpus,
+            cpus_per_task=cpus,
+        )
     try:
         runner = make_executor(executor_name, **options)
     except (ValueError, KeyError) as exc:
         raise _fail(str(exc)) from None
     failures = []
     with Progress(
-        TextColumn("[bold]{task.fields[cell]}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn("[bold]{task.fields[cell]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[phase]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
     ) as bar:
-        overall = bar.add_task("grid", total=max(len(todo), 1), cell="grid", phase=f"{executor_name} executor")
+        overall = bar.add_task(
+            "grid", total=max(len(todo), 1), cell="grid", phase=f"{executor_name} executor"
+        )
 
         def hook(task):  # noqa: ANN001, ANN202 - only used by in-process executors
             handle = bar.add_task(task.label, total=1.0, cell=task.label, phase="starting")
-            return (lambda msg: bar.update(handle, phase=msg), lambda frac: bar.update(handle, completed=frac))
+            return (
+                lambda msg: bar.update(handle, phase=msg),
+                lambda frac: bar.update(handle, completed=frac),
+            )
 
         def on_done(outcome) -> None:  # noqa: ANN001
             bar.advance(overall)
             if not outcome.ok:
                 failures.append(outcome)
             for t in bar.tasks:
-                if t.id != overall and not t.finished and t.fields.get("cell") in {x.label for x in todo if x.cell_id == outcome.key}:
+                if (
+                    t.id != overall
+                    and not t.finished
+                    and t.fields.get("cell") in {x.label for x in todo if x.cell_id == outcome.key}
+                ):
                     bar.update(t.id, completed=1.0, visible=False)
 
         with cell_progress(hook):

@@ -42,7 +42,7 @@ class RunConfig:
     clamp: float = 1.9
     cond_dim: int = 128
     # Compute the positional code's share of each coupling subnet once per grid position (same math).
-    shared_positions: bool = False
+    shared_positions: bool = True
     # schedule (METHOD.md §3)
     meta_epochs: int = 25
     sub_epochs: int = 8

@@ -61,9 +61,9 @@ class PositionalSubnet(nn.Module):
         x1, index = x1c[:, : self.split], x1c[:, self.split].long()
         w_x, w_code = self.fc1.weight[:, : self.split], self.fc1.weight[:, self.split :]
         if len(self.positions) <= len(index):
-            code_term = (self.positions @ w_code.T)[index]
+            code_term = (self.positions @ w_code.T).index_select(0, index)
         else:  # fewer fibers than grid positions: the direct product is cheaper
-            code_term = self.positions[index] @ w_code.T
+            code_term = self.positions.index_select(0, index) @ w_code.T
         hidden = torch.relu(torch.addmm(self.fc1.bias, x1, w_x.T) + code_term)
         return self.fc2(hidden)
 

@@ -171,7 +171,9 @@ class FlowDetector:
         )
         torch.manual_seed(cfg.seed)
         self.flows_ = [
-            ConditionalFlow(c, (h, w), cfg.cond_dim, cfg.n_blocks, cfg.clamp, cfg.seed * 1000 + i, cfg.shared_positions)
+            ConditionalFlow(
+                c, (h, w), cfg.cond_dim, cfg.n_blocks, cfg.clamp, cfg.seed * 1000 + i, cfg.shared_positions
+            )
             for i, (c, h, w) in enumerate(feature_shapes)
         ]
         for flow in self.flows_:

@@ -48,7 +48,8 @@ def test_unknown_category_lists_known_ones(tmp_path: Path) -> None:
 
 def test_missing_dataset_says_how_to_prepare(tmp_path: Path) -> None:
     result = runner.invoke(
-        app, ["run", "--dataset", "brainmri", "--data-root", str(tmp_path / "nope"), "--results", str(tmp_path)]
+        app,
+        ["run", "--dataset", "brainmri", "--data-root", str(tmp_path / "nope"), "--results", str(tmp_path)],
     )
     assert result.exit_code == 2
     assert "nope" in result.output and "prepare" in result.output

@@ -210,7 +210,9 @@ class JoblibExecutor:
                 seen: set[int] = set()
                 parallel = joblib.Parallel(n_jobs=self.n_jobs, backend="loky", return_as=return_as)
                 try:
-                    for index, ok, value, error in parallel(joblib.delayed(_call)(fn, i, items[i]) for i in todo):
+                    for index, ok, value, error in parallel(
+                        joblib.delayed(_call)(fn, i, items[i]) for i in todo
+                    ):
                         seen.add(index)
                         settle(index, ok, value, error)
                 except Exception as exc:  # noqa: BLE001 - a dead worker or an unpicklable item/result

@@ -27,7 +27,9 @@ _progress_hook: Callable[[CellTask], tuple[Callable[[str], None], Callable[[floa
 
 
 @contextlib.contextmanager
-def cell_progress(hook: Callable[[CellTask], tuple[Callable[[str], None], Callable[[float], None]]]) -> Iterator[None]:
+def cell_progress(
+    hook: Callable[[CellTask], tuple[Callable[[str], None], Callable[[float], None]]],
+) -> Iterator[None]:
     global _progress_hook
     previous, _progress_hook = _progress_hook, hook
     try:
@@ -46,7 +48,9 @@ def execute_cell(task: CellTask) -> str:
     status, progress = _progress_hook(task) if _progress_hook else (None, None)
     folder = run_cell(RunConfig(**task.config), store.cells_dir, status=status, progress=progress)
     if folder.name != task.cell_id:
-        raise RuntimeError(f"cell {task.label}: the data changed since planning ({folder.name} != {task.cell_id})")
+        raise RuntimeError(
+            f"cell {task.label}: the data changed since planning ({folder.name} != {task.cell_id})"
+        )
     return task.cell_id
 
 

@@ -13,7 +13,9 @@ import subprocess
 
 import pytest
 
-START_HINT = "start one with `tests/slurm/cluster.sh start /tmp/bgad-slurm` (as root; stop it with `... stop`)"
+START_HINT = (
+    "start one with `tests/slurm/cluster.sh start /tmp/bgad-slurm` (as root; stop it with `... stop`)"
+)
 
 
 def slurm_required() -> bool:
@@ -55,5 +57,7 @@ def slurm_cluster() -> None:
     if reason is None:
         return
     if required:
-        pytest.fail(f"a Slurm cluster is required (BGAD_REQUIRE_SLURM/CI) but {reason}; {START_HINT}", pytrace=False)
+        pytest.fail(
+            f"a Slurm cluster is required (BGAD_REQUIRE_SLURM/CI) but {reason}; {START_HINT}", pytrace=False
+        )
     pytest.skip(f"{reason}; {START_HINT}")

@@ -108,7 +108,9 @@ def test_joblib_gives_the_same_values_as_local() -> None:
 def test_local_keyboard_interrupt_propagates_after_reporting() -> None:
     finished: list[str] = []
     with pytest.raises(KeyboardInterrupt) as info:
-        LocalExecutor(max_retries=3).run(interrupt_at_three, [1, 2, 3, 4], list("abcd"), on_done=lambda o: finished.append(o.key))
+        LocalExecutor(max_retries=3).run(
+            interrupt_at_three, [1, 2, 3, 4], list("abcd"), on_done=lambda o: finished.append(o.key)
+        )
     assert finished == ["a", "b"]  # not retried, nothing after it ran
     assert any("2 of 4 items finished (a, b); not finished: c, d" in note for note in info.value.__notes__)
 
@@ -129,7 +131,9 @@ def test_registry_and_make_executor(tmp_path: Path) -> None:
     assert (joblib_ex.n_jobs, joblib_ex.max_retries) == (2, 0)
     slurm_ex = make_executor("slurm", folder=tmp_path, partition="debug", mem_gb=1.5)
     assert isinstance(slurm_ex, SlurmExecutor) and slurm_ex.name == "slurm"
-    with pytest.raises(ValueError, match=r"unknown option\(s\) 'n_job' for executor 'joblib'; valid options: n_jobs"):
+    with pytest.raises(
+        ValueError, match=r"unknown option\(s\) 'n_job' for executor 'joblib'; valid options: n_jobs"
+    ):
         make_executor("joblib", n_job=2)
     with pytest.raises(ValueError, match="executor 'joblib' needs option"):
         make_executor("joblib")
@@ -172,7 +176,9 @@ def test_slurm_array_retries_and_reports_job_ids(pickle_this_module_by_value: No
 
 
 @pytest.mark.slurm
-def test_slurm_job_sees_the_same_python_environment(pickle_this_module_by_value: None, tmp_path: Path) -> None:
+def test_slurm_job_sees_the_same_python_environment(
+    pickle_this_module_by_value: None, tmp_path: Path
+) -> None:
     import torch
 
     executor = SlurmExecutor(tmp_path / "submitit", time_min=5, max_retries=0, poll_s=0.25)

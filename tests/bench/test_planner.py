@@ -37,10 +37,16 @@ def test_grid_variants_and_defect_type_expansion(tmp_path: Path) -> None:
 
 
 def test_narrowing_and_cell_ids_ignore_the_protocol_name(tmp_path: Path) -> None:
-    a = plan(load_protocol(_proto(tmp_path, 'methods = ["nfad"]\n[datasets]\nsynthetic = "all"\n')), seeds=[0])
+    a = plan(
+        load_protocol(_proto(tmp_path, 'methods = ["nfad"]\n[datasets]\nsynthetic = "all"\n')), seeds=[0]
+    )
     other = tmp_path / "other"
     other.mkdir()
-    b = plan(load_protocol(_proto(other, 'methods = ["nfad", "bgad"]\n[datasets]\nsynthetic = "all"\n')), methods=["nfad"], seeds=[0])
+    b = plan(
+        load_protocol(_proto(other, 'methods = ["nfad", "bgad"]\n[datasets]\nsynthetic = "all"\n')),
+        methods=["nfad"],
+        seeds=[0],
+    )
     assert [c.id for c in a] == [c.id for c in b]  # the same cell in two tables runs once
     assert [c.config.category for c in a] == ["weave", "widget"]
 
@@ -48,7 +54,9 @@ def test_narrowing_and_cell_ids_ignore_the_protocol_name(tmp_path: Path) -> None
 def test_selection_is_independent_of_run_order() -> None:
     data = load_category("synthetic", "weave")
     forward = [select_known_anomalies(data.test, 3, s, "weave")[0] for s in (0, 42, 100)]
-    backward = [select_known_anomalies(list(reversed(data.test)), 3, s, "weave")[0] for s in (100, 42, 0)][::-1]
+    backward = [select_known_anomalies(list(reversed(data.test)), 3, s, "weave")[0] for s in (100, 42, 0)][
+        ::-1
+    ]
     assert forward == backward
     assert forward[0] != forward[1]
 

@@ -11,8 +11,14 @@ from bgad.config import ConfigError
 from bgad.method import load_builtin_methods
 
 EXPECTED = {
-    "multi_class", "one_class", "hard_subset", "unseen_subset", "one_anomaly",
-    "ablation_boundary", "ablation_components", "ablation_semi_push_pull",
+    "multi_class",
+    "one_class",
+    "hard_subset",
+    "unseen_subset",
+    "one_anomaly",
+    "ablation_boundary",
+    "ablation_components",
+    "ablation_semi_push_pull",
 }
 
 
@@ -52,14 +58,23 @@ BASE = 'description = "x"\nmethods = ["bgad"]\n[datasets]\nsynthetic = "all"\n'
     [
         ('description = "x"\nmethod = ["bgad"]\n[datasets]\nsynthetic = "all"\n', "'method'"),
         (BASE + "[settings]\nbeta_ = 0.1\n", "beta_"),
-        (BASE + "[settings]\nbeta = \"high\"\n", "beta"),
+        (BASE + '[settings]\nbeta = "high"\n', "beta"),
         (BASE + "[grid]\ntau = []\n", "tau"),
-        (BASE + "[[variants]]\nnam = \"a\"\n", "'nam'"),
-        (BASE + "[subsets]\ntest = \"medium\"\n", "medium"),
+        (BASE + '[[variants]]\nnam = "a"\n', "'nam'"),
+        (BASE + '[subsets]\ntest = "medium"\n', "medium"),
         ('expand = "defects"\n' + BASE, "defects"),
         ('description = "x"\n[datasets]\nsynthetic = "all"\n', "methods"),
     ],
-    ids=["top-key", "setting-key", "setting-type", "empty-axis", "variant-key", "subset-value", "expand", "missing"],
+    ids=[
+        "top-key",
+        "setting-key",
+        "setting-type",
+        "empty-axis",
+        "variant-key",
+        "subset-value",
+        "expand",
+        "missing",
+    ],
 )
 def test_bad_protocol_names_key_and_file(tmp_path: Path, text: str, needle: str) -> None:
     path = _write(tmp_path, text)
