@@ -74,7 +74,8 @@ class RunConfig:
     spp_variant: str = "code"
     # evaluation and bookkeeping
     eval_every: int = 1
-    loglik_samples: int = 20000
+    loglik_samples: int = 5000
+    map_samples: int = 4
     threads: int = 2
     device: str = "auto"  # "auto" = cuda when available, else cpu
     feature_cache: bool = True

@@ -32,6 +32,7 @@ from bgad.method import TrainingData, load_builtin_methods
 from bgad.metrics import METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
+from bgad.scoring import Scores
 from bgad.selection import select_known_anomalies
 
 SCHEMA_VERSION = 1
@@ -102,6 +103,29 @@ def _loglik_samples(
                 values = values[rng.choice(len(values), size=n, replace=False)]
             out[f"level{level}_{name}"] = values.astype(np.float32)
     return out
+
+
+def _map_samples(
+    test: list[Sample], scores: Scores, masks: np.ndarray | None, cache: FeatureCache, n: int
+) -> dict:
+    """A few test images with their anomaly maps and masks (for panels like the paper's Fig. 4).
+
+    The highest- and lowest-scored anomalous images and the highest-scored normal one, so a reader
+    sees successes and failures; maps in float16 to keep committed results small.
+    """
+    labels = np.array([s.label for s in test])
+    order = np.argsort(-scores.image_scores, kind="stable")
+    anomalous = [i for i in order if labels[i] == 1]
+    normal = [i for i in order if labels[i] == 0]
+    picks = list(dict.fromkeys(anomalous[: max(n - 2, 1)] + anomalous[-1:] + normal[:1]))[:n]
+    return {
+        "images": np.stack([cache.load_resized(test[i].image_path) for i in picks]),
+        "maps": scores.maps[picks].astype(np.float16),
+        "masks": masks[picks] if masks is not None else np.zeros((len(picks), 0, 0), np.uint8),
+        "labels": labels[picks],
+        "scores": scores.image_scores[picks],
+        "paths": np.array([str(test[i].image_path.name) for i in picks]),
+    }
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -299,6 +323,10 @@ def _run(
             **_loglik_samples(scores.level_ll, test_masks, labels, cfg.loglik_samples, cfg.seed),
         )
         artifacts["loglik_samples"] = "loglik_samples.npz"
+    np.savez_compressed(
+        work / "map_samples.npz", **_map_samples(test, scores, test_masks, cache, cfg.map_samples)
+    )
+    artifacts["map_samples"] = "map_samples.npz"
 
     return {
         "schema_version": SCHEMA_VERSION,

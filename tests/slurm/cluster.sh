@@ -287,10 +287,17 @@ start_slurm() {
 
 smoke_job() {
     # The first batch job after a controller start waits ~3 s; absorb it here rather than in a test.
-    local out
-    out=$(sbatch --wait --quiet -N1 -n1 -t 1 -J bgad-smoke -o /dev/null --wrap true 2>&1) || {
+    # (Polled here: `sbatch --wait` polls too slowly, ~10 s.)
+    local jid state i
+    jid=$(sbatch --parsable -N1 -n1 -t 1 -J bgad-smoke -o /dev/null --wrap true 2>&1) || die "smoke job refused: $jid"
+    for ((i = 0; i < 600; i++)); do
+        state=$(scontrol show job "$jid" 2>/dev/null | grep -oE 'JobState=[A-Z_]+' | cut -d= -f2)
+        [[ $state =~ ^(PENDING|CONFIGURING|RUNNING|COMPLETING)?$ ]] || break
+        sleep 0.1
+    done
+    [[ $state == COMPLETED ]] || {
         print_logs
-        die "smoke job failed: $out"
+        die "smoke job $jid ended as ${state:-unknown}"
     }
 }
 
