@@ -100,7 +100,8 @@ class RunConfig:
         spec = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in {"data_root", "backbone_weights", "threads", "device", "shared_positions"}
+            if k
+            not in {"data_root", "backbone_weights", "threads", "device", "shared_positions", "feature_cache"}
         }
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
