@@ -270,6 +270,118 @@ def results_table(records: list[dict]) -> Table:
     return table
 
 
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option(help="Result store to read.")] = Path("results"),
+    out: Annotated[
+        Path, typer.Option(help="Folder for tables (Markdown, LaTeX, CSV) and figures (PNG, PDF).")
+    ] = Path("reports"),
+    protocol: Annotated[
+        list[str],
+        typer.Option("--protocol", "-p", help="Protocol(s) to render; default: every one with results."),
+    ] = [],  # noqa: B006
+    figures: Annotated[bool, typer.Option(help="Also draw the figures.")] = True,
+) -> None:
+    """Regenerate the paper's tables (and figures) from the result store; never trains or scores."""
+    from bgad.bench.figures import write_figures
+    from bgad.bench.protocols import load_protocol, protocol_names
+    from bgad.bench.report import write_report
+    from bgad.bench.store import ResultStore
+
+    try:
+        protocols = [load_protocol(p) for p in (protocol or protocol_names())]
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    store = ResultStore(results)
+    records = list(store.records())
+    if not records:
+        raise _fail(f"no results in {store.cells_dir}; run `bgad-bench run ...` first, or pass --results DIR")
+    written = write_report(protocols, records, out)
+    if figures:
+        written += write_figures(records, store.cells_dir, out / "figures")
+    console.print(f"{len(records)} result(s) → {len(written)} file(s) in {out.resolve()}")
+    for path in written:
+        if path.suffix in {".md", ".png"}:
+            console.print(f"  {path}", highlight=False)
+
+
+@app.command()
+def regress(
+    results: Annotated[Path, typer.Option(help="Result store to check.")] = Path("results"),
+    expectations: Annotated[
+        Path | None, typer.Option(help="Expectations file (default: RESULTS/expectations.csv).")
+    ] = None,
+    rerun: Annotated[
+        list[str],
+        typer.Option(help="Cell id(s) to re-run from scratch and compare with the committed record."),
+    ] = [],  # noqa: B006
+    update_expectations: Annotated[
+        bool,
+        typer.Option("--update-expectations", help="Write the expectations file from the store and stop."),
+    ] = False,
+) -> None:
+    """Exit non-zero on any regression; print every comparison made."""
+    import tempfile
+
+    import pandas as pd
+
+    from bgad.bench.protocols import load_protocol, protocol_names
+    from bgad.bench.regress import (
+        check_expectations,
+        check_published,
+        compare_rerun,
+        expectations_frame,
+        rerun_cell,
+        tolerances,
+    )
+    from bgad.bench.store import ResultStore
+
+    store = ResultStore(results)
+    records = list(store.records())
+    expectations = expectations or store.root / "expectations.csv"
+    if update_expectations:
+        frame = expectations_frame(records)
+        tmp = expectations.with_suffix(".csv.tmp")
+        frame.to_csv(tmp, index=False)
+        tmp.replace(expectations)
+        console.print(
+            f"wrote {len(frame)} expectation(s) of {frame['cell_id'].nunique() if len(frame) else 0} cell(s) to {expectations}"
+        )
+        return
+    tol = tolerances()
+    checks = check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])
+    if expectations.exists():
+        checks += check_expectations(records, pd.read_csv(expectations), tol["expectations"])
+    elif any(r["config"]["profile"] != "paper" for r in records):
+        raise _fail(
+            f"{expectations} is missing: create it with `bgad-bench regress --update-expectations` and commit it"
+        )
+    for cell in rerun:
+        if not store.is_complete(cell):
+            raise _fail(
+                f"cell {cell} is not in {store.cells_dir}; `bgad-bench run --dry-run ...` lists cell ids"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            console.print(f"re-running {cell} from scratch …")
+            checks += compare_rerun(
+                store.record(cell), rerun_cell(store.record(cell), Path(tmp)), tol["expectations"]
+            )
+    table = Table(title=f"bgad-bench regress: {len(checks)} comparison(s)")
+    for col in ("kind", "what", "ours", "reference", "tolerance", "result"):
+        table.add_column(col, justify="right" if col in {"ours", "reference", "tolerance"} else "left")
+    for c in checks:
+        verdict = "[red]FAIL[/]" if c.failed else "ok" if not c.note else c.note
+        table.add_row(c.kind, c.what, _fmt(c.ours), _fmt(c.reference), _fmt(c.tolerance), verdict)
+    console.print(table)
+    failed = [c for c in checks if c.failed]
+    if not checks:
+        raise _fail(f"nothing to compare in {store.root}")
+    if failed:
+        console.print(f"[bold red]{len(failed)} regression(s)[/] out of {len(checks)} comparison(s)")
+        raise typer.Exit(code=1)
+    console.print(f"[green]no regression[/] in {len(checks)} comparison(s)")
+
+
 @app.command("ls")
 def list_things() -> None:
     """List methods, backbones, datasets and profiles."""

@@ -8,6 +8,7 @@ discrepancy found in the paper's own numbers. This module only reads and validat
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from importlib.resources import files
@@ -65,6 +66,7 @@ def _parse_number(text: str, what: str, where: str, *, allow_empty: bool) -> flo
     return value
 
 
+@functools.cache
 def _read_one(name: str) -> pd.DataFrame:
     text = (_published_dir() / name).read_text(encoding="utf-8")
     reader = csv.DictReader(io.StringIO(text))

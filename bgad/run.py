@@ -154,6 +154,7 @@ def run_cell(
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
     final = out_dir / cell_id(cfg, data.manifest_sha256())
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.partial-"))
+    work.chmod(0o755)  # mkdtemp makes it private; a shared store must stay readable
     try:
         record = _run(cfg, data, final.name, work, say, advance)
         _atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))

@@ -29,7 +29,9 @@ PROTOCOL_KEYS = {
     "expand",
     "subsets",
     "metrics",
+    "published",
 }
+PUBLISHED_KEYS = {"source", "table", "setting", "variant"}
 VARIANT_KEYS = {"name", "settings", "methods"}
 SUBSET_KEYS = {"train", "test"}
 SUBSET_VALUES = {"easy", "hard", "all"}
@@ -43,6 +45,17 @@ class Variant:
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PublishedRef:
+    """Where the paper prints this protocol's numbers. ``setting`` is formatted with the cell's settings
+    (plus ``type``: the defect type, or ``mean`` for a category's mean over types); ``variant`` limits it."""
+
+    source: str
+    table: str
+    setting: str
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,18 +74,20 @@ class Protocol:
     subsets: dict[str, str] | None
     metrics: tuple[str, ...]
     path: str
+    published: tuple[PublishedRef, ...] = ()
 
 
 def _protocol_dir():
     return resources.files("bgad.protocols")
 
 
+# Data files beside the protocols that are not protocols themselves.
+NOT_PROTOCOLS = {"mvtec_defect_subsets", "regression"}
+
+
 def protocol_names() -> list[str]:
-    return sorted(
-        p.name.removesuffix(".toml")
-        for p in _protocol_dir().iterdir()
-        if p.name.endswith(".toml") and p.name != "mvtec_defect_subsets.toml"
-    )
+    names = (p.name.removesuffix(".toml") for p in _protocol_dir().iterdir() if p.name.endswith(".toml"))
+    return sorted(n for n in names if n not in NOT_PROTOCOLS)
 
 
 def _read(name_or_path: str) -> tuple[dict, str, str]:
@@ -138,7 +153,15 @@ def load_protocol(name_or_path: str) -> Protocol:
         if cats != "all" and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)):
             raise ConfigError(f'{origin} [datasets] {ds}: give "all" or a list of category names')
         datasets[ds] = None if cats == "all" else tuple(cats)
+    published = []
+    for i, raw in enumerate(data.get("published", [])):
+        _check_keys(raw, PUBLISHED_KEYS, f"{origin} [[published]] #{i + 1}")
+        missing = sorted({"source", "table", "setting"} - set(raw))
+        if missing:
+            raise ConfigError(f"{origin} [[published]] #{i + 1}: missing {', '.join(missing)}")
+        published.append(PublishedRef(raw["source"], raw["table"], raw["setting"], raw.get("variant")))
     return Protocol(
+        published=tuple(published),
         name=name,
         description=data["description"],
         source=data.get("source", ""),

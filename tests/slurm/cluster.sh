@@ -94,10 +94,16 @@ our_conf() { [[ -f $CONF ]] && grep -qxF "$MARK$BASE" "$CONF"; }
 node_state() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n1; }
 node_idle() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing) ]]; }
 
+foreign_munged() { [[ -s /run/munge/munged.pid ]] && alive_pid "$(tr -dc 0-9 </run/munge/munged.pid)"; }
+
 status() {
     local d ok=0
     for d in munged mariadbd slurmdbd slurmctld slurmd; do
-        if alive "$d"; then echo "$d: running (pid $(cat "$PIDS/$d.pid"))"; else
+        if alive "$d"; then
+            echo "$d: running (pid $(cat "$PIDS/$d.pid"))"
+        elif [[ $d == munged ]] && foreign_munged; then
+            echo "munged: running (not started by this script; left alone at stop)"
+        else
             echo "$d: stopped"
             ok=1
         fi
@@ -127,7 +133,7 @@ install_packages() {
 start_munge() {
     if alive munged; then return 0; fi
     # A munged someone else started is reused and left alone at stop.
-    if [[ -s /run/munge/munged.pid ]] && alive_pid "$(tr -dc 0-9 </run/munge/munged.pid)"; then
+    if foreign_munged; then
         log "reusing the munged already running"
         return 0
     fi

@@ -1,0 +1,163 @@
+"""Regression checks of a result store.
+
+Paper-profile results are held against the published values (per table cell, mean over seeds);
+results of any other profile are held against the committed expectations of that profile (our own
+numbers per cell), and their distance from the published values is reported, not failed. A single
+cell can also be re-run from scratch and compared with its committed record.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from bgad.bench.protocols import Protocol
+from bgad.bench.report import match_records, summarize
+from bgad.config import ConfigError, RunConfig
+
+EXPECTATION_METRICS = ("image_auroc", "pixel_auroc", "pro", "pro_paper")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison: what, our value, the reference, the tolerance, and whether it failed."""
+
+    kind: str  # "published", "expectation", "rerun", "missing"
+    what: str
+    ours: float
+    reference: float
+    tolerance: float
+    failed: bool
+    note: str = ""
+
+
+def tolerances() -> dict[str, dict[str, float]]:
+    data = tomllib.loads(resources.files("bgad.protocols").joinpath("regression.toml").read_text())
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+
+def expectations_frame(records: list[dict]) -> pd.DataFrame:
+    """The expectations file's content for the records of non-paper profiles (last-epoch metrics)."""
+    rows = []
+    for rec in records:
+        if rec["config"]["profile"] == "paper":
+            continue
+        for metric in EXPECTATION_METRICS:
+            value = rec["metrics"]["last_epoch"].get(metric)
+            if value is not None and not math.isnan(value):
+                rows.append(
+                    {
+                        "cell_id": rec["cell_id"],
+                        "profile": rec["config"]["profile"],
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["cell_id", "profile", "metric", "value"])
+
+
+def check_expectations(records: list[dict], expected: pd.DataFrame, tol: dict[str, float]) -> list[Check]:
+    ours = expectations_frame(records).set_index(["cell_id", "metric"])["value"]
+    checks = []
+    for row in expected.itertuples():
+        key = (row.cell_id, row.metric)
+        if key not in ours.index:
+            checks.append(
+                Check(
+                    "missing",
+                    f"{row.cell_id} {row.metric}",
+                    math.nan,
+                    row.value,
+                    0.0,
+                    True,
+                    "expected result not in the store",
+                )
+            )
+            continue
+        value = float(ours[key])
+        limit = tol.get(row.metric, 0.0)
+        checks.append(
+            Check(
+                "expectation",
+                f"{row.cell_id} {row.metric}",
+                value,
+                row.value,
+                limit,
+                abs(value - row.value) > limit + 1e-12,
+            )
+        )
+    known = set(zip(expected["cell_id"], expected["metric"], strict=True))
+    for cell_id, metric in ours.index:
+        if (cell_id, metric) not in known:
+            checks.append(
+                Check(
+                    "expectation",
+                    f"{cell_id} {metric}",
+                    float(ours[(cell_id, metric)]),
+                    math.nan,
+                    0.0,
+                    False,
+                    "new: not in the expectations (run with --update-expectations to add)",
+                )
+            )
+    return checks
+
+
+def check_published(protocols: list[Protocol], records: list[dict], tol: dict[str, float]) -> list[Check]:
+    """Every table cell with a published value; failing only for paper-profile cells."""
+    checks = []
+    for protocol in protocols:
+        matched = match_records(protocol, records)
+        if matched.empty:
+            continue
+        summary = summarize(protocol, matched, "last")
+        for row in summary.itertuples():
+            if math.isnan(row.published):
+                continue
+            paper = row.profiles == "paper"
+            where = f"{protocol.name} {row.dataset}/{row.category}{'/' + row.defect_type if row.defect_type else ''} {row.method} {row.column} {row.metric}".replace(
+                "  ", " "
+            )
+            limit = tol.get(row.metric, 0.0)
+            failed = paper and abs(row.mean - row.published) > limit
+            note = "" if paper else f"profile {row.profiles}: distance reported, not failed"
+            checks.append(
+                Check("published", where, row.mean, row.published, limit if paper else math.nan, failed, note)
+            )
+    return checks
+
+
+def rerun_cell(record: dict, work_dir: Path) -> dict:
+    """Run the record's cell again from scratch (no feature cache) and return the new record."""
+    from bgad.run import run_cell
+
+    cfg = RunConfig(**{**record["config"], "feature_cache": False})
+    folder = run_cell(cfg, work_dir)
+    if folder.name != record["cell_id"]:
+        raise ConfigError(
+            f"re-running {record['cell_id']} gave cell {folder.name}: the dataset or the code's result version differs"
+        )
+    import json
+
+    return json.loads((folder / "result.json").read_text())
+
+
+def compare_rerun(committed: dict, fresh: dict, tol: dict[str, float]) -> list[Check]:
+    checks = []
+    for metric in EXPECTATION_METRICS:
+        old = committed["metrics"]["last_epoch"].get(metric)
+        new = fresh["metrics"]["last_epoch"].get(metric)
+        if old is None or new is None:
+            continue
+        limit = tol.get(metric, 0.0)
+        checks.append(
+            Check(
+                "rerun", f"{committed['cell_id']} {metric}", new, old, limit, abs(new - old) > limit + 1e-12
+            )
+        )
+    return checks

@@ -1,0 +1,410 @@
+"""Paper-layout tables from the result store, with the published numbers and our difference beside them.
+
+Reports read records only (never train or score). A record belongs to a protocol when its resolved
+settings match the protocol's (dataset, category, method, settings, variant, grid, subsets), so a
+cell shared by two tables shows up in both. Per cell of a table: mean ± std over seeds, a 95 %
+t-interval, the published value and our difference; a cell whose interval excludes the published
+value is flagged. Missing cells show as missing, never as zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bgad.bench.protocols import Protocol, defect_subsets
+from bgad.published import published_value
+
+METRIC_LABELS = {
+    "image_auroc": "Image AUROC",
+    "pixel_auroc": "Pixel AUROC",
+    "pro": "AU-PRO",
+    "pro_paper": "PRO (code)",
+}
+# Our method names where the paper's tables name the same thing differently.
+PAPER_METHOD_NAMES = {"bgad_cc": "bgad_dagger"}
+REFERENCE_METHODS = {"patchcore", "padim"}  # baselines we add: not in the paper
+MEAN_ROW = "mean"
+
+
+def _label(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
+    """One row per record that belongs to ``protocol``, with its column label and metric values."""
+    subsets = defect_subsets() if protocol.subsets else {}
+    rows = []
+    for rec in records:
+        cfg = rec["config"]
+        dataset, category, method = cfg["dataset"], cfg["category"], cfg["method"]
+        if dataset not in protocol.datasets or method not in protocol.methods:
+            continue
+        allowed = protocol.datasets[dataset]
+        if allowed is not None and category not in allowed:
+            continue
+        if any(cfg.get(k) not in values for k, values in protocol.grid.items()):
+            continue
+        if protocol.expand == "defect_types" and not cfg.get("anomaly_defect_type"):
+            continue
+        if protocol.subsets and not _subsets_match(protocol, cfg, subsets.get(category)):
+            continue
+        for variant in protocol.variants:
+            if variant.methods is not None and method not in variant.methods:
+                continue
+            required = {**protocol.settings, **variant.settings}
+            if all(cfg.get(k) == v for k, v in required.items()):
+                break
+        else:
+            continue
+        parts = [variant.name] if len(protocol.variants) > 1 else []
+        parts += [f"{k}={_label(cfg[k])}" for k in protocol.grid]
+        row = {
+            "dataset": dataset,
+            "category": category,
+            "defect_type": cfg.get("anomaly_defect_type") or "",
+            "method": method,
+            "column": " ".join(parts),
+            "variant": variant.name,
+            "seed": cfg["seed"],
+            "profile": cfg["profile"],
+            "backbone": cfg["backbone"],
+            "input_size": cfg["input_size"],
+            "cell_id": rec["cell_id"],
+            "settings": {k: cfg[k] for k in ("n_known_anomalies", "beta", "tau", "racp", "focal")},
+        }
+        for name in METRIC_LABELS:
+            row[f"{name}|last"] = rec["metrics"]["last_epoch"].get(name)
+            row[f"{name}|best"] = (
+                rec["metrics"]["best_per_metric_paper_compatible"].get(name, {}).get("value")
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _subsets_match(protocol: Protocol, cfg: dict, subsets: dict | None) -> bool:
+    if subsets is None:
+        return False
+    for key, which in (
+        ("train_types", protocol.subsets.get("train", "all")),
+        ("test_types", protocol.subsets.get("test", "all")),
+    ):
+        expected = None if which == "all" else ",".join(subsets[which])
+        if cfg.get(key) != expected:
+            return False
+    return True
+
+
+def interval(values: np.ndarray) -> tuple[float, float, float, float]:
+    """(mean, std, CI low, CI high) over seeds; a 95 % t-interval needs at least two seeds."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, 0.0, math.nan, math.nan
+    std = float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values)))
+    return mean, std, mean - half, mean + half
+
+
+def summarize(protocol: Protocol, matched: pd.DataFrame, selection: str = "last") -> pd.DataFrame:
+    """Mean ± std over seeds per table cell, a category mean row per dataset, published values joined."""
+    if matched.empty:
+        return pd.DataFrame()
+    out = []
+    keys = ["dataset", "column", "method"]
+    for (dataset, column, method), group in matched.groupby(keys, sort=True):
+        settings = group["settings"].iloc[0]
+        variant = group["variant"].iloc[0]
+        for metric in protocol.metrics:
+            col = f"{metric}|{selection}"
+            if group[col].isna().all():
+                continue
+            per_seed = group.pivot_table(
+                index=["category", "defect_type"], columns="seed", values=col, aggfunc="first"
+            )
+            rows = [(cat, dt, per_seed.loc[(cat, dt)].dropna().to_numpy()) for cat, dt in per_seed.index]
+            if protocol.expand == "defect_types":  # each category's mean over its defect types, per seed
+                for cat in sorted({c for c, _ in per_seed.index}):
+                    sub = per_seed.loc[cat]
+                    complete = sub.dropna(axis=1)
+                    rows.append((cat, MEAN_ROW, complete.mean(axis=0).to_numpy()))
+            by_category = (
+                per_seed.groupby(level="category").mean() if protocol.expand else per_seed.droplevel(1)
+            )
+            complete_seeds = by_category.dropna(axis=1)
+            if len(by_category) > 1 and complete_seeds.shape[1]:
+                rows.append((MEAN_ROW, "", complete_seeds.mean(axis=0).to_numpy()))
+            for cat, dtype, values in rows:
+                if len(values) == 0:
+                    continue
+                mean, std, low, high = interval(values)
+                ref = _published(protocol, variant, method, dataset, cat, dtype, metric, settings)
+                pub, pm = ref if ref else (math.nan, math.nan)
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "category": cat,
+                        "defect_type": dtype,
+                        "column": column,
+                        "method": method,
+                        "metric": metric,
+                        "selection": selection,
+                        "n_seeds": len(values),
+                        "mean": mean,
+                        "std": std,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "published": pub,
+                        "published_pm": math.nan if pm is None else pm,
+                        "diff": mean - pub,
+                        "flag": bool(
+                            not math.isnan(low) and not math.isnan(pub) and not (low <= pub <= high)
+                        ),
+                        "profiles": ",".join(sorted(set(group["profile"]))),
+                        "backbones": ",".join(sorted(set(group["backbone"]))),
+                    }
+                )
+    return pd.DataFrame(out)
+
+
+def _published(
+    protocol: Protocol,
+    variant: str,
+    method: str,
+    dataset: str,
+    category: str,
+    defect_type: str,
+    metric: str,
+    settings: dict,
+) -> tuple[float, float | None] | None:
+    fields = {**settings, "type": defect_type or MEAN_ROW}
+    if isinstance(fields.get("racp"), bool):
+        fields["racp"], fields["focal"] = int(fields["racp"]), int(fields["focal"])
+    for ref in protocol.published:
+        if ref.variant is not None and ref.variant != variant:
+            continue
+        try:
+            setting = ref.setting.format(**fields)
+        except (KeyError, ValueError):
+            continue
+        found = published_value(
+            PAPER_METHOD_NAMES.get(method, method),
+            dataset,
+            category,
+            metric,
+            setting,
+            source=ref.source,
+            table=ref.table,
+        )
+        if found is not None:
+            return found
+    return None
+
+
+def paired_test(matched: pd.DataFrame, metric: str, a: str, b: str, selection: str = "last") -> dict | None:
+    """Wilcoxon signed-rank test of method ``a`` vs ``b`` over paired (category, defect type, seed, column) cells."""
+    col = f"{metric}|{selection}"
+    keys = ["dataset", "category", "defect_type", "seed", "column"]
+    left = matched[matched["method"] == a].set_index(keys)[col]
+    right = matched[matched["method"] == b].set_index(keys)[col]
+    both = pd.concat([left.rename("a"), right.rename("b")], axis=1, join="inner").dropna()
+    if len(both) < 2:
+        return None
+    diff = both["a"] - both["b"]
+    if np.allclose(diff, 0):
+        return {"n": len(both), "median_diff": 0.0, "p_value": 1.0}
+    result = stats.wilcoxon(both["a"], both["b"])
+    return {"n": len(both), "median_diff": float(diff.median()), "p_value": float(result.pvalue)}
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+Row = tuple[str, str, str]  # (dataset, category, defect type)
+Column = tuple[str, str]  # (method, column label)
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Row keys and column keys of one rendered table (one per metric × epoch selection)."""
+
+    rows: list[Row]
+    columns: list[Column]
+
+
+def _layout(summary: pd.DataFrame) -> TableLayout:
+    def row_key(r: Row) -> tuple:
+        dataset, cat, dt = r
+        return (dataset, cat == MEAN_ROW, cat, dt == MEAN_ROW, dt)
+
+    rows = sorted({(r.dataset, r.category, r.defect_type) for r in summary.itertuples()}, key=row_key)
+    columns = sorted({(r.method, r.column) for r in summary.itertuples()}, key=lambda c: (c[0] in REFERENCE_METHODS, c))
+    return TableLayout(rows, columns)
+
+
+def _row_label(row: Row) -> str:
+    dataset, category, _ = row
+    return category if category == dataset else f"{dataset}/{category}"
+
+
+def _column_title(method: str, column: str) -> str:
+    ref = " (ref.)" if method in REFERENCE_METHODS else ""
+    return f"{method}{ref}" + (f" {column}" if column else "")
+
+
+def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
+    if cell is None:
+        return "--" if latex else "—"
+    pm = "$\\pm$" if latex else "±"
+    text = f"{cell['mean']:.3f} {pm} {cell['std']:.3f}" if cell["n_seeds"] > 1 else f"{cell['mean']:.3f}"
+    if not math.isnan(cell["published"]):
+        sign = "+" if cell["diff"] >= 0 else ("-" if latex else "−")
+        text += f" (paper {cell['published']:.3f}, {sign}{abs(cell['diff']):.3f})"
+        if cell["flag"]:
+            text += " \\textdagger" if latex else " ⚑"
+    return text
+
+
+def _table_rows(part: pd.DataFrame, layout: TableLayout, latex: bool) -> list[list[str]]:
+    """Cell texts per row, the best mean of each row in bold (only when there is a choice)."""
+    cells = {(r["dataset"], r["category"], r["defect_type"], r["method"], r["column"]): r for _, r in part.iterrows()}
+    out = []
+    for row in layout.rows:
+        present = [cells[(*row, *col)]["mean"] for col in layout.columns if (*row, *col) in cells]
+        top = max(present) if present else math.nan
+        texts = []
+        for col in layout.columns:
+            cell = cells.get((*row, *col))
+            text = _cell_text(cell, latex)
+            if cell is not None and len(present) > 1 and math.isclose(cell["mean"], top, abs_tol=5e-4):
+                text = f"\\textbf{{{text}}}" if latex else f"**{text}**"
+            texts.append(text)
+        out.append(texts)
+    return out
+
+
+def _groups(summary: pd.DataFrame):  # noqa: ANN202 - a pandas groupby iterator
+    return summary.groupby(["metric", "selection"], sort=False)
+
+
+def _selection_title(selection: str) -> str:
+    return "last epoch" if selection == "last" else "best epoch per metric (paper-compatible, chosen on the test set)"
+
+
+def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataFrame) -> str:
+    lines = [f"# {protocol.name}", "", protocol.description, "", f"Source: {protocol.source}", ""]
+    if summary.empty:
+        return "\n".join([*lines, "_No results in the store for this protocol yet._", ""])
+    lines += _provenance_lines(matched)
+    for (metric, selection), part in _groups(summary):
+        layout = _layout(part)
+        lines += [f"## {METRIC_LABELS[metric]}, {_selection_title(selection)}", ""]
+        header = ["dataset/category", *(["defect type"] if protocol.expand else []), *(_column_title(m, c) for m, c in layout.columns)]
+        lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for row, texts in zip(layout.rows, _table_rows(part, layout, latex=False), strict=True):
+            lead = [_row_label(row), *([row[2] or "—"] if protocol.expand else [])]
+            lines.append("| " + " | ".join(lead + texts) + " |")
+        lines.append("")
+        if {"bgad", "nfad"} <= set(part["method"]):
+            test = paired_test(matched, metric, "bgad", "nfad", selection)
+            if test:
+                lines += [
+                    f"Paired Wilcoxon test, bgad vs nfad over {test['n']} (dataset, category, seed) pairs: median "
+                    f"difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
+                    "",
+                ]
+    lines += [
+        "Cells: mean ± std over seeds (a single seed shows its value). In brackets: the published value and our "
+        "difference; ⚑ marks a cell whose 95 % interval over seeds excludes the published value. Bold: best in the "
+        "row. (ref.) marks reference baselines that are not in the paper. — marks a cell not run yet.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _provenance_lines(matched: pd.DataFrame) -> list[str]:
+    setups = matched.groupby(["profile", "backbone", "input_size"]).size()
+    lines = ["Produced by:"]
+    for (profile, backbone, size), n in setups.items():
+        note = (
+            ""
+            if profile == "paper"
+            else " — not the paper's setting: compare with the published values for direction, not level"
+        )
+        lines.append(f"- {n} cell(s) with profile `{profile}`, backbone `{backbone}`, input {size}²{note}")
+    return [*lines, ""]
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
+    """One booktabs table per metric × epoch selection."""
+    if summary.empty:
+        return f"% {latex_escape(protocol.name)}: no results yet\n"
+    blocks = [f"% {latex_escape(protocol.name)}: generated by bgad-bench report; do not edit by hand"]
+    for (metric, selection), part in _groups(summary):
+        layout = _layout(part)
+        spec = "l" * (2 if protocol.expand else 1) + "c" * len(layout.columns)
+        header = ["Dataset/category", *(["Defect type"] if protocol.expand else []), *(_column_title(m, c) for m, c in layout.columns)]
+        caption = f"{protocol.name}: {METRIC_LABELS[metric]}, {_selection_title(selection)}"
+        body = []
+        for row, texts in zip(layout.rows, _table_rows(part, layout, latex=True), strict=True):
+            lead = [latex_escape(_row_label(row)), *([latex_escape(row[2] or "--")] if protocol.expand else [])]
+            body.append(" & ".join(lead + texts) + r" \\")
+        blocks += [
+            r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}", rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule", " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule", *body, r"\bottomrule",
+            r"\end{tabular}", r"\end{table}", "",
+        ]
+    return "\n".join(blocks)
+
+
+def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) -> list[Path]:
+    """Markdown, LaTeX and CSV per protocol that has results (last and best-epoch selections)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for protocol in protocols:
+        matched = match_records(protocol, records)
+        if matched.empty:
+            continue
+        summary = pd.concat(
+            [summarize(protocol, matched, sel) for sel in ("last", "best")], ignore_index=True
+        )
+        for suffix, text in (
+            (".md", render_markdown(protocol, summary, matched)),
+            (".tex", render_latex(protocol, summary)),
+        ):
+            written.append(_write_text(out_dir / f"{protocol.name}{suffix}", text))
+        csv_path = out_dir / f"{protocol.name}.csv"
+        summary.to_csv(csv_path.with_suffix(".csv.tmp"), index=False)
+        csv_path.with_suffix(".csv.tmp").replace(csv_path)
+        written.append(csv_path)
+    return written
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

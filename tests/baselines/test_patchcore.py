@@ -1,0 +1,95 @@
+"""PatchCore: the vectorised greedy coreset equals the naive rule; projection and scoring basics."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bgad.baselines.patchcore import PatchCore, greedy_coreset, sparse_random_projection
+
+from bgad.config import RunConfig
+from bgad.method import METHODS, TrainingData
+
+_BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "coreset.py"
+
+
+def _naive():
+    spec = importlib.util.spec_from_file_location("bench_coreset", _BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_coreset", module)
+    spec.loader.exec_module(module)
+    return module.naive_greedy_coreset
+
+
+@pytest.mark.parametrize(("n", "dim", "k", "seed"), [(300, 16, 40, 0), (500, 8, 100, 1), (64, 3, 64, 2)])
+def test_greedy_coreset_equals_naive_selection(n: int, dim: int, k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim))
+    start = int(rng.integers(n))
+    fast = greedy_coreset(torch.from_numpy(x), k, start).tolist()
+    assert fast == _naive()(x, k, start)
+    assert len(set(fast)) == k and fast[0] == start
+
+
+def test_greedy_coreset_never_repeats_duplicates() -> None:
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    sel = greedy_coreset(x, 4, 0).tolist()
+    assert sorted(sel) == [0, 1, 2, 3] and sel == _naive()(x.numpy(), 4, 0)
+
+
+def test_greedy_coreset_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="cannot select"):
+        greedy_coreset(torch.zeros(3, 2), 4, 0)
+    with pytest.raises(ValueError, match="start index"):
+        greedy_coreset(torch.zeros(3, 2), 2, 3)
+
+
+def test_sparse_random_projection_is_seeded_and_sparse() -> None:
+    a = sparse_random_projection(400, 128, torch.Generator().manual_seed(3))
+    b = sparse_random_projection(400, 128, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (400, 128)
+    density = (a != 0).float().mean().item()
+    assert abs(density - 1 / 20) < 0.01  # 1/sqrt(400)
+    values = a[a != 0].abs().unique()
+    assert torch.allclose(values, torch.tensor([np.sqrt(20) / np.sqrt(128)], dtype=a.dtype))
+
+
+def _feats(n: int, gen: torch.Generator) -> list[torch.Tensor]:
+    return [torch.randn(n, c, s, s, generator=gen) for c, s in ((4, 16), (6, 8), (8, 4))]
+
+
+def test_patchcore_scores_a_training_image_near_zero_with_the_full_bank() -> None:
+    gen = torch.Generator().manual_seed(0)
+    train = _feats(5, gen)
+    data = TrainingData(train, None, None, None, None, "object", None)
+    det = PatchCore(
+        RunConfig(seed=0), METHODS.get("patchcore"), [(4, 16, 16), (6, 8, 8), (8, 4, 4)], coreset_ratio=1.0
+    )
+    det.fit(data)
+    assert det.counters_["coreset_size"] == det.counters_["memory_bank_patches"] == 5 * 8 * 8
+    scores = det.score([f[:2] for f in train], (32, 32))
+    assert scores.image_scores.max() < 1e-2
+    other = det.score(_feats(2, gen), (32, 32))
+    assert (other.image_scores > scores.image_scores.max()).all()
+    # patch grid of the finer chosen level (strides 8 → 8×8 here), smoothed map at the asked size
+    assert other.maps.shape == (2, 32, 32)
+
+
+def test_patchcore_reweighting_changes_only_the_image_scores() -> None:
+    gen = torch.Generator().manual_seed(1)
+    data = TrainingData(_feats(6, gen), None, None, None, None, "object", None)
+    test = _feats(3, gen)
+    shapes = [(4, 16, 16), (6, 8, 8), (8, 4, 4)]
+    plain = (
+        PatchCore(RunConfig(seed=0), METHODS.get("patchcore"), shapes, coreset_ratio=0.3)
+        .fit(data)
+        .score(test, (16, 16))
+    )
+    rew = PatchCore(RunConfig(seed=0), METHODS.get("patchcore"), shapes, coreset_ratio=0.3, reweight=True)
+    rew = rew.fit(data).score(test, (16, 16))
+    np.testing.assert_array_equal(plain.maps, rew.maps)
+    assert (rew.image_scores <= plain.image_scores).all() and (rew.image_scores > 0).all()
