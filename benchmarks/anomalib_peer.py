@@ -238,6 +238,11 @@ def resized_copy(category_root: Path, out: Path, size: int, leave_out: set[str])
             Image.fromarray(resize_image(read_image(path), size)).save(target)
 
 
+def _in_category(path: str) -> str:
+    """Our records name files relative to the dataset root (``brainmri/test/...``); anomalib's root is the category."""
+    return path.removeprefix("brainmri/")
+
+
 def auroc_from_scores(csv: Path) -> tuple[float, list[str]]:
     import pandas as pd
     from sklearn.metrics import roc_auc_score
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_home = hf_cache_with_lite0(work / "hf-home")
     runs = []
     for seed in args.seeds:
-        known = set(ours[("patchcore", seed)]["known"])
+        known = {_in_category(p) for p in ours[("patchcore", seed)]["known"]}
         assert known == set(ours[("padim", seed)]["known"])
         root = work / f"anomalib-data-seed{seed}"
         if root.exists():
@@ -351,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     peer = json.loads((work / "anomalib.json").read_text())
     for r in peer["results"]:
         mine = ours[(r["model"], r["seed"])]
-        same = sorted(p.removesuffix(".png") for p in r["paths"]) == sorted(mine["paths"])
+        same = sorted(p.removesuffix(".png") for p in r["paths"]) == sorted(map(_in_category, mine["paths"]))
         r["same_test_set"] = same
         if not same:
             raise AssertionError(f"test sets differ for {r['model']} seed {r['seed']}")

@@ -11,7 +11,16 @@ import pandas as pd
 import pytest
 
 from bgad.bench.protocols import load_protocol
-from bgad.bench.report import interval, latex_escape, match_records, paired_test, render_latex, render_markdown, summarize, write_report
+from bgad.bench.report import (
+    interval,
+    latex_escape,
+    match_records,
+    paired_test,
+    render_latex,
+    render_markdown,
+    summarize,
+    write_report,
+)
 from bgad.bench.store import ResultStore
 
 GOLDEN = Path(__file__).parent / "golden"

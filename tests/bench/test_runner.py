@@ -1,0 +1,114 @@
+"""The grid runner: skip and resume, two writers on one store, and the executors end to end."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bgad.bench import runner as grid
+from bgad.bench.executors import LocalExecutor
+from bgad.bench.planner import plan
+from bgad.bench.protocols import load_protocol
+from bgad.bench.runner import execute_cell, pending_tasks
+from bgad.bench.store import ResultStore
+from bgad.cli import app
+
+TINY = {"input_size": 64, "meta_epochs": 1, "sub_epochs": 1, "phase1_epochs": 1, "warmup_epochs": 1}
+
+
+def _cells(tmp_path: Path, seeds: list[int]) -> list:
+    proto = tmp_path / "tiny.toml"
+    proto.write_text('description = "tiny"\nprofile = "quick"\nmethods = ["nfad"]\n[datasets]\nsynthetic = ["weave"]\n')
+    return plan(load_protocol(str(proto)), seeds=seeds, overrides=TINY)
+
+
+def test_interrupted_grid_resumes_without_recomputing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ResultStore(tmp_path / "store")
+    cells = _cells(tmp_path, [0, 1, 2])
+    todo, done = pending_tasks(cells, store)
+    assert len(todo) == 3 and not done
+    import bgad.run
+
+    real_run_cell, calls = bgad.run.run_cell, []
+
+    def interrupted(cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(cfg.seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second cell
+        return real_run_cell(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(bgad.run, "run_cell", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        LocalExecutor(max_retries=0).run(execute_cell, todo, [t.cell_id for t in todo])
+    first = store.cell_dir(todo[0].cell_id) / "result.json"
+    assert first.exists() and not store.is_complete(todo[1].cell_id)
+    stamp = first.stat().st_mtime_ns
+    monkeypatch.setattr(bgad.run, "run_cell", real_run_cell)
+    todo2, done2 = pending_tasks(cells, store)
+    assert [c.id for c in done2] == [todo[0].cell_id] and len(todo2) == 2
+    outcomes = LocalExecutor().run(execute_cell, todo2, [t.cell_id for t in todo2])
+    assert all(o.ok for o in outcomes)
+    assert first.stat().st_mtime_ns == stamp  # the finished cell was not recomputed
+    assert all(store.is_complete(c.id) for c in cells)
+    assert not [p for p in store.cells_dir.iterdir() if p.name.startswith(".")]  # no partial folder left
+
+
+def _writer(store_root: str, tasks: list, barrier_dir: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    for task in tasks:
+        execute_cell(task)
+        ResultStore(store_root).rebuild_table()
+
+
+def test_two_writers_never_corrupt_the_store(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "store")
+    todo, _ = pending_tasks(_cells(tmp_path, [0, 1, 2]), store)
+    ctx = multiprocessing.get_context("spawn")
+    # Both writers run the middle cell: the first to finish wins, the other keeps it.
+    jobs = [
+        ctx.Process(target=_writer, args=(str(store.root), todo[:2], str(tmp_path))),
+        ctx.Process(target=_writer, args=(str(store.root), todo[1:], str(tmp_path))),
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=600)
+        assert job.exitcode == 0
+    assert all(store.is_complete(t.cell_id) for t in todo)
+    table = pd.read_csv(store.root / "table.csv")
+    assert sorted(table["cell_id"]) == sorted(t.cell_id for t in todo)
+    assert not [p for p in store.cells_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
+    args = ["run", "-m", "nfad", "-c", "weave", "-s", "0", "-s", "1", "--results", str(tmp_path), "--executor", "joblib", "--workers", "2"]
+    args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "cells").glob("synthetic-weave-nfad-seed*/result.json"))) == 2
+    again = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert again.output.count("done  synthetic-weave-nfad") == 2
+
+
+def test_failed_cells_are_listed_and_exit_non_zero(tmp_path: Path) -> None:
+    args = ["run", "-m", "nfad", "-c", "weave", "--results", str(tmp_path), "--max-retries", "1", "--set", "lr=nan"]
+    args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "1 cell(s) failed" in result.output and "Invalid learning rate" in result.output
+
+
+@pytest.mark.slurm
+def test_slurm_executor_runs_cells_end_to_end(slurm_cluster: None, tmp_path: Path) -> None:
+    args = ["run", "-m", "nfad", "-c", "weave", "-s", "0", "-s", "1", "--results", str(tmp_path), "--executor", "slurm", "--time-min", "10"]
+    args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = list(ResultStore(tmp_path).records())
+    assert len(records) == 2 and {r["config"]["seed"] for r in records} == {0, 1}
+    assert grid._progress_hook is None
