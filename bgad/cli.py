@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -110,6 +111,8 @@ def run(
     from bgad.selection import SelectionError
 
     overrides: dict = {"feature_cache": feature_cache}
+    if executor == "joblib":  # one core per worker: oversubscribed OpenMP threads slow everything down
+        overrides["threads"] = max(1, (os.cpu_count() or 1) // max(workers, 1))
     try:
         overrides.update(parse_set_options(set_))
         if backbone:
@@ -403,6 +406,10 @@ def list_things() -> None:
         table.add_row("dataset", name, "")
     for name in profile_names():
         table.add_row("profile", name, "")
+    from bgad.bench.protocols import load_protocol, protocol_names
+
+    for name in protocol_names():
+        table.add_row("protocol", name, load_protocol(name).description)
     console.print(table)
 
 

@@ -18,7 +18,7 @@ from bgad.bench.runner import execute_cell, pending_tasks
 from bgad.bench.store import ResultStore
 from bgad.cli import app
 
-TINY = {"input_size": 64, "meta_epochs": 1, "sub_epochs": 1, "phase1_epochs": 1, "warmup_epochs": 1}
+TINY = {"input_size": 64, "meta_epochs": 1, "sub_epochs": 1, "phase1_epochs": 1, "warmup_epochs": 1, "threads": 1}
 
 
 def _cells(tmp_path: Path, seeds: list[int]) -> list:
