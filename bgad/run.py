@@ -197,9 +197,6 @@ def _run(
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
-    data: CategoryData = load_category(
-        cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None
-    )
     known, test = select_known_anomalies(
         data.test,
         cfg.n_known_anomalies,
