@@ -21,3 +21,14 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
     session.run("ruff", "check", "bgad", "baselines", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "bgad", "baselines", "tests", "noxfile.py")
+
+
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """Speed benchmark (benchmarks/speed.py): writes its section of reports/performance.md and .json.
+
+    Pass options after `--`, e.g. `nox -s benchmark -- --smoke` or `nox -s benchmark -- --only 4`.
+    Not part of the default sessions: the full run takes a while and needs the AITEX raw copy.
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/speed.py", *session.posargs)
