@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -40,8 +41,13 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@functools.lru_cache(maxsize=1)
 def git_state() -> dict[str, str | bool | None]:
-    """Commit and dirty flag of the checkout the package runs from (None outside a git checkout)."""
+    """Commit and dirty flag of the checkout the package runs from (None outside a git checkout).
+
+    Read once per process, when the package is imported: a long run must report the code it loaded,
+    not a commit made in the checkout while it ran.
+    """
     root = Path(bgad.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -80,3 +86,6 @@ def environment() -> dict:
         "argv": sys.argv,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+git_state()  # pin the code version at import time
