@@ -36,9 +36,8 @@ from bgad.config import RunConfig
 from bgad.data.registry import load_category
 from bgad.features import FeatureCache, to_tensor
 from bgad.method import FlowDetector, downsample_masks, learning_rate, load_builtin_methods
-from bgad.run import _type_list, load_mask, resolve_device, seed_everything
+from bgad.run import known_and_test, load_mask, resolve_device, seed_everything
 from bgad.scoring import Scores, anomaly_maps
-from bgad.selection import select_known_anomalies
 
 _STRUCTURE_8 = np.ones((3, 3), dtype=bool)
 
@@ -182,7 +181,9 @@ class ReleasedWayDetector(FlowDetector):
 
     def fit_images(self, data: ImageData, after_meta_epoch: Callable[[int], None] | None = None) -> None:
         cfg = self.cfg
-        normal_masks = torch.zeros((len(data.normal_paths), cfg.input_size, cfg.input_size), dtype=torch.uint8)
+        normal_masks = torch.zeros(
+            (len(data.normal_paths), cfg.input_size, cfg.input_size), dtype=torch.uint8
+        )
         for meta in range(cfg.meta_epochs):
             phase2 = meta >= cfg.phase1_epochs and self.spec.loss != "ml"
             for sub in range(cfg.sub_epochs):
@@ -195,7 +196,9 @@ class ReleasedWayDetector(FlowDetector):
             if after_meta_epoch and ((meta + 1) % cfg.eval_every == 0 or meta == cfg.meta_epochs - 1):
                 after_meta_epoch(meta)
 
-    def _pool(self, data: ImageData, normal_masks: torch.Tensor, rng: np.random.Generator) -> tuple[list, torch.Tensor]:
+    def _pool(
+        self, data: ImageData, normal_masks: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[list, torch.Tensor]:
         """Same pool as ``FlowDetector._with_anomalies``, but of images: normals, real anomalies
         ``repeats`` times, fresh RACP images (their paste targets read from disk when needed)."""
         cfg = self.cfg
@@ -267,16 +270,7 @@ def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
-    known, test = select_known_anomalies(
-        data.test,
-        cfg.n_known_anomalies,
-        cfg.seed,
-        data.category,
-        cfg.anomaly_selection,
-        cfg.anomaly_defect_type,
-        _type_list(cfg.train_types),
-        _type_list(cfg.test_types),
-    )
+    known, test = known_and_test(cfg, data)
     extractor = create_backbone(
         cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
     )
@@ -309,7 +303,9 @@ def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
         history.append({"meta_epoch": meta, **metrics})
 
     anomaly_masks = (
-        np.stack([load_mask(s, size)[0] for s in known]) if uses_anomalies else np.zeros((0, size, size), np.uint8)
+        np.stack([load_mask(s, size)[0] for s in known])
+        if uses_anomalies
+        else np.zeros((0, size, size), np.uint8)
     )
     image_data = ImageData(
         normal_paths=[s.image_path for s in data.train],

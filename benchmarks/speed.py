@@ -227,7 +227,15 @@ def item1(a: argparse.Namespace, device: torch.device) -> dict:
         for name in ("image_auroc", "pixel_auroc", "pro_paper"):
             o, w = ours_e.get(name), rel_e.get(name)
             diff = None if o is None or w is None else abs(float(o) - float(w))
-            comparisons.append({"meta_epoch": ours_e["meta_epoch"], "metric": name, "ours": o, "released": w, "abs_diff": diff})
+            comparisons.append(
+                {
+                    "meta_epoch": ours_e["meta_epoch"],
+                    "metric": name,
+                    "ours": o,
+                    "released": w,
+                    "abs_diff": diff,
+                }
+            )
     ratio = released["wall"] / ours_wall
     diffs = [c["abs_diff"] for c in comparisons if c["abs_diff"] is not None and not np.isnan(c["abs_diff"])]
     return {
@@ -242,7 +250,11 @@ def item1(a: argparse.Namespace, device: torch.device) -> dict:
             "released_pro_extrapolated": bool(rm.get("pro_extrapolated", False)),
         },
         "ours": {"wall": ours_wall, "breakdown": ours_rows, "run_cell_total": t.get("total")},
-        "released": {"wall": released["wall"], "wall_measured": released["wall_measured"], "breakdown": rel_rows},
+        "released": {
+            "wall": released["wall"],
+            "wall_measured": released["wall_measured"],
+            "breakdown": rel_rows,
+        },
         "ratio": ratio,
         "target": TARGETS[1],
         "pass": ratio >= TARGETS[1],
@@ -347,7 +359,11 @@ def item2(a: argparse.Namespace, device: torch.device) -> dict:
     for row in rows:
         if row["shared_positions"]:
             before = next(
-                r for r in rows if r["backbone"] == row["backbone"] and r["level"] == row["level"] and not r["shared_positions"]
+                r
+                for r in rows
+                if r["backbone"] == row["backbone"]
+                and r["level"] == row["level"]
+                and not r["shared_positions"]
             )
             row["speedup_vs_unshared"] = row["fibers_per_s"] / before["fibers_per_s"]
     return {
@@ -492,7 +508,9 @@ def mvtec_reference_pro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 
     correction = 0.0
     if not np.any(fprs == fpr_limit):
         ins = int(np.searchsorted(fprs, fpr_limit, side="right"))
-        y_int = pros[ins - 1] + (pros[ins] - pros[ins - 1]) * (fpr_limit - fprs[ins - 1]) / (fprs[ins] - fprs[ins - 1])
+        y_int = pros[ins - 1] + (pros[ins] - pros[ins - 1]) * (fpr_limit - fprs[ins - 1]) / (
+            fprs[ins] - fprs[ins - 1]
+        )
         correction = 0.5 * (y_int + pros[ins - 1]) * (fpr_limit - fprs[ins - 1])
     sel = fprs <= fpr_limit
     x, y = fprs[sel], pros[sel]
@@ -519,25 +537,39 @@ def item4(a: argparse.Namespace) -> dict:
     ref = mvtec_reference_pro(masks, maps)
     slow_value = slow["value"]
     if slow_value is None:
-        note = "Released loop timed on a threshold subset; its value is not computed (use --pro-thresholds 1000)"
+        note = (
+            "Released loop timed on a threshold subset; its value is not computed (use --pro-thresholds 1000)"
+        )
     else:
         note = "Released loop over all 1000 thresholds"
     t_slow = slow["seconds"]
     return {
         "setup": f"{n} maps of {size}² (half with 1–3 elliptic defects), fixed seed; released loop: 1000 "
-        f"thresholds, {slow['n_timed']} timed" + (" (time extrapolated linearly)" if slow["extrapolated"] else ""),
+        f"thresholds, {slow['n_timed']} timed"
+        + (" (time extrapolated linearly)" if slow["extrapolated"] else ""),
         "note": note,
         "slow_seconds": t_slow,
         "slow_seconds_measured": slow["seconds_timed"],
         "slow_extrapolated": slow["extrapolated"],
         "slow_value": slow_value,
-        "pro_auc": {"value": exact, "seconds": t_exact, "ratio": t_slow / t_exact, "reference_value": ref,
-                    "abs_diff_vs_reference": abs(exact - ref)},
-        "pro_auc_paper": {"value": paper, "seconds": t_paper, "ratio": t_slow / t_paper,
-                          "abs_diff_vs_slow": None if slow_value is None else abs(paper - slow_value)},
+        "pro_auc": {
+            "value": exact,
+            "seconds": t_exact,
+            "ratio": t_slow / t_exact,
+            "reference_value": ref,
+            "abs_diff_vs_reference": abs(exact - ref),
+        },
+        "pro_auc_paper": {
+            "value": paper,
+            "seconds": t_paper,
+            "ratio": t_slow / t_paper,
+            "abs_diff_vs_slow": None if slow_value is None else abs(paper - slow_value),
+        },
         "target": TARGETS[4],
-        "pass": (t_slow / t_exact >= TARGETS[4]) and (t_slow / t_paper >= TARGETS[4])
-        and abs(exact - ref) <= 1e-6 and (slow_value is None or abs(paper - slow_value) <= 1e-6),
+        "pass": (t_slow / t_exact >= TARGETS[4])
+        and (t_slow / t_paper >= TARGETS[4])
+        and abs(exact - ref) <= 1e-6
+        and (slow_value is None or abs(paper - slow_value) <= 1e-6),
     }
 
 
@@ -607,7 +639,13 @@ def item5(a: argparse.Namespace) -> dict:
             }
         )
     worst = max(max(d["d_image_auroc"], d["d_pixel_auroc"]) for d in deltas)
-    return {"runs": runs, "deltas": deltas, "target": 0.001, "pass": bool(worst <= 0.001), "worst_delta": worst}
+    return {
+        "runs": runs,
+        "deltas": deltas,
+        "target": 0.001,
+        "pass": bool(worst <= 0.001),
+        "worst_delta": worst,
+    }
 
 
 def item6(a: argparse.Namespace) -> dict:
@@ -626,7 +664,13 @@ def item6(a: argparse.Namespace) -> dict:
             "feature_cache": False,
         }
         if a.smoke:
-            overrides |= {"input_size": 64, "meta_epochs": 1, "sub_epochs": 1, "phase1_epochs": 1, "warmup_epochs": 1}
+            overrides |= {
+                "input_size": 64,
+                "meta_epochs": 1,
+                "sub_epochs": 1,
+                "phase1_epochs": 1,
+                "warmup_epochs": 1,
+            }
         cfg = resolve_config("quick", spec.defaults, overrides)
         say(f"  [6] nfad quick, {n} training normals")
         with tempfile.TemporaryDirectory(prefix="speed-scale-") as out:
@@ -641,12 +685,26 @@ def item6(a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="speed-grid-") as tmp:
         for workers in (1, 2):
             say(f"  [6] joblib executor, {workers} worker(s), {len(cats)} nfad cells")
-            args = ["-m", "nfad", *[x for c in cats for x in ("-c", c)], "--executor", "joblib", "--workers", str(workers)]
+            args = [
+                "-m",
+                "nfad",
+                *[x for c in cats for x in ("-c", c)],
+                "--executor",
+                "joblib",
+                "--workers",
+                str(workers),
+            ]
             if a.smoke:
                 args += smoke_sets(a)
             res = cli_run(args, Path(tmp) / f"w{workers}")
-            grid_rows.append({"workers": workers, "cells": res["cells"], "wall": res["wall"], "cmd": res["cmd"]})
-    return {"train_images": train_rows, "workers": grid_rows, "grid_speedup": grid_rows[0]["wall"] / grid_rows[1]["wall"]}
+            grid_rows.append(
+                {"workers": workers, "cells": res["cells"], "wall": res["wall"], "cmd": res["cmd"]}
+            )
+    return {
+        "train_images": train_rows,
+        "workers": grid_rows,
+        "grid_speedup": grid_rows[0]["wall"] / grid_rows[1]["wall"],
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -687,17 +745,40 @@ def markdown(res: dict) -> str:
     for d in res.get("item1", []):
         summary.append([f"1. whole cell ({d['device']})", "≥ 5×", f"{d['ratio']:.2f}×", verdict(d["pass"])])
     for d in res.get("item3", []):
-        summary.append([f"3. evaluation, batched vs batch-1 ({d['device']})", "≥ 3×", f"{d['ratio']:.2f}×",
-                        verdict(d["pass_speed"])])
+        summary.append(
+            [
+                f"3. evaluation, batched vs batch-1 ({d['device']})",
+                "≥ 3×",
+                f"{d['ratio']:.2f}×",
+                verdict(d["pass_speed"]),
+            ]
+        )
     if "item4" in res:
         d = res["item4"]
-        summary.append(["4. pro_auc vs per-threshold loop", "≥ 20×", f"{d['pro_auc']['ratio']:.0f}×",
-                        verdict(d["pro_auc"]["ratio"] >= 20 and d["pro_auc"]["abs_diff_vs_reference"] <= 1e-6)])
-        ok_p = d["pro_auc_paper"]["ratio"] >= 20 and (d["slow_value"] is None or d["pro_auc_paper"]["abs_diff_vs_slow"] <= 1e-6)
-        summary.append(["4. pro_auc_paper vs per-threshold loop", "≥ 20×", f"{d['pro_auc_paper']['ratio']:.0f}×", verdict(ok_p)])
+        summary.append(
+            [
+                "4. pro_auc vs per-threshold loop",
+                "≥ 20×",
+                f"{d['pro_auc']['ratio']:.0f}×",
+                verdict(d["pro_auc"]["ratio"] >= 20 and d["pro_auc"]["abs_diff_vs_reference"] <= 1e-6),
+            ]
+        )
+        ok_p = d["pro_auc_paper"]["ratio"] >= 20 and (
+            d["slow_value"] is None or d["pro_auc_paper"]["abs_diff_vs_slow"] <= 1e-6
+        )
+        summary.append(
+            [
+                "4. pro_auc_paper vs per-threshold loop",
+                "≥ 20×",
+                f"{d['pro_auc_paper']['ratio']:.0f}×",
+                verdict(ok_p),
+            ]
+        )
     if "item5" in res:
         d = res["item5"]
-        summary.append(["5. fp16 features: max abs Δ AUROC", "≤ 0.001", fmt(d["worst_delta"], 4), verdict(d["pass"])])
+        summary.append(
+            ["5. fp16 features: max abs Δ AUROC", "≤ 0.001", fmt(d["worst_delta"], 4), verdict(d["pass"])]
+        )
     if summary:
         L += ["### Summary", ""] + table(["item", "target", "measured", "verdict"], summary)
 
@@ -705,72 +786,176 @@ def markdown(res: dict) -> str:
         s = d["setup"]
         L += [f"### 1. A whole cell end to end ({d['device']})", "", f"{s['dataset']}; {s['schedule']}.", ""]
         if s["released_pro_extrapolated"]:
-            L += [f"The released PRO loop was timed on {s['released_pro_timed_thresholds']} of 1000 thresholds and "
-                  "its time **extrapolated** linearly (its value is then not computed).", ""]
+            L += [
+                f"The released PRO loop was timed on {s['released_pro_timed_thresholds']} of 1000 thresholds and "
+                "its time **extrapolated** linearly (its value is then not computed).",
+                "",
+            ]
         rows = [[k, d["ours"]["breakdown"][k], d["released"]["breakdown"][k]] for k in d["ours"]["breakdown"]]
         rows.append(["**wall clock**", d["ours"]["wall"], d["released"]["wall"]])
         L += table(["phase (s)", "ours (run_cell)", "released way"], rows)
         L += [f"Ratio released / ours: **{d['ratio']:.2f}×** (target ≥ 5×: {verdict(d['pass'])}).", ""]
-        L += table(["meta-epoch", "metric", "ours", "released way", "abs diff"],
-                   [[c["meta_epoch"], c["metric"], c["ours"], c["released"], c["abs_diff"]] for c in d["metrics"]])
-        L += [f"Metrics identical: {'yes' if d['metrics_identical'] else 'no'} (max abs diff {fmt(d['max_abs_metric_diff'], 3)}). "
-              "Same seed, same flows, batches and RACP samples; the only numerical difference is the backbone's "
-              "batch variance on this device (features recomputed in training batches of 32 / batch-1 vs cached in "
-              "batches of 16 differ in the last float32 bits).", ""]
+        L += table(
+            ["meta-epoch", "metric", "ours", "released way", "abs diff"],
+            [[c["meta_epoch"], c["metric"], c["ours"], c["released"], c["abs_diff"]] for c in d["metrics"]],
+        )
+        L += [
+            f"Metrics identical: {'yes' if d['metrics_identical'] else 'no'} (max abs diff {fmt(d['max_abs_metric_diff'], 3)}). "
+            "Same seed, same flows, batches and RACP samples; the only numerical difference is the backbone's "
+            "batch variance on this device (features recomputed in training batches of 32 / batch-1 vs cached in "
+            "batches of 16 differ in the last float32 bits).",
+            "",
+        ]
     for d in res.get("item2", []):
-        L += [f"### 2. The flow step ({d['device']})", "",
-              f"Forward + backward + Adam on chunks of {d['chunk_fibers']} fibers, 8 blocks, condition 128, "
-              f"{d['steps']} timed steps. Measured dense fp32 matmul ({d['matmul']['n']}² torch.mm): "
-              f"**{d['matmul']['gflops']:.1f} GFLOP/s**. FLOPs per fiber counted from the layer shapes "
-              "(subnet Linear(d1+128 → 2(d1+128)) and Linear(→ 2·d2), C×C soft permutation, ×3 for fwd+bwd); "
-              "'model' = the unshared math, 'executed' = with the code's share computed once per position.", ""]
-        rows = [[r["backbone"], r["level"], r["channels"], r["grid"], "on" if r["shared_positions"] else "off",
-                 f"{r['fibers_per_s']:.0f}", f"{r['model_flops_per_fiber'] / 1e3:.1f}k",
-                 f"{r['executed_flops_per_fiber'] / 1e3:.1f}k", f"{r['model_gflops']:.2f}",
-                 f"{100 * r['fraction_of_peak_model']:.1f} %", f"{100 * r['fraction_of_peak_executed']:.1f} %",
-                 f"{r['speedup_vs_unshared']:.2f}×" if "speedup_vs_unshared" in r else "–"] for r in d["rows"]]
-        L += table(["backbone", "level", "C", "grid", "shared pos.", "fibers/s", "model FLOP/fiber",
-                    "executed FLOP/fiber", "model GFLOP/s", "of peak (model)", "of peak (executed)", "after/before"], rows)
+        L += [
+            f"### 2. The flow step ({d['device']})",
+            "",
+            f"Forward + backward + Adam on chunks of {d['chunk_fibers']} fibers, 8 blocks, condition 128, "
+            f"{d['steps']} timed steps. Measured dense fp32 matmul ({d['matmul']['n']}² torch.mm): "
+            f"**{d['matmul']['gflops']:.1f} GFLOP/s**. FLOPs per fiber counted from the layer shapes "
+            "(subnet Linear(d1+128 → 2(d1+128)) and Linear(→ 2·d2), C×C soft permutation, ×3 for fwd+bwd); "
+            "'model' = the unshared math, 'executed' = with the code's share computed once per position.",
+            "",
+        ]
+        rows = [
+            [
+                r["backbone"],
+                r["level"],
+                r["channels"],
+                r["grid"],
+                "on" if r["shared_positions"] else "off",
+                f"{r['fibers_per_s']:.0f}",
+                f"{r['model_flops_per_fiber'] / 1e3:.1f}k",
+                f"{r['executed_flops_per_fiber'] / 1e3:.1f}k",
+                f"{r['model_gflops']:.2f}",
+                f"{100 * r['fraction_of_peak_model']:.1f} %",
+                f"{100 * r['fraction_of_peak_executed']:.1f} %",
+                f"{r['speedup_vs_unshared']:.2f}×" if "speedup_vs_unshared" in r else "–",
+            ]
+            for r in d["rows"]
+        ]
+        L += table(
+            [
+                "backbone",
+                "level",
+                "C",
+                "grid",
+                "shared pos.",
+                "fibers/s",
+                "model FLOP/fiber",
+                "executed FLOP/fiber",
+                "model GFLOP/s",
+                "of peak (model)",
+                "of peak (executed)",
+                "after/before",
+            ],
+            rows,
+        )
     for d in res.get("item3", []):
         L += [f"### 3. Evaluation ({d['device']})", "", d["setup"] + ".", ""]
-        L += table(["case", "batched img/s", "batch-1 img/s", "ratio", "max abs map diff", "identical"],
-                   [[r["case"], r["batched_img_s"], r["batch1_img_s"], f"{r['ratio']:.2f}×", r["max_abs_map_diff"],
-                     "yes" if r["identical"] else "no"] for r in d["rows"]])
-        L += [f"Target (≥ 3×, the per-evaluation row): {verdict(d['pass_speed'])}; pure batching of the flows "
-              f"alone: {d['rows'][0]['ratio']:.2f}× ({verdict(d['pass_pure_batching'])}). Maps from the same features "
-              f"are {'bit-identical' if d['identical_same_features'] else 'NOT identical'}; from image files they "
-              "differ only by the backbone's batch variance.", ""]
+        L += table(
+            ["case", "batched img/s", "batch-1 img/s", "ratio", "max abs map diff", "identical"],
+            [
+                [
+                    r["case"],
+                    r["batched_img_s"],
+                    r["batch1_img_s"],
+                    f"{r['ratio']:.2f}×",
+                    r["max_abs_map_diff"],
+                    "yes" if r["identical"] else "no",
+                ]
+                for r in d["rows"]
+            ],
+        )
+        L += [
+            f"Target (≥ 3×, the per-evaluation row): {verdict(d['pass_speed'])}; pure batching of the flows "
+            f"alone: {d['rows'][0]['ratio']:.2f}× ({verdict(d['pass_pure_batching'])}). Maps from the same features "
+            f"are {'bit-identical' if d['identical_same_features'] else 'NOT identical'}; from image files they "
+            "differ only by the backbone's batch variance.",
+            "",
+        ]
     if "item4" in res:
         d = res["item4"]
         L += ["### 4. PRO", "", d["setup"] + ".", ""]
-        L += table(["implementation", "seconds", "speed-up vs loop", "value", "check"], [
-            ["released loop (scipy.ndimage.label per image per threshold)", d["slow_seconds"], "1×",
-             d["slow_value"], "extrapolated" if d["slow_extrapolated"] else "measured"],
-            ["`pro_auc` (exact AU-PRO)", d["pro_auc"]["seconds"], f"{d['pro_auc']['ratio']:.0f}×", d["pro_auc"]["value"],
-             f"abs diff vs MVTec reference {fmt(d['pro_auc']['abs_diff_vs_reference'])}"],
-            ["`pro_auc_paper`", d["pro_auc_paper"]["seconds"], f"{d['pro_auc_paper']['ratio']:.0f}×",
-             d["pro_auc_paper"]["value"],
-             "abs diff vs loop " + (fmt(d["pro_auc_paper"]["abs_diff_vs_slow"]) if d["slow_value"] is not None else "not computed")],
-        ])
-        L += [d["note"] + ". The exact AU-PRO is checked against a float64 transcription of MVTec's `compute_pro` + "
-              "`trapezoid` (the loop computes only the paper variant).", ""]
+        L += table(
+            ["implementation", "seconds", "speed-up vs loop", "value", "check"],
+            [
+                [
+                    "released loop (scipy.ndimage.label per image per threshold)",
+                    d["slow_seconds"],
+                    "1×",
+                    d["slow_value"],
+                    "extrapolated" if d["slow_extrapolated"] else "measured",
+                ],
+                [
+                    "`pro_auc` (exact AU-PRO)",
+                    d["pro_auc"]["seconds"],
+                    f"{d['pro_auc']['ratio']:.0f}×",
+                    d["pro_auc"]["value"],
+                    f"abs diff vs MVTec reference {fmt(d['pro_auc']['abs_diff_vs_reference'])}",
+                ],
+                [
+                    "`pro_auc_paper`",
+                    d["pro_auc_paper"]["seconds"],
+                    f"{d['pro_auc_paper']['ratio']:.0f}×",
+                    d["pro_auc_paper"]["value"],
+                    "abs diff vs loop "
+                    + (
+                        fmt(d["pro_auc_paper"]["abs_diff_vs_slow"])
+                        if d["slow_value"] is not None
+                        else "not computed"
+                    ),
+                ],
+            ],
+        )
+        L += [
+            d["note"]
+            + ". The exact AU-PRO is checked against a float64 transcription of MVTec's `compute_pro` + "
+            "`trapezoid` (the loop computes only the paper variant).",
+            "",
+        ]
     if "item5" in res:
         d = res["item5"]
         L += ["### 5. Memory and the fp16 feature cache", ""]
-        L += table(["run", "peak RSS (MB)", "wall (s)", "image AUROC", "pixel AUROC"],
-                   [[f"`{r['cmd']}`", r["max_rss_mb"], r["wall"], r["metrics"][0].get("image_auroc"),
-                     r["metrics"][0].get("pixel_auroc")] for r in d["runs"]])
-        L += table(["category", "abs Δ image AUROC", "abs Δ pixel AUROC"],
-                   [[x["category"], x["d_image_auroc"], x["d_pixel_auroc"]] for x in d["deltas"]])
-        L += [f"Peak RSS = `ru_maxrss` of each child process. fp16 target (≤ 0.001): {verdict(d['pass'])}.", ""]
+        L += table(
+            ["run", "peak RSS (MB)", "wall (s)", "image AUROC", "pixel AUROC"],
+            [
+                [
+                    f"`{r['cmd']}`",
+                    r["max_rss_mb"],
+                    r["wall"],
+                    r["metrics"][0].get("image_auroc"),
+                    r["metrics"][0].get("pixel_auroc"),
+                ]
+                for r in d["runs"]
+            ],
+        )
+        L += table(
+            ["category", "abs Δ image AUROC", "abs Δ pixel AUROC"],
+            [[x["category"], x["d_image_auroc"], x["d_pixel_auroc"]] for x in d["deltas"]],
+        )
+        L += [
+            f"Peak RSS = `ru_maxrss` of each child process. fp16 target (≤ 0.001): {verdict(d['pass'])}.",
+            "",
+        ]
     if "item6" in res:
         d = res["item6"]
-        L += ["### 6. Scaling", "", "Wall time of one nfad quick cell (in process) against training normals, fixed test set:", ""]
+        L += [
+            "### 6. Scaling",
+            "",
+            "Wall time of one nfad quick cell (in process) against training normals, fixed test set:",
+            "",
+        ]
         L += table(["training normals", "wall (s)"], [[r["n_train"], r["wall"]] for r in d["train_images"]])
-        L += table(["joblib workers", "cells", "wall (s)", "command"],
-                   [[r["workers"], r["cells"], r["wall"], f"`{r['cmd']}`"] for r in d["workers"]])
-        L += [f"2 workers vs 1: {d['grid_speedup']:.2f}× (fresh results folder each; the joblib executor gives each "
-              "worker cores/workers threads).", ""]
+        L += table(
+            ["joblib workers", "cells", "wall (s)", "command"],
+            [[r["workers"], r["cells"], r["wall"], f"`{r['cmd']}`"] for r in d["workers"]],
+        )
+        L += [
+            f"2 workers vs 1: {d['grid_speedup']:.2f}× (fresh results folder each; the joblib executor gives each "
+            "worker cores/workers threads).",
+            "",
+        ]
     if m["gpu"].startswith("no GPU"):
         L += ["No GPU on this machine: all numbers are CPU numbers.", ""]
     return "\n".join(L).rstrip() + "\n"
@@ -804,17 +989,24 @@ def write_json(path: Path, payload: dict) -> None:
         except json.JSONDecodeError:
             data = {}
     data["speed"] = payload
-    atomic_write(path, json.dumps(data, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
+    atomic_write(
+        path, json.dumps(data, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes (< 60 s); ratios not meaningful")
     p.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated items to run (1..6)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 with --smoke, else all cores)")
-    p.add_argument("--pro-thresholds", type=int, default=None,
-                   help="thresholds of the released PRO loop actually timed (the rest extrapolated); "
-                   "default 1000 (all)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: 1 with --smoke, else all cores)"
+    )
+    p.add_argument(
+        "--pro-thresholds",
+        type=int,
+        default=None,
+        help="thresholds of the released PRO loop actually timed (the rest extrapolated); default 1000 (all)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only; leave reports/ alone")
     p.add_argument("--report", type=Path, default=REPORT_MD)
     p.add_argument("--json", type=Path, default=REPORT_JSON)
@@ -833,10 +1025,22 @@ def main(argv: list[str] | None = None) -> int:
         threadpool_limits(1)
     warnings.filterwarnings("ignore", category=RuntimeWarning, message="pro_auc_paper is undefined")
     start = time.perf_counter()
-    res: dict = {"smoke": a.smoke, "machine": machine(a.threads), "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:])}
-    say(f"machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, threads {a.threads}; GPU: {res['machine']['gpu']}")
-    for item, fn, per_device in ((1, item1, True), (2, item2, True), (3, item3, True), (4, item4, False),
-                                 (5, item5, False), (6, item6, False)):
+    res: dict = {
+        "smoke": a.smoke,
+        "machine": machine(a.threads),
+        "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
+    }
+    say(
+        f"machine: {res['machine']['cpu']}, {res['machine']['cores']} cores, threads {a.threads}; GPU: {res['machine']['gpu']}"
+    )
+    for item, fn, per_device in (
+        (1, item1, True),
+        (2, item2, True),
+        (3, item3, True),
+        (4, item4, False),
+        (5, item5, False),
+        (6, item6, False),
+    ):
         if item not in items:
             continue
         t0 = time.perf_counter()

@@ -43,6 +43,20 @@ def _type_list(value: str | None) -> list[str] | None:
     return None if value is None else [t.strip() for t in value.split(",") if t.strip()]
 
 
+def known_and_test(cfg: RunConfig, data: CategoryData) -> tuple[list[Sample], list[Sample]]:
+    """The cell's known anomalies and its reduced test set (shared by every method of the cell)."""
+    return select_known_anomalies(
+        data.test,
+        cfg.n_known_anomalies,
+        cfg.seed,
+        data.category,
+        cfg.anomaly_selection,
+        cfg.anomaly_defect_type,
+        _type_list(cfg.train_types),
+        _type_list(cfg.test_types),
+    )
+
+
 def seed_everything(seed: int) -> None:
     """Seed every global stream a library might read; our own code uses explicit generators."""
     random.seed(seed)
@@ -197,16 +211,7 @@ def _run(
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
-    known, test = select_known_anomalies(
-        data.test,
-        cfg.n_known_anomalies,
-        cfg.seed,
-        data.category,
-        cfg.anomaly_selection,
-        cfg.anomaly_defect_type,
-        _type_list(cfg.train_types),
-        _type_list(cfg.test_types),
-    )
+    known, test = known_and_test(cfg, data)
     if not any(s.is_anomalous for s in test) or all(s.is_anomalous for s in test):
         raise DatasetError(
             f"the reduced test set of {data.dataset}/{data.category} needs both normal and anomalous images"

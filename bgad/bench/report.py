@@ -243,7 +243,9 @@ def _layout(summary: pd.DataFrame) -> TableLayout:
         return (dataset, cat == MEAN_ROW, cat, dt == MEAN_ROW, dt)
 
     rows = sorted({(r.dataset, r.category, r.defect_type) for r in summary.itertuples()}, key=row_key)
-    columns = sorted({(r.method, r.column) for r in summary.itertuples()}, key=lambda c: (c[0] in REFERENCE_METHODS, c))
+    columns = sorted(
+        {(r.method, r.column) for r in summary.itertuples()}, key=lambda c: (c[0] in REFERENCE_METHODS, c)
+    )
     return TableLayout(rows, columns)
 
 
@@ -272,7 +274,10 @@ def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
 
 def _table_rows(part: pd.DataFrame, layout: TableLayout, latex: bool) -> list[list[str]]:
     """Cell texts per row, the best mean of each row in bold (only when there is a choice)."""
-    cells = {(r["dataset"], r["category"], r["defect_type"], r["method"], r["column"]): r for _, r in part.iterrows()}
+    cells = {
+        (r["dataset"], r["category"], r["defect_type"], r["method"], r["column"]): r
+        for _, r in part.iterrows()
+    }
     out = []
     for row in layout.rows:
         present = [cells[(*row, *col)]["mean"] for col in layout.columns if (*row, *col) in cells]
@@ -293,7 +298,11 @@ def _groups(summary: pd.DataFrame):  # noqa: ANN202 - a pandas groupby iterator
 
 
 def _selection_title(selection: str) -> str:
-    return "last epoch" if selection == "last" else "best epoch per metric (paper-compatible, chosen on the test set)"
+    return (
+        "last epoch"
+        if selection == "last"
+        else "best epoch per metric (paper-compatible, chosen on the test set)"
+    )
 
 
 def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataFrame) -> str:
@@ -304,7 +313,11 @@ def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataF
     for (metric, selection), part in _groups(summary):
         layout = _layout(part)
         lines += [f"## {METRIC_LABELS[metric]}, {_selection_title(selection)}", ""]
-        header = ["dataset/category", *(["defect type"] if protocol.expand else []), *(_column_title(m, c) for m, c in layout.columns)]
+        header = [
+            "dataset/category",
+            *(["defect type"] if protocol.expand else []),
+            *(_column_title(m, c) for m, c in layout.columns),
+        ]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         for row, texts in zip(layout.rows, _table_rows(part, layout, latex=False), strict=True):
             lead = [_row_label(row), *([row[2] or "—"] if protocol.expand else [])]
@@ -366,16 +379,32 @@ def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
     for (metric, selection), part in _groups(summary):
         layout = _layout(part)
         spec = "l" * (2 if protocol.expand else 1) + "c" * len(layout.columns)
-        header = ["Dataset/category", *(["Defect type"] if protocol.expand else []), *(_column_title(m, c) for m, c in layout.columns)]
+        header = [
+            "Dataset/category",
+            *(["Defect type"] if protocol.expand else []),
+            *(_column_title(m, c) for m, c in layout.columns),
+        ]
         caption = f"{protocol.name}: {METRIC_LABELS[metric]}, {_selection_title(selection)}"
         body = []
         for row, texts in zip(layout.rows, _table_rows(part, layout, latex=True), strict=True):
-            lead = [latex_escape(_row_label(row)), *([latex_escape(row[2] or "--")] if protocol.expand else [])]
+            lead = [
+                latex_escape(_row_label(row)),
+                *([latex_escape(row[2] or "--")] if protocol.expand else []),
+            ]
             body.append(" & ".join(lead + texts) + r" \\")
         blocks += [
-            r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}", rf"\begin{{tabular}}{{{spec}}}",
-            r"\toprule", " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule", *body, r"\bottomrule",
-            r"\end{tabular}", r"\end{table}", "",
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{latex_escape(caption)}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(latex_escape(h) for h in header) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
         ]
     return "\n".join(blocks)
 

@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _quick_store(root: Path) -> Path:
-    records = [make_record("brainmri", "brainmri", m, s, {"image_auroc": 0.6 + 0.01 * s}) for m in ("bgad", "nfad") for s in (0, 1, 2)]
+    records = [
+        make_record("brainmri", "brainmri", m, s, {"image_auroc": 0.6 + 0.01 * s})
+        for m in ("bgad", "nfad")
+        for s in (0, 1, 2)
+    ]
     write_store(root, records)
     result = runner.invoke(app, ["regress", "--results", str(root), "--update-expectations"])
     assert result.exit_code == 0, result.output
@@ -53,7 +57,10 @@ def test_missing_result_is_a_regression(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("value", "code"), [(0.745, 0), (0.60, 1)])
 def test_paper_profile_is_held_against_the_published_value(tmp_path: Path, value: float, code: int) -> None:
-    records = [make_record("brainmri", "brainmri", "bgad", s, {"image_auroc": value}, profile="paper") for s in (0, 42, 100)]
+    records = [
+        make_record("brainmri", "brainmri", "bgad", s, {"image_auroc": value}, profile="paper")
+        for s in (0, 42, 100)
+    ]
     write_store(tmp_path / "store", records)
     result = runner.invoke(app, ["regress", "--results", str(tmp_path / "store")])
     assert result.exit_code == code, result.output

@@ -34,22 +34,44 @@ VALUES = {
 }
 
 
-def make_record(dataset: str, category: str, method: str, seed: int, metrics: dict, profile: str = "quick", **config) -> dict:
+def make_record(
+    dataset: str, category: str, method: str, seed: int, metrics: dict, profile: str = "quick", **config
+) -> dict:
     cfg = {
-        "dataset": dataset, "category": category, "method": method, "seed": seed, "profile": profile,
-        "backbone": "tf_efficientnet_lite0", "input_size": 128, "n_known_anomalies": 1, "beta": 0.01, "tau": 0.1,
-        "racp": True, "focal": True, "anomaly_selection": "multi_class", "anomaly_defect_type": None,
-        "train_types": None, "test_types": None, **config,
+        "dataset": dataset,
+        "category": category,
+        "method": method,
+        "seed": seed,
+        "profile": profile,
+        "backbone": "tf_efficientnet_lite0",
+        "input_size": 128,
+        "n_known_anomalies": 1,
+        "beta": 0.01,
+        "tau": 0.1,
+        "racp": True,
+        "focal": True,
+        "anomaly_selection": "multi_class",
+        "anomaly_defect_type": None,
+        "train_types": None,
+        "test_types": None,
+        **config,
     }
     cell_id = f"{dataset}-{category}-{method}-seed{seed}-{profile}{abs(hash(json.dumps(config, sort_keys=True))) % 1000:03d}"
     per_epoch = [{"meta_epoch": 0, **{k: v - 0.05 for k, v in metrics.items()}}, {"meta_epoch": 1, **metrics}]
     return {
-        "cell_id": cell_id, "status": "complete", "config": cfg, "config_hash": "x",
-        "dataset": {"manifest_sha256": "m"}, "provenance": {"git": {"commit": "c"}}, "timing_seconds": {"total": 1.0},
+        "cell_id": cell_id,
+        "status": "complete",
+        "config": cfg,
+        "config_hash": "x",
+        "dataset": {"manifest_sha256": "m"},
+        "provenance": {"git": {"commit": "c"}},
+        "timing_seconds": {"total": 1.0},
         "metrics": {
             "per_epoch": per_epoch,
             "last_epoch": {**metrics, "meta_epoch": 1},
-            "best_per_metric_paper_compatible": {k: {"value": v, "meta_epoch": 1} for k, v in metrics.items()},
+            "best_per_metric_paper_compatible": {
+                k: {"value": v, "meta_epoch": 1} for k, v in metrics.items()
+            },
         },
     }
 
@@ -96,7 +118,10 @@ def test_summary_values_and_published_join(one_anomaly_records: list[dict]) -> N
 
 def test_flag_when_the_interval_excludes_the_published_value() -> None:
     protocol = load_protocol("one_anomaly")
-    records = [make_record("brainmri", "brainmri", "bgad", s, {"image_auroc": v}) for s, v in ((0, 0.50), (42, 0.51), (100, 0.52))]
+    records = [
+        make_record("brainmri", "brainmri", "bgad", s, {"image_auroc": v})
+        for s, v in ((0, 0.50), (42, 0.51), (100, 0.52))
+    ]
     summary = summarize(protocol, match_records(protocol, records), "last")
     assert summary.iloc[0]["flag"]
     assert "⚑" in render_markdown(protocol, summary, match_records(protocol, records))
@@ -104,7 +129,11 @@ def test_flag_when_the_interval_excludes_the_published_value() -> None:
 
 def test_missing_cells_show_as_missing(one_anomaly_records: list[dict]) -> None:
     protocol = load_protocol("one_anomaly")
-    partial = [r for r in one_anomaly_records if not (r["config"]["dataset"] == "aitex" and r["config"]["method"] == "nfad")]
+    partial = [
+        r
+        for r in one_anomaly_records
+        if not (r["config"]["dataset"] == "aitex" and r["config"]["method"] == "nfad")
+    ]
     matched = match_records(protocol, partial)
     text = render_markdown(protocol, summarize(protocol, matched, "last"), matched)
     aitex_row = next(line for line in text.splitlines() if line.startswith("| aitex"))
@@ -123,7 +152,10 @@ def test_latex_is_well_formed(one_anomaly_records: list[dict]) -> None:
         rows = [line for line in body.splitlines() if line.endswith(r"\\")]
         assert rows and all(line.count(" & ") == len(spec) - 1 for line in rows)
     assert "one\\_anomaly" in tex and "one_anomaly" not in tex.replace("one\\_anomaly", "")
-    assert latex_escape("a_b & 50% #1 {x} ~ ^ \\") == r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    assert (
+        latex_escape("a_b & 50% #1 {x} ~ ^ \\")
+        == r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    )
 
 
 def test_interval_and_paired_test() -> None:
@@ -133,8 +165,16 @@ def test_interval_and_paired_test() -> None:
     assert np.isnan(interval(np.array([0.7]))[2])
     protocol = load_protocol("one_class")
     records = [
-        make_record("mvtec", cat, m, seed, {"image_auroc": base + (0.03 if m == "bgad" else 0.0) + 0.001 * seed},
-                    anomaly_selection="one_class", n_known_anomalies=10, anomaly_defect_type=t)
+        make_record(
+            "mvtec",
+            cat,
+            m,
+            seed,
+            {"image_auroc": base + (0.03 if m == "bgad" else 0.0) + 0.001 * seed},
+            anomaly_selection="one_class",
+            n_known_anomalies=10,
+            anomaly_defect_type=t,
+        )
         for cat, types in (("carpet", ("color", "cut")), ("metal_nut", ("bent", "flip")))
         for t, base in zip(types, (0.8, 0.85), strict=True)
         for m in ("bgad", "nfad")
@@ -144,9 +184,13 @@ def test_interval_and_paired_test() -> None:
     test = paired_test(matched, "image_auroc", "bgad", "nfad")
     assert test["n"] == 12 and test["median_diff"] == pytest.approx(0.03) and test["p_value"] < 0.01
     summary = summarize(protocol, matched, "last")
-    carpet_mean = summary[(summary.category == "carpet") & (summary.defect_type == "mean") & (summary.method == "bgad")].iloc[0]
+    carpet_mean = summary[
+        (summary.category == "carpet") & (summary.defect_type == "mean") & (summary.method == "bgad")
+    ].iloc[0]
     assert carpet_mean["mean"] == pytest.approx((0.83 + 0.88) / 2 + 0.001)
-    assert carpet_mean["published"] == pytest.approx(carpet_mean["published"]) and not np.isnan(carpet_mean["published"])
+    assert carpet_mean["published"] == pytest.approx(carpet_mean["published"]) and not np.isnan(
+        carpet_mean["published"]
+    )
 
 
 def test_write_report_and_figures_from_a_real_tiny_store(tmp_path: Path) -> None:
@@ -155,11 +199,24 @@ def test_write_report_and_figures_from_a_real_tiny_store(tmp_path: Path) -> None
 
     from bgad.cli import app
 
-    tiny = ["--set", "input_size=64", "--set", "meta_epochs=2", "--set", "sub_epochs=1", "--set", "phase1_epochs=1", "-k", "2"]
+    tiny = [
+        "--set",
+        "input_size=64",
+        "--set",
+        "meta_epochs=2",
+        "--set",
+        "sub_epochs=1",
+        "--set",
+        "phase1_epochs=1",
+        "-k",
+        "2",
+    ]
     runner = CliRunner()
     result = runner.invoke(app, ["run", "-c", "widget", "--results", str(tmp_path / "store"), *tiny])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out")])
+    result = runner.invoke(
+        app, ["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
     for stem in ("curves-synthetic-widget", "loglik-synthetic-widget", "maps-synthetic-widget-bgad"):
@@ -168,6 +225,10 @@ def test_write_report_and_figures_from_a_real_tiny_store(tmp_path: Path) -> None
     assert sorted(table["method"]) == ["bgad", "nfad"] and set(table["dataset"]) == {"synthetic"}
 
 
-def test_write_report_skips_protocols_without_results(tmp_path: Path, one_anomaly_records: list[dict]) -> None:
-    written = write_report([load_protocol("one_anomaly"), load_protocol("one_class")], one_anomaly_records, tmp_path)
+def test_write_report_skips_protocols_without_results(
+    tmp_path: Path, one_anomaly_records: list[dict]
+) -> None:
+    written = write_report(
+        [load_protocol("one_anomaly"), load_protocol("one_class")], one_anomaly_records, tmp_path
+    )
     assert sorted(p.name for p in written) == ["one_anomaly.csv", "one_anomaly.md", "one_anomaly.tex"]

@@ -18,16 +18,27 @@ from bgad.bench.runner import execute_cell, pending_tasks
 from bgad.bench.store import ResultStore
 from bgad.cli import app
 
-TINY = {"input_size": 64, "meta_epochs": 1, "sub_epochs": 1, "phase1_epochs": 1, "warmup_epochs": 1, "threads": 1}
+TINY = {
+    "input_size": 64,
+    "meta_epochs": 1,
+    "sub_epochs": 1,
+    "phase1_epochs": 1,
+    "warmup_epochs": 1,
+    "threads": 1,
+}
 
 
 def _cells(tmp_path: Path, seeds: list[int]) -> list:
     proto = tmp_path / "tiny.toml"
-    proto.write_text('description = "tiny"\nprofile = "quick"\nmethods = ["nfad"]\n[datasets]\nsynthetic = ["weave"]\n')
+    proto.write_text(
+        'description = "tiny"\nprofile = "quick"\nmethods = ["nfad"]\n[datasets]\nsynthetic = ["weave"]\n'
+    )
     return plan(load_protocol(str(proto)), seeds=seeds, overrides=TINY)
 
 
-def test_interrupted_grid_resumes_without_recomputing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_grid_resumes_without_recomputing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = ResultStore(tmp_path / "store")
     cells = _cells(tmp_path, [0, 1, 2])
     todo, done = pending_tasks(cells, store)
@@ -86,7 +97,23 @@ def test_two_writers_never_corrupt_the_store(tmp_path: Path) -> None:
 
 
 def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
-    args = ["run", "-m", "nfad", "-c", "weave", "-s", "0", "-s", "1", "--results", str(tmp_path), "--executor", "joblib", "--workers", "2"]
+    args = [
+        "run",
+        "-m",
+        "nfad",
+        "-c",
+        "weave",
+        "-s",
+        "0",
+        "-s",
+        "1",
+        "--results",
+        str(tmp_path),
+        "--executor",
+        "joblib",
+        "--workers",
+        "2",
+    ]
     args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -96,7 +123,19 @@ def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_failed_cells_are_listed_and_exit_non_zero(tmp_path: Path) -> None:
-    args = ["run", "-m", "nfad", "-c", "weave", "--results", str(tmp_path), "--max-retries", "1", "--set", "lr=nan"]
+    args = [
+        "run",
+        "-m",
+        "nfad",
+        "-c",
+        "weave",
+        "--results",
+        str(tmp_path),
+        "--max-retries",
+        "1",
+        "--set",
+        "lr=nan",
+    ]
     args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
@@ -105,7 +144,23 @@ def test_failed_cells_are_listed_and_exit_non_zero(tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 def test_slurm_executor_runs_cells_end_to_end(slurm_cluster: None, tmp_path: Path) -> None:
-    args = ["run", "-m", "nfad", "-c", "weave", "-s", "0", "-s", "1", "--results", str(tmp_path), "--executor", "slurm", "--time-min", "10"]
+    args = [
+        "run",
+        "-m",
+        "nfad",
+        "-c",
+        "weave",
+        "-s",
+        "0",
+        "-s",
+        "1",
+        "--results",
+        str(tmp_path),
+        "--executor",
+        "slurm",
+        "--time-min",
+        "10",
+    ]
     args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
