@@ -72,6 +72,14 @@ class RunConfig:
     focal: bool = True
     focal_clip: float | None = None
     spp_variant: str = "code"
+    # reference baselines (PatchCore, PaDiM)
+    coreset_ratio: float = 0.1
+    coreset_projection_dim: int = 128
+    patchcore_reweight: bool = False
+    patchcore_neighbors: int = 9
+    padim_channels: int = 100
+    padim_ridge: float = 0.01
+    smoothing_sigma: float = 4.0
     # evaluation and bookkeeping
     eval_every: int = 1
     loglik_samples: int = 5000

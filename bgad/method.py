@@ -102,6 +102,8 @@ def load_builtin_methods() -> Registry[MethodSpec]:
     """Import the baselines so that they register themselves (kept lazy: they pull nothing heavy)."""
     import bgad.baselines.cflow_ad  # noqa: F401
     import bgad.baselines.nfad  # noqa: F401
+    import bgad.baselines.padim  # noqa: F401
+    import bgad.baselines.patchcore  # noqa: F401
 
     return METHODS
 
