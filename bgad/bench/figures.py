@@ -41,7 +41,11 @@ def loglik_histograms(cells: dict[str, Path], title: str, path: Path) -> list[Pa
         return []
     levels = sorted({k.split("_")[0] for data in loaded.values() for k in data.files})
     fig, axes = plt.subplots(
-        len(loaded), len(levels), figsize=(3.6 * len(levels), 2.6 * len(loaded)), squeeze=False
+        len(loaded),
+        len(levels),
+        figsize=(3.6 * len(levels), 2.8 * len(loaded)),
+        squeeze=False,
+        layout="constrained",
     )
     for r, (method, data) in enumerate(loaded.items()):
         for c, level in enumerate(levels):
@@ -86,7 +90,9 @@ def metric_curves(records: list[dict], title: str, path: Path) -> list[Path]:
         return []
     frame = pd.DataFrame(rows)
     metrics = [m for m in METRICS.values() if m in set(frame["metric"])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False, layout="constrained"
+    )
     for ax, metric in zip(axes[0], metrics, strict=True):
         sns.lineplot(
             data=frame[frame["metric"] == metric],
@@ -112,7 +118,7 @@ def map_panels(folder: Path, title: str, path: Path) -> list[Path]:
     n = len(data["maps"])
     has_masks = data["masks"].ndim == 3 and data["masks"].shape[1] > 0
     cols = 3 if has_masks else 2
-    fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.5 * n), squeeze=False, layout="constrained")
     vmax = float(np.max(data["maps"].astype(np.float32)))
     for i in range(n):
         axes[i][0].imshow(data["images"][i])
