@@ -111,8 +111,11 @@ def run(
     from bgad.selection import SelectionError
 
     overrides: dict = {"feature_cache": feature_cache}
-    if executor == "joblib":  # one core per worker: oversubscribed OpenMP threads slow everything down
+    # Torch threads follow the cores each cell gets: oversubscribed OpenMP threads slow everything down.
+    if executor == "joblib":
         overrides["threads"] = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    elif executor == "slurm":
+        overrides["threads"] = max(1, cpus)
     try:
         overrides.update(parse_set_options(set_))
         if backbone:
