@@ -19,8 +19,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Static checks: ruff lint and format check."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "bgad", "baselines", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "bgad", "baselines", "tests", "noxfile.py")
+    session.run("ruff", "check", "bgad", "baselines", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "bgad", "baselines", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session
