@@ -155,7 +155,8 @@ def write_section(report: Path, subsection_text: str, heading: str = SUBSECTION)
     if SECTION not in text:
         text = text.rstrip("\n") + f"\n\n{SECTION}\n\n"
     head, _, rest = text.partition(SECTION)
-    next_section = re.search(r"^## ", rest, flags=re.M)
+    # The baselines section ends at the next section heading or another script's section marker.
+    next_section = re.search(r"^(## |<!-- )", rest, flags=re.M)
     body, tail = (rest[: next_section.start()], rest[next_section.start() :]) if next_section else (rest, "")
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^### |\Z)", flags=re.M | re.S)
     if pattern.search(body):
@@ -163,7 +164,9 @@ def write_section(report: Path, subsection_text: str, heading: str = SUBSECTION)
     else:
         body = body.rstrip("\n") + "\n\n" + subsection_text.rstrip("\n") + "\n\n"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text((head + SECTION + body + tail).rstrip("\n") + "\n")
+    tmp = report.with_name(report.name + ".tmp")
+    tmp.write_text((head + SECTION + body + tail).rstrip("\n") + "\n")
+    tmp.replace(report)
 
 
 def main(argv: list[str] | None = None) -> int:

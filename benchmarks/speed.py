@@ -974,8 +974,10 @@ def write_section(path: Path, section: str) -> None:
     """Replace the text between our markers (adding them, or the file, if missing); nothing else."""
     block = f"{START}\n{section.rstrip()}\n{END}"
     old = path.read_text() if path.exists() else "# Performance\n"
-    if START in old and END in old and old.index(START) < old.index(END):
-        new = old[: old.index(START)] + block + old[old.index(END) + len(END) :]
+    start = old.find(START)
+    end = old.find(END, start) if start >= 0 else -1
+    if start >= 0 and end >= 0:
+        new = old[:start] + block + old[end + len(END) :]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     atomic_write(path, new)
