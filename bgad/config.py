@@ -21,6 +21,21 @@ class ConfigError(ValueError):
     """A bad option, profile file or override; the message names it."""
 
 
+# Settings that never change a cell's numbers: where inputs live, how fast it runs, what is kept.
+NOT_RESULT_SETTINGS = frozenset(
+    {
+        "data_root",
+        "backbone_weights",
+        "threads",
+        "device",
+        "shared_positions",
+        "feature_cache",
+        "loglik_samples",
+        "map_samples",
+    }
+)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one cell's result (plus where its inputs live)."""
@@ -104,13 +119,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def result_hash(self) -> str:
-        """Hash of every setting that can change the result (paths to the data and weights excluded)."""
-        spec = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k
-            not in {"data_root", "backbone_weights", "threads", "device", "shared_positions", "feature_cache"}
-        }
+        """Hash of the settings that can change the result and differ from their defaults.
+
+        Paths, threads, device and bookkeeping are left out; so are settings at their default value,
+        so adding a new setting (with a default that keeps the old behaviour) leaves every existing
+        cell id valid. Changing a default's behaviour bumps ``bgad.RESULT_VERSION`` instead.
+        """
+        defaults = RunConfig().to_dict()
+        spec = {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_SETTINGS and v != defaults[k]}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -23,3 +23,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ.pop("BGAD_CACHE_DIR", None)
     else:
         os.environ["BGAD_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real raw copies (``../shared/data`` beside the checkout, or ``$BGAD_SHARED_DATA``)."""
+    return SHARED_DATA

@@ -65,7 +65,10 @@ def test_result_folder_describes_itself(bgad_cell: Path) -> None:
     assert not list(bgad_cell.parent.glob(".*partial*"))
 
 
-def test_same_seed_same_metrics_and_disk_cache_changes_nothing(bgad_cell: Path, tmp_path: Path) -> None:
+def test_same_seed_same_metrics_and_disk_cache_changes_nothing(
+    bgad_cell: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BGAD_CACHE_DIR", str(tmp_path / "cache"))  # an empty feature cache
     first = run_cell(_cfg(feature_cache=True), tmp_path / "a")  # fills the disk cache
     second = run_cell(_cfg(feature_cache=True), tmp_path / "b")  # reads it
     assert _record(first)["feature_cache"]["misses"] > 0

@@ -83,14 +83,12 @@ def test_committed_results_pass() -> None:
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_rerun_of_a_committed_real_cell_matches(tmp_path: Path) -> None:
+def test_rerun_of_a_committed_real_cell_matches(shared_data: Path) -> None:
     """Re-run one small real cell (BrainMRI, NFAD, seed 0) from scratch and compare with its committed record."""
-    from conftest import SHARED_DATA
-
     from bgad.data.convert import prepare_brainmri
     from bgad.paths import data_dir
 
-    raw = SHARED_DATA / "brainmri_raw"
+    raw = shared_data / "brainmri_raw"
     if not raw.is_dir():
         pytest.skip(f"real BrainMRI copy not found at {raw}")
     cells = sorted((REPO / "results" / "cells").glob("brainmri-brainmri-nfad-seed0-*"))

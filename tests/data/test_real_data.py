@@ -9,17 +9,12 @@ Takes ~12 s on one core.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from bgad.data.convert import prepare_aitex, prepare_brainmri
 from bgad.data.verify import verify_dataset
-
-SHARED = Path(
-    os.environ.get("BGAD_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")
-)
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -40,8 +35,8 @@ AITEX_COUNTS = {
 }
 
 
-def _need(name: str) -> Path:
-    p = SHARED / name
+def _need(shared_data: Path, name: str) -> Path:
+    p = shared_data / name
     if not p.is_dir():
         pytest.skip(
             f"real raw copy {p} is absent (set BGAD_SHARED_DATA or provide ../shared/data next to the repo)"
@@ -49,8 +44,8 @@ def _need(name: str) -> Path:
     return p
 
 
-def test_real_aitex(tmp_path):
-    raw = _need("aitex_raw")
+def test_real_aitex(tmp_path, shared_data):
+    raw = _need(shared_data, "aitex_raw")
     root = prepare_aitex(raw, tmp_path / "aitex")
     conv = json.loads((root / "bgad_dataset.json").read_text())["conversion"]
     assert conv["counts"] == dict(sorted(AITEX_COUNTS.items()))
@@ -65,8 +60,8 @@ def test_real_aitex(tmp_path):
     assert verify_dataset("aitex", root) == []
 
 
-def test_real_brainmri(tmp_path):
-    raw = _need("brainmri_raw")
+def test_real_brainmri(tmp_path, shared_data):
+    raw = _need(shared_data, "brainmri_raw")
     root = prepare_brainmri(raw, tmp_path / "brainmri")
     conv = json.loads((root / "bgad_dataset.json").read_text())["conversion"]
     assert conv["source_counts"] == {"no": 98, "yes": 155}
