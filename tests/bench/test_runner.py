@@ -69,7 +69,7 @@ def test_interrupted_grid_resumes_without_recomputing(
     assert not [p for p in store.cells_dir.iterdir() if p.name.startswith(".")]  # no partial folder left
 
 
-def _writer(store_root: str, tasks: list, barrier_dir: str) -> None:
+def _writer(store_root: str, tasks: list) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     for task in tasks:
         execute_cell(task)
@@ -82,8 +82,8 @@ def test_two_writers_never_corrupt_the_store(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     # Both writers run the middle cell: the first to finish wins, the other keeps it.
     jobs = [
-        ctx.Process(target=_writer, args=(str(store.root), todo[:2], str(tmp_path))),
-        ctx.Process(target=_writer, args=(str(store.root), todo[1:], str(tmp_path))),
+        ctx.Process(target=_writer, args=(str(store.root), todo[:2])),
+        ctx.Process(target=_writer, args=(str(store.root), todo[1:])),
     ]
     for job in jobs:
         job.start()
@@ -96,25 +96,15 @@ def test_two_writers_never_corrupt_the_store(tmp_path: Path) -> None:
     assert not [p for p in store.cells_dir.iterdir() if p.name.startswith(".")]
 
 
-def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
-    args = [
-        "run",
-        "-m",
-        "nfad",
-        "-c",
-        "weave",
-        "-s",
-        "0",
-        "-s",
-        "1",
-        "--results",
-        str(tmp_path),
-        "--executor",
-        "joblib",
-        "--workers",
-        "2",
+def _run_args(results: Path, *extra: str) -> list[str]:
+    """`bgad-bench run` of NFAD on synthetic weave with the tiny settings, plus ``extra`` options."""
+    return ["run", "-m", "nfad", "-c", "weave", "--results", str(results), *extra] + [
+        x for k, v in TINY.items() for x in ("--set", f"{k}={v}")
     ]
-    args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+
+
+def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
+    args = _run_args(tmp_path, "-s", "0", "-s", "1", "--executor", "joblib", "--workers", "2")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "cells").glob("synthetic-weave-nfad-seed*/result.json"))) == 2
@@ -123,45 +113,14 @@ def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
 
 
 def test_failed_cells_are_listed_and_exit_non_zero(tmp_path: Path) -> None:
-    args = [
-        "run",
-        "-m",
-        "nfad",
-        "-c",
-        "weave",
-        "--results",
-        str(tmp_path),
-        "--max-retries",
-        "1",
-        "--set",
-        "lr=nan",
-    ]
-    args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--max-retries", "1", "--set", "lr=nan"))
     assert result.exit_code == 1
     assert "1 cell(s) failed" in result.output and "Invalid learning rate" in result.output
 
 
 @pytest.mark.slurm
 def test_slurm_executor_runs_cells_end_to_end(slurm_cluster: None, tmp_path: Path) -> None:
-    args = [
-        "run",
-        "-m",
-        "nfad",
-        "-c",
-        "weave",
-        "-s",
-        "0",
-        "-s",
-        "1",
-        "--results",
-        str(tmp_path),
-        "--executor",
-        "slurm",
-        "--time-min",
-        "10",
-    ]
-    args += [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
+    args = _run_args(tmp_path, "-s", "0", "-s", "1", "--executor", "slurm", "--time-min", "10")
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     records = list(ResultStore(tmp_path).records())
