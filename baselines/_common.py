@@ -7,7 +7,7 @@ documented default), so a setting can move into ``RunConfig`` without touching t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,16 @@ def setting(cfg: RunConfig, name: str, explicit: Any, default: Any) -> Any:
         return explicit
     value = getattr(cfg, name, None)
     return default if value is None else value
+
+
+def report_one_shot_fit(
+    after_meta_epoch: Callable[[int], None] | None, on_sub_epoch: Callable[[int, int], None] | None
+) -> None:
+    """These methods fit in one pass: report it to the runner as one finished (and evaluated) epoch."""
+    if on_sub_epoch:
+        on_sub_epoch(0, 0)
+    if after_meta_epoch:
+        after_meta_epoch(0)
 
 
 def level_channels(feature_shapes: Sequence[int | Sequence[int]]) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ import torch
 from bgad.baselines._common import (
     level_channels,
     make_scores,
+    report_one_shot_fit,
     resize_levels,
     setting,
     smooth_maps,
@@ -148,10 +149,7 @@ class PaDiM:
         self.counters_["positions"] = int(p)
         self.counters_["embedding_dim"] = int(d)
         self.counters_["train_images"] = int(n)
-        if on_sub_epoch:
-            on_sub_epoch(0, 0)
-        if after_meta_epoch:
-            after_meta_epoch(0)
+        report_one_shot_fit(after_meta_epoch, on_sub_epoch)
         return self
 
     # --- scoring ----------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from bgad.baselines._common import (
     level_channels,
     make_scores,
+    report_one_shot_fit,
     resize_levels,
     setting,
     smooth_maps,
@@ -177,10 +178,7 @@ class PatchCore:
         self.counters_["coreset_size"] = int(len(indices))
         self.counters_["feature_dim"] = int(bank.shape[1])
         self.counters_["projection_dim"] = int(proj_dim)
-        if on_sub_epoch:
-            on_sub_epoch(0, 0)
-        if after_meta_epoch:
-            after_meta_epoch(0)
+        report_one_shot_fit(after_meta_epoch, on_sub_epoch)
         return self
 
     # --- scoring ----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
-from bgad.method import TrainingData, load_builtin_methods
+from bgad.method import TrainingData, downsample_masks, load_builtin_methods
 from bgad.metrics import METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
@@ -103,12 +103,7 @@ def _loglik_samples(
     for level, ll in enumerate(ll_levels):
         h, w = ll.shape[1:]
         if masks is not None:
-            lab = (
-                torch.nn.functional.interpolate(
-                    torch.from_numpy(masks)[:, None].float(), size=(h, w), mode="nearest"
-                )[:, 0].numpy()
-                > 0
-            )
+            lab = downsample_masks(torch.from_numpy(masks), (h, w)).numpy() > 0  # the training labels' rule
         else:
             lab = np.broadcast_to(labels[:, None, None] > 0, ll.shape)
         for name, sel in (("normal", ~lab), ("anomalous", lab)):
