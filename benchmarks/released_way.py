@@ -1,25 +1,31 @@
 """An emulation of the released BGAD/CFLOW-AD code's way of working, for the speed benchmark.
 
-Same math as ``bgad.run.run_cell`` (same flows, initialisation, batches, learning rates, losses,
-RACP samples and metrics definitions), but organised the way the authors' code is:
+Same math as ``bgad.run.run_cell`` (same flow parameters and initialisation, batches, learning rates,
+losses, RACP samples and metric definitions), but organised the way the authors' code is:
 
-* the frozen backbone is recomputed for every training image in every epoch: each training batch is
-  read from disk, resized and passed through the backbone (RACP images are made per epoch and go
-  through the backbone inside their batch, as in the released dataset's ``__getitem__``);
+* the frozen backbone (plain NCHW timm model) is recomputed for every training image in every
+  epoch: each training batch is read from disk, resized and passed through the backbone (RACP images
+  are made per epoch and go through the backbone inside their batch, as in the released dataset's
+  ``__getitem__``);
+* the flows take the 128-channel positional code concatenated to every fiber
+  (``released_config`` sets ``shared_positions=False``), as the released subnets do;
 * evaluation is batch-1: every test image is read, resized, passed through the backbone and the
   flows on its own (its mask read with it); the whole-test-set normalisation is the same;
 * the metrics are sklearn's ``roc_auc_score`` on the image scores and on all pixels flattened, and
   the released ``calculate_pro`` loop: for each of ``max_step`` thresholds, binarise all maps, label
   the connected components of every mask again (``scipy.ndimage.label``, 8-connectivity, as
-  ``skimage.measure.label``) and average the per-region overlap.
+  ``skimage.measure.label``) and average the per-region overlap. (The released loop also calls
+  ``regionprops`` and computes IoUs per image and threshold: this emulation is the cheaper part of it,
+  so its time is a lower bound.)
 
-Only the organisation differs, so with the same seed the metrics equal ours up to the backbone's
-floating-point batch variance (a CPU convolution's result for one image can change in the last bits
-with the batch it is computed in; the flows themselves are batch-invariant).
+With the same seed the metrics equal ours up to floating-point rounding: the backbone's result for
+one image changes in the last bits with the batch and memory layout it is computed in, and the code's
+share of the first coupling layer is summed in another order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -263,17 +269,27 @@ class ReleasedWayDetector(FlowDetector):
         return scores
 
 
+def released_config(cfg: RunConfig) -> RunConfig:
+    """The released code's flows: the positional code concatenated to every fiber."""
+    return dataclasses.replace(cfg, shared_positions=False)
+
+
+def released_backbone(cfg: RunConfig) -> FeatureExtractor:
+    """The released code's backbone: the timm model in its default NCHW layout."""
+    weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
+    return create_backbone(cfg.backbone, weights, cfg.random_weights, channels_last=False)
+
+
 def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
     """One cell the released code's way; per-meta-epoch metrics, time breakdown and counters."""
     t_start = time.perf_counter()
+    cfg = released_config(cfg)
     spec = load_builtin_methods().get(cfg.method)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
     known, test = known_and_test(cfg, data)
-    extractor = create_backbone(
-        cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
-    )
+    extractor = released_backbone(cfg)
     device = resolve_device(cfg.device)
     extractor.to(device)
     size = cfg.input_size

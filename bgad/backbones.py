@@ -211,17 +211,27 @@ def _load_from_hub(model: nn.Module, preset: BackbonePreset) -> WeightsInfo:
 
 
 class FeatureExtractor(nn.Module):
-    """Frozen backbone returning the three feature levels; stages after the last level are pruned."""
+    """Frozen backbone returning the three feature levels; stages after the last level are pruned.
+
+    ``channels_last`` runs the convolutions in NHWC memory layout (oneDNN's preferred one on CPU:
+    B6 at 256² in batches of 8 took 52 instead of 63 ms per image on 2 cores); the features equal the
+    NCHW ones up to float rounding and are returned in the usual contiguous NCHW layout.
+    """
 
     def __init__(
-        self, preset: BackbonePreset, weights_path: Path | None = None, random_weights: bool = False
+        self,
+        preset: BackbonePreset,
+        weights_path: Path | None = None,
+        random_weights: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.preset = preset
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = timm.create_model(preset.timm_name, pretrained=False)
         self.weights = load_backbone_weights(model, preset, weights_path, random_weights)
         model.prune_intermediate_layers(list(preset.stage_indices), prune_head=True)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.eval().requires_grad_(False).to(memory_format=self.memory_format)
         info = model.feature_info
         self.channels = tuple(info[i]["num_chs"] for i in preset.stage_indices)
         self.strides = tuple(info[i]["reduction"] for i in preset.stage_indices)
@@ -235,10 +245,11 @@ class FeatureExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``images``: float (B,3,H,W) in [0,1]; returns one (B,C_l,H/s_l,W/s_l) map per level."""
-        x = (images - self.mean) / self.std
-        return self.model.forward_intermediates(
+        x = ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        feats = self.model.forward_intermediates(
             x, indices=list(self.preset.stage_indices), intermediates_only=True
         )
+        return [f.contiguous() for f in feats]
 
     def describe(self) -> dict:
         """Everything a result needs to name this backbone exactly."""
@@ -247,11 +258,12 @@ class FeatureExtractor(nn.Module):
             "weights": asdict(self.weights),
             "channels": list(self.channels),
             "strides": list(self.strides),
+            "memory_format": "channels_last" if self.memory_format == torch.channels_last else "nchw",
             "timm_version": timm.__version__,
         }
 
 
 def create_backbone(
-    name: str, weights_path: Path | None = None, random_weights: bool = False
+    name: str, weights_path: Path | None = None, random_weights: bool = False, channels_last: bool = True
 ) -> FeatureExtractor:
-    return FeatureExtractor(BACKBONES.get(name), weights_path, random_weights)
+    return FeatureExtractor(BACKBONES.get(name), weights_path, random_weights, channels_last)

@@ -28,6 +28,7 @@ NOT_RESULT_SETTINGS = frozenset(
         "backbone_weights",
         "threads",
         "device",
+        "malloc_tuning",
         "shared_positions",
         "feature_cache",
         "loglik_samples",
@@ -101,6 +102,8 @@ class RunConfig:
     map_samples: int = 4
     threads: int = 2
     device: str = "auto"  # "auto" = cuda when available, else cpu
+    # Raise glibc's malloc thresholds for this process (bgad/allocator.py): same numbers, fewer page faults.
+    malloc_tuning: bool = True
     feature_cache: bool = True
     feature_dtype: str = "float32"
 

@@ -54,7 +54,7 @@ class FeatureCache:
         input_size: int,
         root: Path | None = None,
         dtype: torch.dtype = torch.float32,
-        batch_size: int = 16,
+        batch_size: int = 8,
     ) -> None:
         self.extractor = extractor
         self.input_size = input_size

@@ -17,23 +17,35 @@ from torch import nn
 LOG_2PI = math.log(2 * math.pi)
 
 
-def positional_encoding(dim: int, height: int, width: int) -> torch.Tensor:
-    """2-D sinusoidal code (dim, H, W): first dim/2 channels encode the column, the rest the row.
+def positional_code_axes(dim: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two halves of the 2-D sinusoidal code: column code (W, dim/2) and row code (H, dim/2).
 
-    Channel pairs (2k, 2k+1) are (sin, cos) of ``pos * 10000^(-2k/(dim/2))``, as CFLOW-AD/BGAD.
+    Channel pairs (2k, 2k+1) are (sin, cos) of ``pos * 10000^(-2k/(dim/2))``, as CFLOW-AD/BGAD. The
+    code of grid position (r, c) is ``cat(col_code[c], row_code[r])``: kept apart, a linear layer's
+    share of the code costs (H + W) products per step instead of one per position or fiber.
     """
     if dim % 4:
         raise ValueError(f"positional code dimension must be a multiple of 4, got {dim}")
     half = dim // 2
     freq = torch.exp(torch.arange(0.0, half, 2) * -(math.log(10000.0) / half))  # (half/2,)
-    cols = torch.arange(width, dtype=torch.float32)[:, None] * freq  # (W, half/2)
-    rows = torch.arange(height, dtype=torch.float32)[:, None] * freq  # (H, half/2)
-    code = torch.zeros(dim, height, width)
-    code[0:half:2] = torch.sin(cols).T[:, None, :].expand(-1, height, -1)
-    code[1:half:2] = torch.cos(cols).T[:, None, :].expand(-1, height, -1)
-    code[half::2] = torch.sin(rows).T[:, :, None].expand(-1, -1, width)
-    code[half + 1 :: 2] = torch.cos(rows).T[:, :, None].expand(-1, -1, width)
-    return code
+
+    def axis(length: int) -> torch.Tensor:
+        angle = torch.arange(length, dtype=torch.float32)[:, None] * freq  # (length, half/2)
+        return torch.stack([torch.sin(angle), torch.cos(angle)], dim=2).flatten(1)  # sin, cos interleaved
+
+    return axis(width), axis(height)
+
+
+def positional_encoding(dim: int, height: int, width: int) -> torch.Tensor:
+    """2-D sinusoidal code (dim, H, W): first dim/2 channels encode the column, the rest the row."""
+    col_code, row_code = positional_code_axes(dim, height, width)
+    half = dim // 2
+    return torch.cat(
+        [
+            col_code.T[:, None, :].expand(half, height, width),
+            row_code.T[:, :, None].expand(half, height, width),
+        ]
+    )
 
 
 def _subnet(dims_in: int, dims_out: int) -> nn.Module:
@@ -44,28 +56,33 @@ def _subnet(dims_in: int, dims_out: int) -> nn.Module:
 class PositionalSubnet(nn.Module):
     """CFLOW-AD's subnet fed (x1, grid-position index) instead of (x1, positional code).
 
-    Same parameters, initialisation and outputs as ``_subnet`` on ``cat(x1, code[index])``, but the
-    positional part of the first layer (code @ W_code^T) is computed once per grid position and
-    gathered, instead of once per fiber: the code has 128 channels and x1 only C/2, so this is most
-    of the subnet's work, and every image shares the same positions.
+    Same parameters, initialisation and outputs as ``_subnet`` on ``cat(x1, code[index])``, computed
+    in another order. The code has 128 channels and x1 only C/2, so the code's share of the first
+    layer, ``code @ W_code^T``, is most of the subnet's work; but the code of position (r, c) is
+    ``cat(col_code[c], row_code[r])``, so that share is ``row_term[r] + col_term[c]`` with
+    ``row_term = row_code @ W_row^T`` (H rows) and ``col_term = col_code @ W_col^T`` (W rows): two
+    small products and an (H·W, hidden) table of sums per step, and one gathered row per fiber,
+    instead of a 128-wide product per fiber.
     """
 
-    def __init__(self, dims_in: int, dims_out: int, positions: torch.Tensor) -> None:
+    def __init__(self, dims_in: int, dims_out: int, col_code: torch.Tensor, row_code: torch.Tensor) -> None:
         super().__init__()
-        self.split = dims_in - 1  # the last input channel is the position index
-        full = self.split + positions.shape[1]
+        self.split = dims_in - 1  # the last input channel is the position index r·W + c
+        full = self.split + col_code.shape[1] + row_code.shape[1]
         self.fc1 = nn.Linear(full, 2 * full)  # created in _subnet's order: identical initialisation
         self.fc2 = nn.Linear(2 * full, dims_out)
-        self.register_buffer("positions", positions, persistent=False)
+        self.register_buffer("col_code", col_code, persistent=False)
+        self.register_buffer("row_code", row_code, persistent=False)
 
     def forward(self, x1c: torch.Tensor) -> torch.Tensor:
         x1, index = x1c[:, : self.split], x1c[:, self.split].long()
-        w_x, w_code = self.fc1.weight[:, : self.split], self.fc1.weight[:, self.split :]
-        if len(self.positions) <= len(index):
-            code_term = (self.positions @ w_code.T).index_select(0, index)
-        else:  # fewer fibers than grid positions: the direct product is cheaper
-            code_term = self.positions.index_select(0, index) @ w_code.T
-        hidden = torch.relu(torch.addmm(self.fc1.bias, x1, w_x.T) + code_term)
+        col_end = self.split + self.col_code.shape[1]
+        weight = self.fc1.weight
+        w_x, w_col, w_row = weight[:, : self.split], weight[:, self.split : col_end], weight[:, col_end:]
+        row_term = torch.addmm(self.fc1.bias, self.row_code, w_row.T)  # (H, hidden), bias included
+        col_term = self.col_code @ w_col.T  # (W, hidden)
+        table = (row_term[:, None, :] + col_term[None, :, :]).flatten(0, 1)  # row index r·W + c
+        hidden = torch.addmm(table.index_select(0, index), x1, w_x.T).relu_()
         return self.fc2(hidden)
 
 
@@ -86,19 +103,21 @@ def build_flow(
     n_blocks: int = 8,
     clamp: float = 1.9,
     seed: int = 0,
-    positions: torch.Tensor | None = None,
+    code_axes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> SequenceINN:
     """One conditional flow over ``dim``-channel fibers, deterministic given ``seed`` (and torch's seed).
 
-    Without ``positions`` the condition is the positional code of each fiber (CFLOW-AD's form); with
-    ``positions`` (the code table, (n_positions, cond_dim)) the condition is each fiber's position
-    index and the code's share of the first layer is computed once per position.
+    Without ``code_axes`` the condition is the positional code of each fiber (CFLOW-AD's form); with
+    ``code_axes`` (column and row code, ``positional_code_axes``) the condition is each fiber's
+    position index and the code's share of the first layer is computed per row and per column.
     """
     flow = SequenceINN(dim)
-    if positions is None:
+    if code_axes is None:
         subnet, cond_shape = _subnet, (cond_dim,)
     else:
-        subnet, cond_shape = functools.partial(PositionalSubnet, positions=positions), (1,)
+        col_code, row_code = code_axes
+        subnet = functools.partial(PositionalSubnet, col_code=col_code, row_code=row_code)
+        cond_shape = (1,)
     # FrEIA draws each soft permutation with scipy's special_ortho_group (a QR through BLAS); with
     # several BLAS threads next to torch's OpenMP pool each draw takes ~0.2 s instead of ~1 ms.
     with _numpy_global_seed(seed), threadpool_limits(1, user_api="blas"):
@@ -141,7 +160,8 @@ class ConditionalFlow(nn.Module):
         code = positional_encoding(cond_dim, *grid).flatten(1).T.contiguous()  # (h·w, cond_dim)
         self.register_buffer("code", code, persistent=False)
         self.shared_positions = shared_positions
-        self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed, code if shared_positions else None)
+        axes = positional_code_axes(cond_dim, *grid) if shared_positions else None
+        self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed, axes)
 
     def forward(self, fibers: torch.Tensor, position_index: torch.Tensor) -> torch.Tensor:
         if self.shared_positions:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 import bgad
+from bgad.allocator import malloc_settings
 
 PACKAGES = (
     "torch",
@@ -81,6 +82,7 @@ def environment() -> dict:
         "processor": platform.processor() or None,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "malloc": malloc_settings(),
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "packages": package_versions(),
         "argv": sys.argv,

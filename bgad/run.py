@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from bgad.allocator import tune_malloc
 from bgad.backbones import create_backbone
 from bgad.bench.planner import cell_id
 from bgad.config import ConfigError, RunConfig
@@ -204,6 +205,8 @@ def _run(
     timings: dict[str, float] = {}
     spec = load_builtin_methods().get(cfg.method)
     torch.set_num_threads(cfg.threads)
+    if cfg.malloc_tuning:
+        tune_malloc()
     seed_everything(cfg.seed)
 
     known, test = known_and_test(cfg, data)

@@ -11,7 +11,14 @@ import pytest
 import torch
 from FrEIA.modules import AllInOneBlock
 
-from bgad.flows import _subnet, build_flow, flow_parameter_count, log_likelihood, positional_encoding
+from bgad.flows import (
+    _subnet,
+    build_flow,
+    flow_parameter_count,
+    log_likelihood,
+    positional_code_axes,
+    positional_encoding,
+)
 
 # --------------------------------------------------------------------------------------------------
 # positional encoding
@@ -227,9 +234,21 @@ def test_build_flow_leaves_numpy_global_rng_unchanged() -> None:
     np.testing.assert_array_equal(np.random.random_sample(3), expected)
 
 
+def test_positional_code_is_column_code_then_row_code() -> None:
+    """The code of grid position (r, c) is exactly cat(col_code[c], row_code[r]): what the
+    row-and-column subnets rely on."""
+    col_code, row_code = positional_code_axes(128, 5, 7)
+    assert col_code.shape == (7, 64) and row_code.shape == (5, 64)
+    code = positional_encoding(128, 5, 7)
+    for r in range(5):
+        for c in range(7):
+            assert torch.equal(code[:, r, c], torch.cat([col_code[c], row_code[r]]))
+
+
 @pytest.mark.parametrize(("channels", "grid", "n"), [(6, (4, 4), 64), (6, (4, 4), 8), (10, (3, 5), 40)])
 def test_shared_positions_change_no_math(channels: int, grid: tuple[int, int], n: int) -> None:
-    """Position-indexed subnets give the same ℓ and gradients as CFLOW's per-fiber positional code."""
+    """Row-and-column subnets give the same ℓ and gradients as CFLOW's per-fiber positional code
+    (non-square grids included: the index is split into row and column)."""
     from bgad.flows import ConditionalFlow
 
     torch.manual_seed(3)

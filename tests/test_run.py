@@ -55,6 +55,8 @@ def test_result_folder_describes_itself(bgad_cell: Path) -> None:
     assert len(rec["dataset"]["manifest_sha256"]) == 64
     assert len(rec["known_anomalies"]["files"]) == 2
     assert rec["provenance"]["packages"]["FrEIA"] == "0.2"
+    assert isinstance(rec["provenance"]["malloc"]["tuned"], bool)  # what the allocator ran with
+    assert rec["backbone"]["memory_format"] == "channels_last"
     assert rec["counters"]["racp_samples"] > 0 and rec["counters"]["real_anomaly_samples"] == 4
     scores = (bgad_cell / "scores.csv").read_text().splitlines()
     assert len(scores) - 1 == rec["dataset"]["counts"]["test_reduced"]
