@@ -3,7 +3,7 @@
 Same math as ``bgad.run.run_cell`` (same flow parameters and initialisation, batches, learning rates,
 losses, RACP samples and metric definitions), but organised the way the authors' code is:
 
-* the frozen backbone (plain NCHW timm model) is recomputed for every training image in every
+* the frozen backbone (the plain timm model: NCHW, batch norms unfolded) is recomputed for every training image in every
   epoch: each training batch is read from disk, resized and passed through the backbone (RACP images
   are made per epoch and go through the backbone inside their batch, as in the released dataset's
   ``__getitem__``);
@@ -275,9 +275,9 @@ def released_config(cfg: RunConfig) -> RunConfig:
 
 
 def released_backbone(cfg: RunConfig) -> FeatureExtractor:
-    """The released code's backbone: the timm model in its default NCHW layout."""
+    """The released code's backbone: the timm model as it is (NCHW layout, batch norms unfolded)."""
     weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
-    return create_backbone(cfg.backbone, weights, cfg.random_weights, channels_last=False)
+    return create_backbone(cfg.backbone, weights, cfg.random_weights, channels_last=False, fold_bn=False)
 
 
 def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:

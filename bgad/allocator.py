@@ -34,7 +34,7 @@ def malloc_settings() -> dict[str, object]:
 
 
 def _skip_reason() -> str | None:
-    libc_name, libc_version = platform.libc_ver()
+    libc_name = platform.libc_ver()[0]
     if platform.system() != "Linux" or libc_name != "glibc":
         return f"not glibc ({platform.system()} {libc_name or 'unknown libc'})"
     user = [v for v in USER_SETTINGS if v in os.environ]
@@ -53,20 +53,19 @@ def tune_malloc(threshold: int = DEFAULT_THRESHOLD) -> dict[str, object]:
     """
     if _state["tuned"]:
         return malloc_settings()
+    value = min(threshold, 2**31 - 1)  # mallopt takes an int
     reason = _skip_reason()
     if reason is None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        value = ctypes.c_int(min(threshold, 2**31 - 1))
-        if libc.mallopt(M_MMAP_THRESHOLD, value) != 1 or libc.mallopt(M_TRIM_THRESHOLD, value) != 1:
-            reason = "mallopt refused the thresholds"
-    if reason is not None:
-        _state.update(tuned=False, reason=reason)
-        return malloc_settings()
+        ok = all(
+            libc.mallopt(param, ctypes.c_int(value)) == 1 for param in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD)
+        )
+        reason = None if ok else "mallopt refused the thresholds"
     _state.clear()
-    _state.update(
-        tuned=True,
-        libc=" ".join(platform.libc_ver()),
-        mmap_threshold=value.value,
-        trim_threshold=value.value,
-    )
+    if reason is None:
+        _state.update(
+            tuned=True, libc=" ".join(platform.libc_ver()), mmap_threshold=value, trim_threshold=value
+        )
+    else:
+        _state.update(tuned=False, reason=reason)
     return malloc_settings()

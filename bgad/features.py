@@ -76,6 +76,9 @@ class FeatureCache:
             "random": desc["weights"]["random"],
             "input_size": self.input_size,
             "preprocess": PREPROCESS_VERSION,
+            # the same function, but the last float bits depend on how it is computed
+            "memory_format": desc.get("memory_format"),
+            "folded_batch_norms": desc.get("folded_batch_norms"),
             "dtype": str(self.dtype),
         }
         if desc["weights"]["random"]:

@@ -82,7 +82,7 @@ class PositionalSubnet(nn.Module):
         row_term = torch.addmm(self.fc1.bias, self.row_code, w_row.T)  # (H, hidden), bias included
         col_term = self.col_code @ w_col.T  # (W, hidden)
         table = (row_term[:, None, :] + col_term[None, :, :]).flatten(0, 1)  # row index r·W + c
-        hidden = torch.addmm(table.index_select(0, index), x1, w_x.T).relu_()
+        hidden = table.index_select(0, index).addmm_(x1, w_x.T).relu_()  # in place: no extra copies
         return self.fc2(hidden)
 
 
@@ -157,11 +157,13 @@ class ConditionalFlow(nn.Module):
     ) -> None:
         super().__init__()
         self.grid = grid
-        code = positional_encoding(cond_dim, *grid).flatten(1).T.contiguous()  # (h·w, cond_dim)
-        self.register_buffer("code", code, persistent=False)
         self.shared_positions = shared_positions
-        axes = positional_code_axes(cond_dim, *grid) if shared_positions else None
-        self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed, axes)
+        if shared_positions:
+            self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed, positional_code_axes(cond_dim, *grid))
+        else:
+            code = positional_encoding(cond_dim, *grid).flatten(1).T.contiguous()  # (h·w, cond_dim)
+            self.register_buffer("code", code, persistent=False)
+            self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed)
 
     def forward(self, fibers: torch.Tensor, position_index: torch.Tensor) -> torch.Tensor:
         if self.shared_positions:
