@@ -1,0 +1,61 @@
+"""The speed benchmark (benchmarks/speed.py) runs end to end in its smoke mode: every side of items
+1–4 in its own process, the report and the JSON written, the same math on both sides. Tiny sizes;
+no timing is asserted (targets are the benchmark's business, not the tests')."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_speed_benchmark_smoke_run(shared_data: Path, tmp_path: Path) -> None:
+    raw = shared_data / "aitex_raw"
+    if not raw.is_dir():
+        pytest.skip(f"real AITEX copy not found at {raw}")
+    report, raw_json = tmp_path / "performance.md", tmp_path / "performance.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--smoke", "--only", "1,2,3,4"]
+        + ["--report", str(report), "--json", str(raw_json)],
+        env=os.environ | {"BGAD_AITEX_RAW": str(raw)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = report.read_text()
+    for heading in (
+        "### 1. A whole cell end to end (cpu)",
+        "### 2. The flow step (cpu)",
+        "### 3. Evaluation",
+    ):
+        assert heading in text
+    assert "<!-- speed:start -->" in text and "<!-- speed:end -->" in text
+    speed = json.loads(raw_json.read_text())["speed"]
+
+    item1 = speed["item1"][0]
+    assert set(item1["sides"]) == {"ours", "ours_default_malloc", "released", "released_tuned_malloc"}
+    if platform.libc_ver()[0] == "glibc":  # each side ran with the allocator it names
+        assert item1["sides"]["ours"]["malloc"]["tuned"] is True
+        assert item1["sides"]["released"]["malloc"]["tuned"] is False
+    assert item1["max_abs_metric_diff"] < 1e-4  # same math, float rounding only
+
+    rows = speed["item2"][0]["rows"]
+    assert len(rows) == 12 and all(r["fibers_per_s"] > 0 for r in rows)
+
+    item3 = speed["item3"][0]
+    assert item3["identical_same_features"] is True  # batched = one image at a time, bit for bit
+    assert item3["rows"][1]["max_rel_map_diff"] < 1e-4
+
+    item4 = speed["item4"]
+    assert item4["pro_auc"]["abs_diff_vs_reference"] <= 1e-6
+    assert item4["bgad_loop"]["seconds_per_threshold"] > 0
