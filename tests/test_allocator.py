@@ -64,10 +64,12 @@ x = torch.rand(4, 3, 256, 256)  # 16 MiB activations, like a backbone's first st
 with torch.no_grad():
     for _ in range(3):
         conv(x)
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
+    faults = []
+    for _ in range(9):
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         conv(x)
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 5))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+print(json.dumps(faults))
 """
 
 
@@ -76,12 +78,14 @@ def test_tuned_thresholds_reuse_large_blocks_instead_of_faulting_them_in() -> No
     """With glibc's defaults a freed activation goes back to the kernel and the next pass faults it in
     again (thousands of page faults per pass); with the raised thresholds the blocks are reused."""
 
-    def faults(mode: str) -> float:
+    def faults(mode: str) -> list[int]:
         out = subprocess.run(
             [sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True, timeout=120
         )
-        return float(out.stdout.strip().splitlines()[-1])
+        return json.loads(out.stdout.strip().splitlines()[-1])
 
     default, tuned = faults("default"), faults("tuned")
-    assert default > 1000  # one 16 MiB block is 4096 faults of 4 KiB pages
-    assert tuned < default / 20
+    # the median pass: an occasional heap extension (a pass that does fault) is not the rule
+    median_default, median_tuned = sorted(default)[4], sorted(tuned)[4]
+    assert median_default > 1000, default  # one 16 MiB block is 4096 faults of 4 KiB pages
+    assert median_tuned < median_default / 20, (default, tuned)
