@@ -3,10 +3,10 @@
 Same math as ``bgad.run.run_cell`` (same flow parameters and initialisation, batches, learning rates,
 losses, RACP samples and metric definitions), but organised the way the authors' code is:
 
-* the frozen backbone (the plain timm model: NCHW, batch norms unfolded) is recomputed for every training image in every
-  epoch: each training batch is read from disk, resized and passed through the backbone (RACP images
-  are made per epoch and go through the backbone inside their batch, as in the released dataset's
-  ``__getitem__``);
+* the frozen backbone (the plain timm model: NCHW, batch norms unfolded) is recomputed for every
+  training image in every epoch: each training batch is read from disk, resized and passed through
+  the backbone (RACP images are made per epoch and go through the backbone inside their batch, as in
+  the released dataset's ``__getitem__``);
 * the flows take the 128-channel positional code concatenated to every fiber
   (``released_config`` sets ``shared_positions=False``), as the released subnets do;
 * evaluation is batch-1: every test image is read, resized, passed through the backbone and the
@@ -57,6 +57,11 @@ def _sync(device: torch.device) -> None:
 # the released PRO: one connected-component labelling per image per threshold
 
 
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """At most ``k`` distinct indices spread evenly over ``range(n)`` (both ends included)."""
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
 def slow_pro_paper(
     masks: np.ndarray,
     maps: np.ndarray,
@@ -82,7 +87,7 @@ def slow_pro_paper(
     ths = np.arange(min_th, max_th, delta)
     idx = np.arange(len(ths))
     if n_timed is not None and n_timed < len(ths):
-        idx = np.unique(np.linspace(0, len(ths) - 1, n_timed).round().astype(int))
+        idx = evenly_spaced(len(ths), n_timed)
     masks_neg = ~masks
     n_neg = masks_neg.sum()
     binary = np.zeros_like(amaps, dtype=bool)
@@ -141,7 +146,7 @@ def bgad_pro_loop_seconds(
     max_th, min_th = scores.max(), scores.min()
     delta = (max_th - min_th) / max_step
     binary = np.zeros_like(scores, dtype=bool)
-    steps = np.unique(np.linspace(0, max_step - 1, n_timed).round().astype(int))
+    steps = evenly_spaced(max_step, n_timed)
     start = time.perf_counter()
     for step in steps:
         threshold = max_th - step * delta

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from released_way import (  # noqa: E402
     ReleasedWayDetector,
     bgad_pro_loop_seconds,
+    evenly_spaced,
     released_backbone,
     released_config,
     run_released_way,
@@ -157,7 +158,7 @@ def make_slice(n_train: int, n_test_normal: int, n_test_anomalous: int) -> Path:
     data = load_category("aitex", "aitex", src)
     normals = [s for s in data.test if not s.is_anomalous][:n_test_normal]
     anomalous = [s for s in data.test if s.is_anomalous]
-    picks = np.unique(np.linspace(0, len(anomalous) - 1, n_test_anomalous).round().astype(int))
+    picks = evenly_spaced(len(anomalous), n_test_anomalous)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
     cat = tmp / "aitex"
     for s in data.train[:n_train]:
@@ -385,7 +386,7 @@ def matmul_rate(device: torch.device, n: int, reps: int) -> float:
     return 2 * n**3 / best
 
 
-def flow_flops(flow: ConditionalFlow) -> tuple[float, float]:
+def flow_flops(flow: ConditionalFlow, chunk: int) -> tuple[float, float]:
     """(model FLOPs, executed FLOPs) per fiber for one training step (×3 forward for fwd + bwd).
 
     Model: per block the subnet Linear(d1+128 → 2(d1+128)) and Linear(→ 2·d2) per fiber plus the C×C
@@ -404,7 +405,7 @@ def flow_flops(flow: ConditionalFlow) -> tuple[float, float]:
             dense1 = 2.0 * fc1.in_features * fc1.out_features
             code_half = (fc1.in_features - sub.split) / 2
             per_chunk = (2.0 * (height + width) * code_half + height * width) * fc1.out_features
-            ex1 = 2.0 * sub.split * fc1.out_features + per_chunk / CHUNK_FIBERS
+            ex1 = 2.0 * sub.split * fc1.out_features + per_chunk / chunk
         else:
             fc1, fc2 = sub[0], sub[2]
             dense1 = ex1 = 2.0 * fc1.in_features * fc1.out_features
@@ -446,7 +447,7 @@ def item2_side(a: argparse.Namespace, device: torch.device, side: str) -> dict:
                 for _ in range(steps):
                     step()
                 sync(device)
-                model, executed = flow_flops(flow)
+                model, executed = flow_flops(flow, chunk)
                 rows.append(
                     {
                         "backbone": name,
@@ -995,8 +996,9 @@ def markdown(res: dict) -> str:
         L += [f"### 1. A whole cell end to end ({d['device']})", "", f"{s['dataset']}; {s['schedule']}.", ""]
         L += [
             "Each column is one fresh process. *ours* = `run_cell` as every cell runs (cached features, "
-            "channels-last backbone with folded batch norms in batches of 8, positional term per grid row and column, batched "
-            "evaluation, fast PROs, raised malloc thresholds); *released way* = `benchmarks/released_way.py` "
+            "channels-last backbone with folded batch norms in batches of 8, positional term per grid row "
+            "and column, batched evaluation, fast PROs, raised malloc thresholds); *released way* = "
+            "`benchmarks/released_way.py` "
             "with glibc's default malloc, as the released code runs. The two middle columns swap only the "
             "allocator setting, to show how much of the gap it makes.",
             "",

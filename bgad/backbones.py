@@ -15,6 +15,7 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import BatchNormAct2d
 from torch import nn
 
 from bgad.registry import Registry
@@ -253,8 +254,6 @@ def fold_batch_norms(model: nn.Module, example: torch.Tensor) -> int:
     ≈ 18 % of B6's CPU time). timm's ``BatchNormAct2d`` keeps its dropout and activation. Returns the
     number of folded batch norms.
     """
-    from timm.layers import BatchNormAct2d
-
     pairs = _conv_batch_norm_pairs(model, example)
     with torch.no_grad():
         for conv, name, parent in pairs:
