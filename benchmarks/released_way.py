@@ -11,16 +11,20 @@ losses, RACP samples and metric definitions), but organised the way the authors'
   (``released_config`` sets ``shared_positions=False``), as the released subnets do;
 * evaluation is batch-1: every test image is read, resized, passed through the backbone and the
   flows on its own (its mask read with it); the whole-test-set normalisation is the same;
+* the encoder is the one BGAD's ``train()`` builds: ``timm.create_model(..., features_only=True,
+  out_indices=...)``, which keeps every stage of the network; for B6 the two stride-32 stages after
+  the last used level run on every image and their output is thrown away (``ReleasedEncoder``);
 * the metrics are sklearn's ``roc_auc_score`` on the image scores and on all pixels flattened, and
-  the released ``calculate_pro`` loop: for each of ``max_step`` thresholds, binarise all maps, label
-  the connected components of every mask again (``scipy.ndimage.label``, 8-connectivity, as
-  ``skimage.measure.label``) and average the per-region overlap. (The released loop also calls
-  ``regionprops`` and computes IoUs per image and threshold: this emulation is the cheaper part of it,
-  so its time is a lower bound.)
+  BGAD's own ``calculate_pro_metric`` loop (``released_bgad_pro``): for each of its 1000 thresholds,
+  binarise all maps, label the connected components of every mask again with their region
+  properties, and average the per-region overlap. ``slow_pro_paper`` is CFLOW-AD's form of the loop,
+  which computes exactly the definition of ``bgad.metrics.pro_auc_paper`` (the PRO benchmark's
+  value check).
 
-With the same seed the metrics equal ours up to floating-point rounding: the backbone's result for
+With the same seed the AUROCs equal ours up to floating-point rounding: the backbone's result for
 one image changes in the last bits with the batch and memory layout it is computed in, and the code's
-share of the first coupling layer is summed in another order.
+share of the first coupling layer is summed in another order. The PRO differs by definition as well
+(see ``released_bgad_pro``).
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from scipy import ndimage
 from sklearn.metrics import auc, roc_auc_score
 
-from bgad.backbones import FeatureExtractor, create_backbone
+from bgad.backbones import BACKBONES, FeatureExtractor
 from bgad.config import RunConfig
 from bgad.data.registry import load_category
 from bgad.features import FeatureCache, to_tensor
@@ -129,24 +134,37 @@ def slow_pro_paper(
     return out
 
 
-def bgad_pro_loop_seconds(
-    masks: np.ndarray, maps: np.ndarray, n_timed: int = 50, max_step: int = 1000
+def released_bgad_pro(
+    masks: np.ndarray,
+    maps: np.ndarray,
+    max_step: int = 1000,
+    expect_fpr: float = 0.3,
+    n_timed: int | None = None,
 ) -> dict:
-    """Time per threshold of the work BGAD's own ``calculate_pro_metric`` does (timing only).
+    """BGAD's own ``calculate_pro_metric`` (utils/utils.py, DFR-derived), the PRO its released code runs.
 
-    BGAD's loop (DFR-derived) does more per threshold than the CFLOW-AD form that ``slow_pro_paper``
-    emulates: it binarises with two masked assignments, labels every mask and builds its region
-    properties, overlaps each region's hole-filled bounding-box crop with the prediction (float32
-    casts), computes a per-image IoU (two more full-image logical operations), and recomputes the
-    negative mask for the FPR. Here with scipy stand-ins for skimage's ``label``/``regionprops``;
-    ``n_timed`` of its ``max_step`` thresholds (evenly spaced) are run, no value is returned.
+    It does more per threshold than the CFLOW-AD form (``slow_pro_paper``): thresholds
+    ``max - step·δ`` for step = 0…``max_step``-1, binarised with two masked assignments; every mask
+    labelled again (8-connected) with its region properties; each region's overlap = predicted pixels
+    inside its hole-filled bounding-box crop / its area (float32 casts); a per-image IoU (two more
+    full-image logical operations); the negative mask recomputed for the FPR. Kept thresholds have
+    FPR ≤ ``expect_fpr``; their FPRs are min-max rescaled and ``sklearn.metrics.auc`` is returned.
+    scipy stand-ins for skimage's ``label``/``regionprops`` (``filled_image`` = ``binary_fill_holes``
+    with the 3×3 structure, as skimage).
+
+    The definition differs from ``bgad.metrics.pro_auc_paper`` (CFLOW-AD's grid ``min + j·δ``,
+    FPR < ``expect_fpr``, regions unfilled): the point at the top threshold (FPR 0, PRO 0) changes the
+    rescaling, and filled holes count as overlap. ``n_timed``: as in ``slow_pro_paper``.
     """
     gt = np.asarray(masks).astype(bool)
     scores = np.asarray(maps, dtype=np.float64)
     max_th, min_th = scores.max(), scores.min()
     delta = (max_th - min_th) / max_step
+    steps = np.arange(max_step)
+    if n_timed is not None and n_timed < max_step:
+        steps = evenly_spaced(max_step, n_timed)
     binary = np.zeros_like(scores, dtype=bool)
-    steps = evenly_spaced(max_step, n_timed)
+    pros, fprs = [], []
     start = time.perf_counter()
     for step in steps:
         threshold = max_th - step * delta
@@ -157,20 +175,37 @@ def bgad_pro_loop_seconds(
             labels, _ = ndimage.label(mask, structure=_STRUCTURE_8)
             for r, box in enumerate(ndimage.find_objects(labels), start=1):
                 region = labels[box] == r
-                filled = ndimage.binary_fill_holes(region)
+                filled = ndimage.binary_fill_holes(region, structure=_STRUCTURE_8)
                 overlaps.append(np.logical_and(pred[box], filled).astype(np.float32).sum() / region.sum())
             intersection = np.logical_and(pred, mask).astype(np.float32).sum()
             union = np.logical_or(pred, mask).astype(np.float32).sum()
             if mask.any():
                 ious.append(intersection / union)
+        pros.append(np.array(overlaps).mean())
+        _best_iou_input = np.array(ious).mean()  # the released loop keeps it for its best mIoU
         negatives = ~gt
-        _fpr = np.logical_and(negatives, binary).sum() / negatives.sum()
+        fprs.append(np.logical_and(negatives, binary).sum() / negatives.sum())
     seconds = time.perf_counter() - start
-    return {
+    out = {
+        "n_thresholds": max_step,
         "n_timed": int(len(steps)),
         "seconds_timed": seconds,
-        "seconds_per_threshold": seconds / len(steps),
+        "seconds": seconds * max_step / max(len(steps), 1),
+        "extrapolated": bool(len(steps) < max_step),
+        "value": None,
     }
+    if out["extrapolated"]:
+        return out
+    pros_a, fprs_a = np.array(pros), np.array(fprs)
+    keep = fprs_a <= expect_fpr
+    if keep.sum() < 2:
+        out["value"] = float("nan")
+        return out
+    kept = fprs_a[keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = (kept - kept.min()) / (kept.max() - kept.min())
+    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
+    return out
 
 
 def released_metrics(
@@ -180,14 +215,14 @@ def released_metrics(
     maps: np.ndarray | None,
     pro_timed: int | None = None,
 ) -> tuple[dict, dict]:
-    """The released evaluation: sklearn AUROCs and the per-threshold PRO loop; (metrics, seconds)."""
+    """The released evaluation: sklearn AUROCs and BGAD's per-threshold PRO loop; (metrics, seconds)."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     metrics: dict = {"image_auroc": float(roc_auc_score(labels, image_scores))}
     if masks is not None and maps is not None and masks.any():
         metrics["pixel_auroc"] = float(roc_auc_score(masks.ravel().astype(bool), maps.ravel()))
         seconds["aurocs"] = time.perf_counter() - t0
-        pro = slow_pro_paper(masks, maps, 1000, 0.3, pro_timed)
+        pro = released_bgad_pro(masks, maps, 1000, 0.3, pro_timed)
         metrics["pro_paper"] = pro["value"]
         seconds["pro"] = pro["seconds"]
         seconds["pro_measured"] = pro["seconds_timed"]
@@ -323,10 +358,31 @@ def released_config(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, shared_positions=False)
 
 
-def released_backbone(cfg: RunConfig) -> FeatureExtractor:
-    """The released code's backbone: the timm model as it is (NCHW layout, batch norms unfolded)."""
-    weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
-    return create_backbone(cfg.backbone, weights, cfg.random_weights, channels_last=False, fold_bn=False)
+class ReleasedEncoder(FeatureExtractor):
+    """The released code's encoder: timm's ``features_only`` model, as BGAD's ``train()`` builds it.
+
+    ``features_only`` keeps every stage of the network (ours prunes the stages after the last used
+    level): for B6 the two stride-32 stages run on every image and their output is discarded. NCHW
+    layout, batch norms unfolded; the weights are those ``FeatureExtractor`` loads (or draws) for the
+    same preset, so the features equal ours up to rounding. Images are normalised by the preset's
+    mean and std, as the released dataset's transform does.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
+        preset = BACKBONES.get(cfg.backbone)
+        super().__init__(preset, weights, cfg.random_weights, channels_last=False, fold_bn=False)
+        full = timm.create_model(
+            preset.timm_name, pretrained=False, features_only=True, out_indices=preset.stage_indices
+        )
+        loaded = full.load_state_dict(self.model.state_dict(), strict=False)
+        if loaded.unexpected_keys:
+            raise RuntimeError(f"features_only {preset.timm_name} lacks {loaded.unexpected_keys[:3]} ...")
+        self.model = full.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.model((images - self.mean) / self.std)
 
 
 def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
@@ -338,7 +394,7 @@ def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
     seed_everything(cfg.seed)
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
     known, test = known_and_test(cfg, data)
-    extractor = released_backbone(cfg)
+    extractor = ReleasedEncoder(cfg)
     device = resolve_device(cfg.device)
     extractor.to(device)
     size = cfg.input_size

@@ -1,0 +1,78 @@
+"""The speed benchmark's emulation of the released code (benchmarks/released_way.py): its encoder is
+timm's ``features_only`` model with our weights, and its PRO is BGAD's own loop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from released_way import ReleasedEncoder, released_bgad_pro, slow_pro_paper  # noqa: E402
+
+from bgad.backbones import create_backbone  # noqa: E402
+from bgad.config import RunConfig  # noqa: E402
+from bgad.metrics import pro_auc_paper  # noqa: E402
+
+
+def test_released_encoder_keeps_every_stage_and_gives_our_features() -> None:
+    cfg = RunConfig(backbone="tf_efficientnet_lite0", random_weights=True, input_size=64)
+    torch.manual_seed(0)
+    encoder = ReleasedEncoder(cfg)
+    torch.manual_seed(0)
+    plain = create_backbone(cfg.backbone, random_weights=True, channels_last=False, fold_bn=False)
+    assert len(encoder.model.blocks) > len(plain.model.blocks)  # the unused stages are still there
+    images = torch.rand(2, 3, 64, 64)
+    ours, released = plain(images), encoder(images)
+    assert [f.shape for f in released] == [f.shape for f in ours]
+    for a, b in zip(ours, released, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def _blobs(n: int = 6, size: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Masks with one or two filled discs (no holes) and smooth maps brighter near the defects."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n // 2):
+        for _ in range(rng.integers(1, 3)):
+            cy, cx, r = rng.integers(8, size - 8, 2).tolist() + [int(rng.integers(3, 7))]
+            masks[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
+    maps = rng.normal(0, 1, masks.shape) + 2.0 * masks
+    return masks, maps
+
+
+def test_bgad_loop_is_close_to_pro_paper_without_holes() -> None:
+    masks, maps = _blobs()
+    bgad = released_bgad_pro(masks, maps)["value"]
+    cflow = slow_pro_paper(masks, maps)["value"]
+    assert cflow == pytest.approx(pro_auc_paper(masks, maps), abs=1e-9)
+    # Same threshold grid up to its two ends: only the top threshold's (0, 0) point differs.
+    assert 0.0 < bgad < 1.0
+    assert bgad == pytest.approx(cflow, abs=0.02)
+    assert bgad != cflow
+
+
+def test_bgad_loop_counts_predictions_in_a_region_hole() -> None:
+    size = 32
+    masks = np.zeros((2, size, size), np.uint8)
+    masks[0, 8:24, 8:24] = 1
+    masks[0, 12:20, 12:20] = 0  # a ring: its hole is normal ground truth
+    maps = np.zeros((2, size, size))
+    maps[0, 12:20, 12:20] = 1.0  # only the hole is predicted
+    maps[1] = np.linspace(0, 0.5, size * size).reshape(size, size)
+    filled = released_bgad_pro(masks, maps)["value"]
+    unfilled = pro_auc_paper(masks, maps)
+    assert unfilled == pytest.approx(0.0, abs=1e-12)  # no ring pixel is ever predicted
+    assert filled > 0.0  # BGAD's loop overlaps the prediction with the hole-filled region
+
+
+def test_bgad_loop_timed_on_a_subset_returns_no_value() -> None:
+    masks, maps = _blobs()
+    out = released_bgad_pro(masks, maps, n_timed=7)
+    assert out["extrapolated"] and out["value"] is None and out["n_timed"] == 7
+    assert out["seconds"] >= out["seconds_timed"] > 0
