@@ -67,6 +67,33 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
+def _loop_result(
+    seconds: float, n_thresholds: int, n_timed: int, fprs: list, pros: list, keep_fpr: Callable
+) -> dict:
+    """Timing of a PRO loop (extrapolated to all thresholds when only some ran) and, when all ran,
+    its value: the kept FPRs (``keep_fpr(fprs)``) min-max rescaled, ``sklearn.metrics.auc`` of PRO."""
+    out = {
+        "n_thresholds": int(n_thresholds),
+        "n_timed": int(n_timed),
+        "seconds_timed": seconds,
+        "seconds": seconds * n_thresholds / max(n_timed, 1),
+        "extrapolated": bool(n_timed < n_thresholds),
+        "value": None,
+    }
+    if out["extrapolated"]:
+        return out
+    pros_a, fprs_a = np.array(pros), np.array(fprs)
+    keep = keep_fpr(fprs_a)
+    if keep.sum() < 2:
+        out["value"] = float("nan")
+        return out
+    kept = fprs_a[keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = (kept - kept.min()) / (kept.max() - kept.min())
+    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
+    return out
+
+
 def slow_pro_paper(
     masks: np.ndarray,
     maps: np.ndarray,
@@ -112,26 +139,7 @@ def slow_pro_paper(
         fprs.append(np.logical_and(masks_neg, binary).sum() / n_neg)
         pros.append(np.array(pro).mean())
     seconds = time.perf_counter() - start
-    out = {
-        "n_thresholds": int(len(ths)),
-        "n_timed": int(len(idx)),
-        "seconds_timed": seconds,
-        "seconds": seconds * len(ths) / max(len(idx), 1),
-        "extrapolated": bool(len(idx) < len(ths)),
-        "value": None,
-    }
-    if out["extrapolated"]:
-        return out
-    pros_a, fprs_a = np.array(pros), np.array(fprs)
-    keep = fprs_a < expect_fpr
-    if keep.sum() < 2:
-        out["value"] = float("nan")
-        return out
-    kept = fprs_a[keep]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kept = (kept - kept.min()) / (kept.max() - kept.min())
-    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
-    return out
+    return _loop_result(seconds, len(ths), len(idx), fprs, pros, lambda f: f < expect_fpr)
 
 
 def released_bgad_pro(
@@ -186,26 +194,7 @@ def released_bgad_pro(
         negatives = ~gt
         fprs.append(np.logical_and(negatives, binary).sum() / negatives.sum())
     seconds = time.perf_counter() - start
-    out = {
-        "n_thresholds": max_step,
-        "n_timed": int(len(steps)),
-        "seconds_timed": seconds,
-        "seconds": seconds * max_step / max(len(steps), 1),
-        "extrapolated": bool(len(steps) < max_step),
-        "value": None,
-    }
-    if out["extrapolated"]:
-        return out
-    pros_a, fprs_a = np.array(pros), np.array(fprs)
-    keep = fprs_a <= expect_fpr
-    if keep.sum() < 2:
-        out["value"] = float("nan")
-        return out
-    kept = fprs_a[keep]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kept = (kept - kept.min()) / (kept.max() - kept.min())
-    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
-    return out
+    return _loop_result(seconds, max_step, len(steps), fprs, pros, lambda f: f <= expect_fpr)
 
 
 def released_metrics(
