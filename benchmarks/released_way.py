@@ -17,14 +17,12 @@ losses, RACP samples and metric definitions), but organised the way the authors'
 * the metrics are sklearn's ``roc_auc_score`` on the image scores and on all pixels flattened, and
   BGAD's own ``calculate_pro_metric`` loop (``released_bgad_pro``): for each of its 1000 thresholds,
   binarise all maps, label the connected components of every mask again with their region
-  properties, and average the per-region overlap. ``slow_pro_paper`` is CFLOW-AD's form of the loop,
-  which computes exactly the definition of ``bgad.metrics.pro_auc_paper`` (the PRO benchmark's
-  value check).
+  properties, and average the per-region overlap. It computes the definition of
+  ``bgad.metrics.pro_auc_paper``, so it is also the PRO benchmark's value check.
 
-With the same seed the AUROCs equal ours up to floating-point rounding: the backbone's result for
+With the same seed the metrics equal ours up to floating-point rounding: the backbone's result for
 one image changes in the last bits with the batch and memory layout it is computed in, and the code's
-share of the first coupling layer is summed in another order. The PRO differs by definition as well
-(see ``released_bgad_pro``).
+share of the first coupling layer is summed in another order.
 """
 
 from __future__ import annotations
@@ -94,54 +92,6 @@ def _loop_result(
     return out
 
 
-def slow_pro_paper(
-    masks: np.ndarray,
-    maps: np.ndarray,
-    max_step: int = 1000,
-    expect_fpr: float = 0.3,
-    n_timed: int | None = None,
-) -> dict:
-    """The released ``calculate_pro`` (CFLOW-AD/BGAD) as a loop over thresholds.
-
-    Thresholds ``np.arange(min, max, (max - min) / max_step)``; at each, ``maps > th`` is the binary
-    map, every mask is labelled again (8-connected components), each region's overlap
-    ``tp / area`` is collected, PRO = their mean, FPR = positives among the mask's negatives. Kept
-    thresholds have FPR < ``expect_fpr``; their FPRs are min-max rescaled and ``sklearn.metrics.auc``
-    is returned.
-
-    ``n_timed``: evaluate only that many thresholds, evenly spaced over the array, and extrapolate the
-    time linearly to all of them (``value`` is then None, ``extrapolated`` True).
-    """
-    masks = np.asarray(masks).astype(bool)
-    amaps = np.asarray(maps, dtype=np.float64)
-    min_th, max_th = amaps.min(), amaps.max()
-    delta = (max_th - min_th) / max_step
-    ths = np.arange(min_th, max_th, delta)
-    idx = np.arange(len(ths))
-    if n_timed is not None and n_timed < len(ths):
-        idx = evenly_spaced(len(ths), n_timed)
-    masks_neg = ~masks
-    n_neg = masks_neg.sum()
-    binary = np.zeros_like(amaps, dtype=bool)
-    pros, fprs = [], []
-    start = time.perf_counter()
-    for j in idx:
-        th = ths[j]
-        np.greater(amaps, th, out=binary)
-        pro = []
-        for binary_amap, mask in zip(binary, masks, strict=True):
-            labels, k = ndimage.label(mask, structure=_STRUCTURE_8)
-            if k == 0:
-                continue
-            area = np.bincount(labels.ravel(), minlength=k + 1)[1:]
-            tp = np.bincount(labels[binary_amap], minlength=k + 1)[1:]
-            pro.extend((tp / area).tolist())
-        fprs.append(np.logical_and(masks_neg, binary).sum() / n_neg)
-        pros.append(np.array(pro).mean())
-    seconds = time.perf_counter() - start
-    return _loop_result(seconds, len(ths), len(idx), fprs, pros, lambda f: f < expect_fpr)
-
-
 def released_bgad_pro(
     masks: np.ndarray,
     maps: np.ndarray,
@@ -151,18 +101,16 @@ def released_bgad_pro(
 ) -> dict:
     """BGAD's own ``calculate_pro_metric`` (utils/utils.py, DFR-derived), the PRO its released code runs.
 
-    It does more per threshold than the CFLOW-AD form (``slow_pro_paper``): thresholds
-    ``max - step·δ`` for step = 0…``max_step``-1, binarised with two masked assignments; every mask
-    labelled again (8-connected) with its region properties; each region's overlap = predicted pixels
+    Thresholds ``max - step·δ`` for step = 0…``max_step``-1; at each, the maps binarised with two
+    masked assignments; every mask labelled again (8-connected) with its region properties; each region's overlap = predicted pixels
     inside its hole-filled bounding-box crop / its area (float32 casts); a per-image IoU (two more
     full-image logical operations); the negative mask recomputed for the FPR. Kept thresholds have
     FPR ≤ ``expect_fpr``; their FPRs are min-max rescaled and ``sklearn.metrics.auc`` is returned.
     scipy stand-ins for skimage's ``label``/``regionprops`` (``filled_image`` = ``binary_fill_holes``
-    with the 3×3 structure, as skimage).
+    with the 3×3 structure, as skimage). The value is ``bgad.metrics.pro_auc_paper``'s.
 
-    The definition differs from ``bgad.metrics.pro_auc_paper`` (CFLOW-AD's grid ``min + j·δ``,
-    FPR < ``expect_fpr``, regions unfilled): the point at the top threshold (FPR 0, PRO 0) changes the
-    rescaling, and filled holes count as overlap. ``n_timed``: as in ``slow_pro_paper``.
+    ``n_timed``: evaluate only that many thresholds, evenly spaced over the grid, and extrapolate the
+    time linearly to all of them (``value`` is then None, ``extrapolated`` True).
     """
     gt = np.asarray(masks).astype(bool)
     scores = np.asarray(maps, dtype=np.float64)

@@ -247,6 +247,8 @@ def _fmt(value: float | None) -> str:
 
 def results_table(records: list[dict]) -> Table:
     """Each run's metrics at the last epoch, with the best epoch per metric (chosen on the test set) in brackets."""
+    from bgad.metrics import METRIC_NAMES
+
     table = Table(title="Results: last epoch (best epoch per metric, paper-compatible)")
     for col in (
         "dataset/category",
@@ -262,10 +264,7 @@ def results_table(records: list[dict]) -> Table:
     for rec in records:
         last = rec["metrics"]["last_epoch"]
         best = rec["metrics"]["best_per_metric_paper_compatible"]
-        cells = [
-            f"{_fmt(last.get(name))} ({_fmt(best.get(name, {}).get('value'))})"
-            for name in ("image_auroc", "pixel_auroc", "pro", "pro_paper")
-        ]
+        cells = [f"{_fmt(last.get(name))} ({_fmt(best.get(name, {}).get('value'))})" for name in METRIC_NAMES]
         table.add_row(
             f"{rec['dataset']['name']}/{rec['dataset']['category']}",
             rec["config"]["method"],
@@ -333,6 +332,7 @@ def regress(
 
     from bgad.bench.protocols import load_protocol, protocol_names
     from bgad.bench.regress import (
+        check_definitions,
         check_expectations,
         check_published,
         compare_rerun,
@@ -355,7 +355,8 @@ def regress(
         )
         return
     tol = tolerances()
-    checks = check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])
+    checks = check_definitions(records)
+    checks += check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])
     if expectations.exists():
         checks += check_expectations(records, pd.read_csv(expectations), tol["expectations"])
     elif any(r["config"]["profile"] != "paper" for r in records):
@@ -376,7 +377,7 @@ def regress(
     for col in ("kind", "what", "ours", "reference", "tolerance", "result"):
         table.add_column(col, justify="right" if col in {"ours", "reference", "tolerance"} else "left")
     for c in checks:
-        verdict = "[red]FAIL[/]" if c.failed else "ok" if not c.note else c.note
+        verdict = ("[red]FAIL[/]" + (f": {c.note}" if c.note else "")) if c.failed else c.note or "ok"
         table.add_row(c.kind, c.what, _fmt(c.ours), _fmt(c.reference), _fmt(c.tolerance), verdict)
     console.print(table)
     failed = [c for c in checks if c.failed]

@@ -1,11 +1,12 @@
 """Evaluation metrics: image AUROC, pixel AUROC and two flavours of PRO (METHOD.md §5).
 
 Why two PROs: the paper cites the MVTec AU-PRO (per-region overlap against the false-positive rate,
-integrated up to FPR 0.3 and divided by 0.3), but the authors' released code (inherited from
-CFLOW-AD, ``calculate_pro``) computes something else: 1000 thresholds spaced uniformly in *score*,
-strict ``>``, the kept FPRs (< 0.3) min-max rescaled to [0, 1]. The two numbers are not comparable,
-and only the exact one is invariant to monotone changes of the scores. Both are implemented here,
-and every result should record which one it reports (:data:`METRIC_VARIANTS`).
+integrated up to FPR 0.3 and divided by 0.3), but the authors' released code (``calculate_pro_metric``
+in BGAD's ``utils``) computes something else: 1000 thresholds spaced uniformly in *score*, strict
+``>``, each region's overlap read on the region with its holes filled, the kept FPRs (<= 0.3)
+min-max rescaled to [0, 1]. The two numbers are not comparable, and only the exact one is invariant
+to monotone changes of the scores. Both are implemented here, and every result records which one it
+reports (:data:`METRIC_VARIANTS`; ``bgad-bench regress`` fails on a record of another definition).
 
 Why this is fast: the released code relabels connected components for every threshold and every
 image (minutes per evaluation). Here components are labelled once; both PROs and the pixel AUROC are
@@ -30,6 +31,7 @@ from sklearn.metrics import auc as _sk_auc
 from sklearn.metrics import roc_auc_score
 
 __all__ = [
+    "METRIC_NAMES",
     "METRIC_VARIANTS",
     "compute_metrics",
     "image_auroc",
@@ -44,8 +46,12 @@ METRIC_VARIANTS: dict[str, str] = {
     "image_auroc": "sklearn-roc-auc(image score = max of map, ties count 1/2) v1",
     "pixel_auroc": "pooled-pixel-roc-auc(all test pixels, ties count 1/2, == sklearn roc_auc_score) v1",
     "pro": "mvtec-au-pro(fpr<=0.3, /0.3, 8-conn, score>=t, all distinct thresholds) v1",
-    "pro_paper": "bgad-code-pro(1000 uniform thresholds, score>t, fpr<0.3 min-max rescaled, sklearn auc) v1",
+    "pro_paper": "bgad-code-pro(calculate_pro_metric: 1000 thresholds max-k*delta, score>t, overlap on "
+    "hole-filled region / area, fpr<=0.3 min-max rescaled, sklearn auc) v2",
 }
+
+#: The metrics every evaluation reports (where defined), in the order tables show them.
+METRIC_NAMES: tuple[str, ...] = tuple(METRIC_VARIANTS)
 
 # 8-connectivity, as MVTec's evaluation code (scipy, 3x3 ones) and skimage.measure.label(mask)
 # (default connectivity = ndim = 2) in the released code both use.
@@ -101,14 +107,41 @@ class _PixelSets:
     ``pos_weight[i]`` is ``1 / area`` of the ground-truth region holding the i-th positive pixel, so
     that summing weights over the positives above a threshold and dividing by ``n_regions`` gives the
     mean per-region overlap (PRO) at that threshold, for every threshold at once via cumulative sums.
+    ``filled_sorted``/``filled_weight`` are the same pairs for the released code's overlap, which
+    counts the pixels of each region's hole-filled image (still over the unfilled area): one pair
+    per (region, pixel of its filled image). Without holes they are the positives' arrays.
     """
 
     neg_sorted: np.ndarray  # float64 scores of ground-truth-negative pixels, ascending
     pos_sorted: np.ndarray  # float64 scores of ground-truth-positive pixels, ascending
     pos_weight: np.ndarray | None  # 1/area of each positive pixel's region (aligned), or None
+    filled_sorted: np.ndarray | None  # scores of the pixels of every region's hole-filled image, ascending
+    filled_weight: np.ndarray | None  # 1/area (unfilled) of that region, aligned
     n_regions: int
     lo: float  # min over all maps
     hi: float  # max over all maps
+
+
+def _sorted_pairs(scores: list[np.ndarray], weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate (score, weight) parts and sort them by score (stable)."""
+    if not scores:
+        return np.empty(0), np.empty(0)
+    s, w = np.concatenate(scores), np.concatenate(weights)
+    order = np.argsort(s, kind="stable")
+    return s[order], w[order]
+
+
+def _filled_region_pairs(
+    image_map: np.ndarray, lab: np.ndarray, area: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and 1/area weights of each region's hole-filled pixels (skimage's ``image_filled``:
+    ``binary_fill_holes`` of the region's bounding-box crop with the 3×3 structure)."""
+    scores, weights = [], []
+    for r, box in enumerate(ndimage.find_objects(lab), start=1):
+        filled = ndimage.binary_fill_holes(lab[box] == r, structure=_STRUCTURE_8)
+        scores.append(image_map[box][filled])
+        weights.append(np.full(scores[-1].size, 1.0 / area[r]))
+    return np.concatenate(scores), np.concatenate(weights)
 
 
 def _split_pixels(gt: np.ndarray, maps: np.ndarray, with_regions: bool) -> _PixelSets:
@@ -117,12 +150,15 @@ def _split_pixels(gt: np.ndarray, maps: np.ndarray, with_regions: bool) -> _Pixe
     if not with_regions:
         pos = maps[gt]
         pos.sort()
-        weight = None
+        weight = filled = filled_weight = None
         n_regions = 0
     else:
         # Label each image's mask ONCE (8-connectivity). Regions never span images.
         scores_parts: list[np.ndarray] = []
         weight_parts: list[np.ndarray] = []
+        filled_parts: list[np.ndarray] = []
+        filled_weight_parts: list[np.ndarray] = []
+        any_holes = False
         n_regions = 0
         for i in range(gt.shape[0]):
             m = gt[i]
@@ -133,17 +169,25 @@ def _split_pixels(gt: np.ndarray, maps: np.ndarray, with_regions: bool) -> _Pixe
             area = np.bincount(ids, minlength=k + 1).astype(np.float64)
             weight_parts.append(1.0 / area[ids])
             scores_parts.append(maps[i][m])
+            # A region with a hole makes a hole in the whole mask (another region cannot fill it
+            # without touching, i.e. joining, it), so one fill per image finds the hole-free ones.
+            if np.array_equal(ndimage.binary_fill_holes(m, structure=_STRUCTURE_8), m):
+                filled_parts.append(scores_parts[-1])
+                filled_weight_parts.append(weight_parts[-1])
+            else:
+                any_holes = True
+                f_scores, f_weights = _filled_region_pairs(maps[i], lab, area)
+                filled_parts.append(f_scores)
+                filled_weight_parts.append(f_weights)
             n_regions += k
-        if scores_parts:
-            scores = np.concatenate(scores_parts)
-            w = np.concatenate(weight_parts)
-            order = np.argsort(scores, kind="stable")
-            pos, weight = scores[order], w[order]
+        pos, weight = _sorted_pairs(scores_parts, weight_parts)
+        if any_holes:
+            filled, filled_weight = _sorted_pairs(filled_parts, filled_weight_parts)
         else:
-            pos, weight = np.empty(0), np.empty(0)
+            filled, filled_weight = pos, weight
     lo = min(neg[0] if neg.size else np.inf, pos[0] if pos.size else np.inf)
     hi = max(neg[-1] if neg.size else -np.inf, pos[-1] if pos.size else -np.inf)
-    return _PixelSets(neg, pos, weight, n_regions, float(lo), float(hi))
+    return _PixelSets(neg, pos, weight, filled, filled_weight, n_regions, float(lo), float(hi))
 
 
 def _require_both_classes(s: _PixelSets) -> None:
@@ -301,25 +345,26 @@ def _pro_auc_paper_from_sets(s: _PixelSets, num_thresholds: int, fpr_limit: floa
     if int(num_thresholds) != num_thresholds or num_thresholds < 1:
         raise ValueError(f"num_thresholds must be a positive integer; got {num_thresholds}")
     _require_both_classes(s)
-    assert s.pos_weight is not None
+    assert s.filled_sorted is not None and s.filled_weight is not None
     min_th, max_th = np.float64(s.lo), np.float64(s.hi)
     delta = (max_th - min_th) / num_thresholds
-    if delta == 0:  # the released code dies in np.arange here
+    if delta == 0:  # every threshold is the maximum: 0/0 in the released code's rescale
         return _nan_with_warning("all map values are equal")
-    ths = np.arange(min_th, max_th, delta)  # the very same threshold array as the released code
+    ths = max_th - np.arange(num_thresholds) * delta  # the released code's thresholds, descending
+    asc = ths[::-1]
     n_neg = s.neg_sorted.size
-    # FPR(th) = #negatives with score > th / #negatives  (strict '>', as `amaps > th`)
-    fprs = (n_neg - np.searchsorted(s.neg_sorted, ths, side="right")) / n_neg
-    # A positive pixel with score p is "> ths[j]" exactly for j < k(p), k(p) = #{j: ths[j] < p}.
+    # FPR(th) = #negatives with score > th / #negatives  (strict '>', as `scores > thred`)
+    fprs = ((n_neg - np.searchsorted(s.neg_sorted, asc, side="right")) / n_neg)[::-1]
+    # A filled-region pixel with score p is "> asc[j]" exactly for j < k(p), k(p) = #{j: asc[j] < p}.
     # Summing its region weight 1/area into bin k(p) and taking suffix sums gives, for every j,
-    # sum over regions of (#pixels > ths[j]) / area -- the per-region overlaps, all thresholds at once.
-    kp = np.searchsorted(ths, s.pos_sorted, side="left")
-    per_k = np.bincount(kp, weights=s.pos_weight, minlength=ths.size + 1)
+    # sum over regions of (#filled pixels > asc[j]) / area -- the per-region overlaps, all at once.
+    kp = np.searchsorted(asc, s.filled_sorted, side="left")
+    per_k = np.bincount(kp, weights=s.filled_weight, minlength=asc.size + 1)
     above = np.cumsum(per_k[::-1])[::-1]  # above[j] = sum of per_k[j:]
-    pros = above[1:] / s.n_regions  # threshold j counts bins k > j
-    keep = fprs < fpr_limit
+    pros = (above[1:] / s.n_regions)[::-1]  # threshold j counts bins k > j; back to descending
+    keep = fprs <= fpr_limit
     if keep.sum() < 2:  # sklearn.metrics.auc raises here in the released code
-        return _nan_with_warning(f"fewer than two thresholds have FPR < {fpr_limit}")
+        return _nan_with_warning(f"fewer than two thresholds have FPR <= {fpr_limit}")
     kept = fprs[keep]
     if kept.max() == kept.min():  # 0/0 in the released code's min-max rescale
         return _nan_with_warning(f"all kept thresholds have the same FPR ({kept[0]})")
@@ -330,17 +375,21 @@ def _pro_auc_paper_from_sets(s: _PixelSets, num_thresholds: int, fpr_limit: floa
 def pro_auc_paper(
     masks: np.ndarray, maps: np.ndarray, num_thresholds: int = 1000, fpr_limit: float = 0.3
 ) -> float:
-    """PRO as computed by the authors' released code (CFLOW-AD/BGAD ``calculate_pro``), reproduced
+    """PRO as computed by the authors' released code (BGAD's ``calculate_pro_metric``), reproduced
     exactly but without its per-threshold relabelling:
 
-    thresholds ``np.arange(min, max, (max - min) / num_thresholds)`` over all maps; at each, pixels
-    with score strictly ``>`` the threshold are positive; PRO = mean over all 8-connected regions of
-    all images of the fraction of positive pixels; FPR over all normal pixels; keep thresholds with
-    FPR < ``fpr_limit``, min-max rescale those FPRs to [0, 1] and return ``sklearn.metrics.auc``.
+    thresholds ``max - k·δ`` for k = 0…``num_thresholds``-1, δ = (max - min) / ``num_thresholds``
+    over all maps; at each, pixels with score strictly ``>`` the threshold are positive; a region's
+    overlap = positive pixels of its hole-filled image (skimage ``image_filled``, 8-connected) / its
+    area, so a predicted hole counts; PRO = mean over all 8-connected regions of all images; FPR over
+    all normal pixels; keep thresholds with FPR <= ``fpr_limit``, min-max rescale those FPRs to
+    [0, 1] and return ``sklearn.metrics.auc``. (CFLOW-AD's ``cal_pro_score`` differs in the grid,
+    ``min + j·δ``, keeps FPR < limit and does not fill holes.)
 
     Not the MVTec AU-PRO (see :func:`pro_auc`): the rescaling stretches whatever FPR range the
     uniform score grid happens to hit to [0, 1], so the value changes under monotone transforms of
-    the scores. Reported as ``pro_paper`` only for comparison with the paper's tables.
+    the scores, and with filled holes an overlap can exceed 1. Reported as ``pro_paper`` only for
+    comparison with the paper's tables.
 
     Returns NaN (with a RuntimeWarning) where the released code yields NaN or crashes: constant maps,
     fewer than two kept thresholds, or all kept FPRs equal (e.g. a perfect detector whose normal

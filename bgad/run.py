@@ -30,14 +30,13 @@ from bgad.data.registry import load_category
 from bgad.data.samples import CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
 from bgad.method import TrainingData, downsample_masks, load_builtin_methods
-from bgad.metrics import METRIC_VARIANTS, compute_metrics
+from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
 from bgad.scoring import Scores
 from bgad.selection import select_known_anomalies
 
 SCHEMA_VERSION = 1
-METRIC_NAMES = ("image_auroc", "pixel_auroc", "pro", "pro_paper")
 
 
 def _type_list(value: str | None) -> list[str] | None:

@@ -67,42 +67,47 @@ def ref_pro_exact(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -
 
 
 def ref_pro_paper(
-    masks: np.ndarray, amaps: np.ndarray, max_step: int = 1000, expect_fpr: float = 0.3
+    masks: np.ndarray, scores: np.ndarray, max_step: int = 1000, expect_fpr: float = 0.3
 ) -> float:
-    """The released code's calculate_pro, with scipy 8-connected labels per threshold per image."""
-    masks = masks.astype(bool)
-    binary_amaps = np.zeros_like(amaps, dtype=bool)
-    min_th, max_th = amaps.min(), amaps.max()
+    """The released code's calculate_pro_metric, relabelling per threshold per image; scipy stands in
+    for skimage's label (connectivity 2) and regionprops (bbox, image_filled with the 3×3 structure)."""
+    gt = masks.astype(bool)
+    binary = np.zeros_like(scores, dtype=bool)
+    max_th, min_th = scores.max(), scores.min()
     delta = (max_th - min_th) / max_step
     pros, fprs = [], []
-    for th in np.arange(min_th, max_th, delta):
-        binary_amaps[amaps <= th], binary_amaps[amaps > th] = 0, 1
+    for step in range(max_step):
+        thred = max_th - step * delta
+        binary[scores <= thred], binary[scores > thred] = 0, 1
         pro = []
-        for binary_amap, mask in zip(binary_amaps, masks, strict=True):
-            lab, k = ndimage.label(mask, structure=EIGHT)
-            for r in range(1, k + 1):
-                region = lab == r
-                pro.append(binary_amap[region].sum() / region.sum())
-        masks_neg = ~masks
-        fpr = np.logical_and(masks_neg, binary_amaps).sum() / masks_neg.sum()
+        for pred, mask in zip(binary, gt, strict=True):
+            lab, _ = ndimage.label(mask, structure=EIGHT)
+            for r, box in enumerate(ndimage.find_objects(lab), start=1):
+                region = lab[box] == r
+                filled = ndimage.binary_fill_holes(region, structure=EIGHT)
+                pro.append(np.logical_and(pred[box], filled).sum() / region.sum())
         pros.append(np.array(pro).mean())
-        fprs.append(fpr)
+        fprs.append(np.logical_and(~gt, binary).sum() / (~gt).sum())
     pros, fprs = np.array(pros), np.array(fprs)
-    idxes = fprs < expect_fpr
-    fprs = fprs[idxes]
-    fprs = (fprs - fprs.min()) / (fprs.max() - fprs.min())
-    return float(auc(fprs, pros[idxes]))
+    idx = fprs <= expect_fpr
+    kept = fprs[idx]
+    kept = (kept - kept.min()) / (kept.max() - kept.min())
+    return float(auc(kept, pros[idx]))
 
 
 # --------------------------------------------------------------------------------------------------
 # random cases
 
 
-def make_case(seed: int, n: int = 6, size: int = 16, kind: str = "float") -> tuple[np.ndarray, np.ndarray]:
+def make_case(
+    seed: int, n: int = 6, size: int = 16, kind: str = "float", holes: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Blob masks (some images defect-free), maps correlated with the masks.
 
     kind: "float" (continuous), "rounded" (many ties, also across normal/anomalous), "int" (integer
     scores 0..1000, so the paper variant's thresholds hit scores exactly and '>' vs '>=' matters).
+    ``holes``: punch a hole into every blob and add a ring with an island inside it (nested regions),
+    where the paper variant's hole-filled overlap differs from the plain one.
     """
     rng = np.random.default_rng(seed)
     masks = np.zeros((n, size, size), dtype=np.uint8)
@@ -111,6 +116,11 @@ def make_case(seed: int, n: int = 6, size: int = 16, kind: str = "float") -> tup
             continue  # defect-free image
         g = ndimage.gaussian_filter(rng.normal(size=(size, size)), 1.2)
         masks[i] = g > np.quantile(g, 0.85)
+        if holes:
+            masks[i] &= ~ndimage.binary_erosion(masks[i], iterations=2)  # hollow blobs
+            masks[i, 1:8, 1:8] = 1  # a ring of width 1 around a one-pixel island
+            masks[i, 2:7, 2:7] = 0
+            masks[i, 4, 4] = 1
     maps = rng.random((n, size, size)) + rng.uniform(0.2, 0.8) * masks * rng.random((n, size, size))
     maps = ndimage.gaussian_filter(maps, (0, 0.7, 0.7))
     if kind == "rounded":
@@ -123,6 +133,14 @@ def make_case(seed: int, n: int = 6, size: int = 16, kind: str = "float") -> tup
 CASES = [(0, "float"), (1, "rounded"), (2, "int"), (3, "float"), (4, "rounded"), (5, "int")]
 
 
+def test_hole_cases_have_holes() -> None:
+    """The hole cases exercise what they are meant to: regions with holes and a nested region."""
+    masks, _ = make_case(21, holes=True)
+    m = masks[1].astype(bool)
+    assert (ndimage.binary_fill_holes(m, structure=EIGHT) & ~m).sum() >= 9
+    assert ndimage.label(m[1:8, 1:8], structure=EIGHT)[1] == 2  # the ring and its island
+
+
 @pytest.mark.parametrize(("seed", "kind"), CASES)
 @pytest.mark.parametrize("fpr_limit", [0.3, 0.05, 1.0])
 def test_pro_auc_matches_reference(seed: int, kind: str, fpr_limit: float) -> None:
@@ -133,14 +151,27 @@ def test_pro_auc_matches_reference(seed: int, kind: str, fpr_limit: float) -> No
 
 
 @pytest.mark.parametrize(("seed", "kind"), CASES)
-def test_pro_auc_paper_matches_reference(seed: int, kind: str) -> None:
-    masks, maps = make_case(seed, kind=kind)
+@pytest.mark.parametrize("holes", [False, True])
+def test_pro_auc_paper_matches_reference(seed: int, kind: str, holes: bool) -> None:
+    masks, maps = make_case(seed, kind=kind, holes=holes)
     assert pro_auc_paper(masks, maps) == pytest.approx(ref_pro_paper(masks, maps), abs=1e-6)
+
+
+def test_pro_auc_paper_counts_predicted_holes() -> None:
+    """A ring whose hole alone scores high: no region pixel is hit, but the filled overlap is."""
+    masks = np.zeros((2, 9, 9), dtype=np.uint8)
+    masks[0, 2:7, 2:7] = 1
+    masks[0, 3:6, 3:6] = 0
+    maps = np.random.default_rng(0).random((2, 9, 9)) * 0.1
+    maps[0, 3:6, 3:6] = 1.0
+    assert pro_auc_paper(masks, maps) > 0.5
+    assert pro_auc_paper(masks, maps) == pytest.approx(ref_pro_paper(masks, maps), abs=1e-9)
+    assert pro_auc(masks, maps) < 0.1  # the exact AU-PRO does not count the hole
 
 
 @pytest.mark.parametrize(("num_thresholds", "fpr_limit"), [(37, 0.3), (250, 0.5)])
 def test_pro_auc_paper_other_settings(num_thresholds: int, fpr_limit: float) -> None:
-    masks, maps = make_case(7, n=5, kind="float")
+    masks, maps = make_case(7, n=5, kind="float", holes=True)
     assert pro_auc_paper(masks, maps, num_thresholds, fpr_limit) == pytest.approx(
         ref_pro_paper(masks, maps, num_thresholds, fpr_limit), abs=1e-6
     )
@@ -177,7 +208,8 @@ def test_pro_auc_invariant_to_ranks() -> None:
 
 def test_pro_auc_paper_is_not_invariant() -> None:
     masks, maps = make_case(13, kind="float")
-    assert abs(pro_auc_paper(masks, np.exp(8 * maps)) - pro_auc_paper(masks, maps)) > 1e-3
+    # compressing the high scores leaves fewer of the uniform thresholds in the kept FPR range
+    assert abs(pro_auc_paper(masks, -np.exp(-8 * maps)) - pro_auc_paper(masks, maps)) > 1e-3
 
 
 def test_perfect_and_worst_detector() -> None:

@@ -19,15 +19,14 @@ import pandas as pd
 from bgad.bench.protocols import Protocol
 from bgad.bench.report import match_records, summarize
 from bgad.config import ConfigError, RunConfig
-
-EXPECTATION_METRICS = ("image_auroc", "pixel_auroc", "pro", "pro_paper")
+from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS
 
 
 @dataclass(frozen=True)
 class Check:
     """One comparison: what, our value, the reference, the tolerance, and whether it failed."""
 
-    kind: str  # "published", "expectation", "rerun", "missing"
+    kind: str  # "published", "expectation", "rerun", "missing", "definition"
     what: str
     ours: float
     reference: float
@@ -47,7 +46,7 @@ def expectations_frame(records: list[dict]) -> pd.DataFrame:
     for rec in records:
         if rec["config"]["profile"] == "paper":
             continue
-        for metric in EXPECTATION_METRICS:
+        for metric in METRIC_NAMES:
             value = rec["metrics"]["last_epoch"].get(metric)
             if value is not None and not math.isnan(value):
                 rows.append(
@@ -59,6 +58,31 @@ def expectations_frame(records: list[dict]) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows, columns=["cell_id", "profile", "metric", "value"])
+
+
+def check_definitions(records: list[dict]) -> list[Check]:
+    """A failing check for every reported metric whose record names another definition than this
+    code computes: its number must not be compared with new ones (or expectations) until re-run."""
+    checks = []
+    for rec in records:
+        recorded = rec["metrics"].get("variants", {})
+        for metric in METRIC_NAMES:
+            value = rec["metrics"]["last_epoch"].get(metric)
+            if value is None or math.isnan(value) or recorded.get(metric) == METRIC_VARIANTS[metric]:
+                continue
+            checks.append(
+                Check(
+                    "definition",
+                    f"{rec['cell_id']} {metric}",
+                    value,
+                    math.nan,
+                    0.0,
+                    True,
+                    f"computed as {recorded.get(metric)!r}, this code computes {METRIC_VARIANTS[metric]!r}: "
+                    "delete the cell's folder and run it again",
+                )
+            )
+    return checks
 
 
 def check_expectations(records: list[dict], expected: pd.DataFrame, tol: dict[str, float]) -> list[Check]:
@@ -149,7 +173,7 @@ def rerun_cell(record: dict, work_dir: Path) -> dict:
 
 def compare_rerun(committed: dict, fresh: dict, tol: dict[str, float]) -> list[Check]:
     checks = []
-    for metric in EXPECTATION_METRICS:
+    for metric in METRIC_NAMES:
         old = committed["metrics"]["last_epoch"].get(metric)
         new = fresh["metrics"]["last_epoch"].get(metric)
         if old is None or new is None:

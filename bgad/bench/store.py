@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = ("image_auroc", "pixel_auroc", "pro", "pro_paper")
+from bgad.metrics import METRIC_NAMES
 
 
 class ResultStore:
@@ -103,7 +103,7 @@ def flatten_record(rec: dict) -> dict:
     }
     last = rec["metrics"]["last_epoch"]
     best = rec["metrics"]["best_per_metric_paper_compatible"]
-    for name in METRICS:
+    for name in METRIC_NAMES:
         row[f"{name}_last"] = last.get(name)
         row[f"{name}_best"] = best.get(name, {}).get("value")
     return row

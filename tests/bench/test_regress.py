@@ -47,6 +47,17 @@ def test_fails_on_a_shifted_store(tmp_path: Path) -> None:
     assert "FAIL" in result.output and "1 regression" in result.output
 
 
+def test_a_result_of_another_metric_definition_is_a_regression(tmp_path: Path) -> None:
+    store = _quick_store(tmp_path / "store")
+    path = next((store / "cells").glob("brainmri-brainmri-bgad-seed1-*/result.json"))
+    record = json.loads(path.read_text())
+    record["metrics"]["variants"]["image_auroc"] = "an older definition v0"
+    path.write_text(json.dumps(record))
+    result = runner.invoke(app, ["regress", "--results", str(store)])
+    assert result.exit_code == 1
+    assert "definition" in result.output and "1 regression" in result.output
+
+
 def test_missing_result_is_a_regression(tmp_path: Path) -> None:
     store = _quick_store(tmp_path / "store")
     for file in next((store / "cells").glob("brainmri-brainmri-nfad-seed0-*")).iterdir():

@@ -22,6 +22,7 @@ from bgad.bench.report import (
     write_report,
 )
 from bgad.bench.store import ResultStore
+from bgad.metrics import METRIC_VARIANTS
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -67,6 +68,7 @@ def make_record(
         "provenance": {"git": {"commit": "c"}},
         "timing_seconds": {"total": 1.0},
         "metrics": {
+            "variants": dict(METRIC_VARIANTS),
             "per_epoch": per_epoch,
             "last_epoch": {**metrics, "meta_epoch": 1},
             "best_per_metric_paper_compatible": {
