@@ -948,6 +948,18 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return out + [""]
 
 
+def b6_flow_forward_floor(res: dict, device: str) -> tuple[float, float] | None:
+    """(GFLOP, ms) per 256² image of the B6 flows' forward pass (item 2's executed FLOP count with
+    shared positions, ÷3 for forward only, over the 64², 32² and 16² grids) at item 2's measured
+    matmul rate on ``device``: what evaluating the flows cannot go below. None without item 2."""
+    item2 = next((d for d in res.get("item2", []) if d["device"] == device), None)
+    if item2 is None:
+        return None
+    rows = [r for r in item2["rows"] if r["backbone"] == "b6" and r["shared_positions"]]
+    gflop = sum(r["executed_flops_per_fiber"] / 3 * int(r["grid"].rstrip("²")) ** 2 for r in rows) / 1e9
+    return gflop, 1000 * gflop / item2["matmul"]["gflops"]
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     L = [
@@ -1151,6 +1163,17 @@ def markdown(res: dict) -> str:
             f"and maps that cost nothing the from-files ratio could reach only {d['ceiling_from_files']:.2f}×.",
             "",
         ]
+        floor = b6_flow_forward_floor(res, d["device"])
+        if floor is not None:
+            released_ms = 1000 / d["rows"][1]["batch1_img_s"]
+            L += [
+                f"The flows themselves cannot cost nothing: their forward pass is {floor[0]:.2f} GFLOP per image "
+                f"(item 2's executed count), {floor[1]:.0f} ms at the measured matmul rate. With the backbone as "
+                f"measured and the flows at that rate, the from-files ratio would be "
+                f"{released_ms / (d['backbone_ms_per_img'] + floor[1]):.2f}× (released {released_ms:.0f} ms per "
+                "image).",
+                "",
+            ]
     if "item4" in res:
         d = res["item4"]
         L += ["### 4. PRO", "", d["setup"] + ".", ""]
