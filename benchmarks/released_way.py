@@ -65,33 +65,6 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
-def _loop_result(
-    seconds: float, n_thresholds: int, n_timed: int, fprs: list, pros: list, keep_fpr: Callable
-) -> dict:
-    """Timing of a PRO loop (extrapolated to all thresholds when only some ran) and, when all ran,
-    its value: the kept FPRs (``keep_fpr(fprs)``) min-max rescaled, ``sklearn.metrics.auc`` of PRO."""
-    out = {
-        "n_thresholds": int(n_thresholds),
-        "n_timed": int(n_timed),
-        "seconds_timed": seconds,
-        "seconds": seconds * n_thresholds / max(n_timed, 1),
-        "extrapolated": bool(n_timed < n_thresholds),
-        "value": None,
-    }
-    if out["extrapolated"]:
-        return out
-    pros_a, fprs_a = np.array(pros), np.array(fprs)
-    keep = keep_fpr(fprs_a)
-    if keep.sum() < 2:
-        out["value"] = float("nan")
-        return out
-    kept = fprs_a[keep]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kept = (kept - kept.min()) / (kept.max() - kept.min())
-    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
-    return out
-
-
 def released_bgad_pro(
     masks: np.ndarray,
     maps: np.ndarray,
@@ -102,9 +75,10 @@ def released_bgad_pro(
     """BGAD's own ``calculate_pro_metric`` (utils/utils.py, DFR-derived), the PRO its released code runs.
 
     Thresholds ``max - step·δ`` for step = 0…``max_step``-1; at each, the maps binarised with two
-    masked assignments; every mask labelled again (8-connected) with its region properties; each region's overlap = predicted pixels
-    inside its hole-filled bounding-box crop / its area (float32 casts); a per-image IoU (two more
-    full-image logical operations); the negative mask recomputed for the FPR. Kept thresholds have
+    masked assignments; every mask labelled again (8-connected) with its region properties; each
+    region's overlap = predicted pixels inside its hole-filled bounding-box crop / its area (float32
+    casts); a per-image IoU (two more full-image logical operations); the negative mask recomputed
+    for the FPR. Kept thresholds have
     FPR ≤ ``expect_fpr``; their FPRs are min-max rescaled and ``sklearn.metrics.auc`` is returned.
     scipy stand-ins for skimage's ``label``/``regionprops`` (``filled_image`` = ``binary_fill_holes``
     with the 3×3 structure, as skimage). The value is ``bgad.metrics.pro_auc_paper``'s.
@@ -142,7 +116,24 @@ def released_bgad_pro(
         negatives = ~gt
         fprs.append(np.logical_and(negatives, binary).sum() / negatives.sum())
     seconds = time.perf_counter() - start
-    return _loop_result(seconds, max_step, len(steps), fprs, pros, lambda f: f <= expect_fpr)
+    out = {
+        "n_thresholds": max_step,
+        "n_timed": len(steps),
+        "seconds_timed": seconds,
+        "seconds": seconds * max_step / len(steps),
+        "extrapolated": len(steps) < max_step,
+        "value": None,
+    }
+    pros_a, fprs_a = np.array(pros), np.array(fprs)
+    keep = fprs_a <= expect_fpr
+    if out["extrapolated"] or keep.sum() < 2:  # sklearn's auc raises on fewer than 2 points
+        out["value"] = None if out["extrapolated"] else float("nan")
+        return out
+    kept = fprs_a[keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kept = (kept - kept.min()) / (kept.max() - kept.min())  # NaN where the released code gets 0/0
+    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
+    return out
 
 
 def released_metrics(
