@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -111,10 +110,9 @@ def run(
     from bgad.selection import SelectionError
 
     overrides: dict = {"feature_cache": feature_cache}
-    # Torch threads follow the cores each cell gets: oversubscribed OpenMP threads slow everything down.
-    if executor == "joblib":
-        overrides["threads"] = max(1, (os.cpu_count() or 1) // max(workers, 1))
-    elif executor == "slurm":
+    # A Slurm job owns its CPUs: a fixed thread count. Elsewhere each cell fits its thread count to
+    # the cores that are free while it runs (bgad/threads.py), so parallel workers share fairly.
+    if executor == "slurm":
         overrides["threads"] = max(1, cpus)
     try:
         overrides.update(parse_set_options(set_))

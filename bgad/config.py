@@ -100,7 +100,7 @@ class RunConfig:
     eval_every: int = 1
     loglik_samples: int = 5000
     map_samples: int = 4
-    threads: int = 2
+    threads: int | None = None  # None: fitted to the free cores while the cell runs (bgad/threads.py)
     device: str = "auto"  # "auto" = cuda when available, else cpu
     # Raise glibc's malloc thresholds for this process (bgad/allocator.py): same numbers, fewer page faults.
     malloc_tuning: bool = True

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bgad import threads
 from bgad.backbones import FeatureExtractor
 from bgad.data.images import read_image
 
@@ -90,6 +91,7 @@ class FeatureCache:
         """Features of already-resized uint8 images (used directly for synthetic anomalies)."""
         levels: list[list[torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
+            threads.tick()
             device = self.extractor.mean.device
             out = self.extractor(to_tensor(images[start : start + self.batch_size]).to(device))
             levels.append([f.cpu() for f in out])

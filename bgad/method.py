@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bgad import threads
 from bgad.anomalies import RandAugmentCutPaste, balanced_batches
 from bgad.config import RunConfig
 from bgad.flows import ConditionalFlow
@@ -299,6 +300,7 @@ class FlowDetector:
                 b_n = normal_boundary(ll_all[labels == 0], self.cfg.beta, self.cfg.normalizer)
         perm = torch.randperm(len(fibers), generator=self.generator_)
         for chunk_no, chunk in enumerate(perm.to(self.device).split(self.cfg.fiber_size)):
+            threads.tick()
             ll = flow(fibers[chunk], pos_index[chunk])
             loss = self._loss(ll, labels[chunk], phase2, b_n)
             if not torch.isfinite(loss):
@@ -348,11 +350,12 @@ class FlowDetector:
             n, channels, h, w = f.shape
             fibers = f.permute(0, 2, 3, 1).reshape(-1, channels)
             pos_index = torch.arange(h * w, device=self.device).repeat(n)
-            ll = torch.cat(
-                [
+            chunks = []
+            for s in range(0, len(fibers), max_fibers):
+                threads.tick()
+                chunks.append(
                     flow(fibers[s : s + max_fibers].to(self.device), pos_index[s : s + max_fibers]).cpu()
-                    for s in range(0, len(fibers), max_fibers)
-                ]
-            )
+                )
+            ll = torch.cat(chunks)
             out.append(ll.double().reshape(n, h, w).numpy())
         return out

@@ -15,6 +15,7 @@ import torch
 
 import bgad
 from bgad.allocator import malloc_settings
+from bgad.threads import thread_environment
 
 PACKAGES = (
     "torch",
@@ -82,6 +83,7 @@ def environment() -> dict:
         "processor": platform.processor() or None,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "thread_environment": thread_environment(),
         "malloc": malloc_settings(),
         "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "packages": package_versions(),

@@ -35,6 +35,7 @@ from bgad.paths import cache_dir
 from bgad.provenance import environment
 from bgad.scoring import Scores
 from bgad.selection import select_known_anomalies
+from bgad.threads import governed_threads
 
 SCHEMA_VERSION = 1
 
@@ -165,7 +166,9 @@ def run_cell(
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.partial-"))
     work.chmod(0o755)  # mkdtemp makes it private; a shared store must stay readable
     try:
-        record = _run(cfg, data, final.name, work, say, advance)
+        with governed_threads(cfg.threads) as governor:
+            record = _run(cfg, data, final.name, work, say, advance)
+            record["provenance"]["threads"] = governor.usage()
         _atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
     except BaseException as exc:
         failed = out_dir / f"{final.name}.failed"
@@ -203,7 +206,6 @@ def _run(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     spec = load_builtin_methods().get(cfg.method)
-    torch.set_num_threads(cfg.threads)
     if cfg.malloc_tuning:
         tune_malloc()
     seed_everything(cfg.seed)
