@@ -104,10 +104,10 @@ def run(
     from bgad.bench.planner import plan
     from bgad.bench.protocols import Protocol, Variant, load_protocol
     from bgad.bench.runner import pending_tasks
-    from bgad.bench.store import ResultStore
     from bgad.data.images import DatasetError
     from bgad.registry import UnknownNameError
     from bgad.selection import SelectionError
+    from bgad.store import ResultStore
 
     overrides: dict = {"feature_cache": feature_cache}
     # A Slurm job owns its CPUs: a fixed thread count. Elsewhere each cell fits its thread count to
@@ -169,15 +169,9 @@ def run(
     ids = {c.id for c in cells}
     records = [r for r in store.records() if r["cell_id"] in ids]
     console.print(results_table(records))
+    console.print(TABLE_NOTES, highlight=False)
     if failures:
-        console.print(
-            f"[bold red]{len(failures)} cell(s) failed after {max_retries} retr{'y' if max_retries == 1 else 'ies'}:[/]"
-        )
-        for outcome in failures:
-            console.print(
-                f"  {outcome.key}: {(outcome.error or '').strip().splitlines()[-1] if outcome.error else ''}",
-                highlight=False,
-            )
+        _print_failures(failures, store, max_retries)
         raise typer.Exit(code=1)
 
 
@@ -201,6 +195,8 @@ def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, ma
         runner = make_executor(executor_name, **options)
     except (ValueError, KeyError) as exc:
         raise _fail(str(exc)) from None
+    if not console.is_terminal:  # CI, nohup, Slurm logs, | tee: plain lines, no bars
+        return _run_plain(runner, todo)
     failures = []
     with Progress(
         TextColumn("[bold]{task.fields[cell]}"),
@@ -239,6 +235,60 @@ def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, ma
     return failures
 
 
+TABLE_NOTES = (
+    "Each metric at the last meta-epoch; in brackets the best meta-epoch for that metric, chosen on the test\n"
+    "set as the released code reports it (optimistic). AU-PRO: the MVTec AU-PRO up to FPR 0.3; PRO (released\n"
+    "code): the variant computed by BGAD's released code (not comparable with AU-PRO). —: not defined for this\n"
+    "cell (no pixel masks, or too few distinct scores). Tables in the paper's layout: `bgad-bench report`."
+)
+
+
+def _print_failures(failures: list, store, max_retries: int) -> None:  # noqa: ANN001
+    """Each failed cell's error, the last lines of its log, and where the whole log and traceback are."""
+    from bgad.cell_log import tail
+
+    word = "retry" if max_retries == 1 else "retries"
+    console.print(f"[bold red]{len(failures)} cell(s) failed after {max_retries} {word}:[/]")
+    for outcome in failures:
+        folder = store.cells_dir / f"{outcome.key}.failed"
+        last = (outcome.error or "").strip().splitlines()
+        console.print(f"  {outcome.key}: {last[-1] if last else ''}", highlight=False)
+        for line in tail(folder / "run.log"):
+            console.print(f"    | {line}", highlight=False)
+        if folder.exists():
+            console.print(
+                f"    log: {folder / 'run.log'}  traceback: {folder / 'error.txt'}", highlight=False
+            )
+
+
+def _run_plain(runner, todo) -> list:  # noqa: ANN001
+    """Run with one plain line per phase and meta-epoch (``bgad.cell`` lines), for non-terminal output."""
+    import os
+
+    from bgad.bench.runner import execute_cell
+    from bgad.cell_log import print_plain_lines
+
+    os.environ["BGAD_PLAIN_PROGRESS"] = "1"  # worker processes (joblib) print their lines too
+    handler = print_plain_lines(console.file)
+    failures = []
+    total = len(todo)
+
+    def on_done(outcome) -> None:  # noqa: ANN001
+        if not outcome.ok:
+            failures.append(outcome)
+        label = next((t.label for t in todo if t.cell_id == outcome.key), outcome.key)
+        console.print(f"cell {'done' if outcome.ok else 'FAILED'}: {label}", highlight=False)
+
+    try:
+        runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=on_done)
+    finally:
+        from bgad.cell_log import LOGGER
+
+        LOGGER.removeHandler(handler)
+    console.print(f"{total - len(failures)} of {total} cell(s) ran", highlight=False)
+    return failures
+
+
 def _fmt(value: float | None) -> str:
     return "—" if value is None or value != value else f"{value:.3f}"
 
@@ -255,7 +305,7 @@ def results_table(records: list[dict]) -> Table:
         "image AUROC",
         "pixel AUROC",
         "AU-PRO",
-        "PRO (code)",
+        "PRO (released code)",
         "time",
     ):
         table.add_column(col, justify="left" if col in {"dataset/category", "method"} else "right")
@@ -289,7 +339,7 @@ def report(
     from bgad.bench.figures import write_figures
     from bgad.bench.protocols import load_protocol, protocol_names
     from bgad.bench.report import write_report
-    from bgad.bench.store import ResultStore
+    from bgad.store import ResultStore
 
     try:
         protocols = [load_protocol(p) for p in (protocol or protocol_names())]
@@ -338,7 +388,7 @@ def regress(
         rerun_cell,
         tolerances,
     )
-    from bgad.bench.store import ResultStore
+    from bgad.store import ResultStore
 
     store = ResultStore(results)
     records = list(store.records())

@@ -57,11 +57,18 @@ class RunConfig:
     n_blocks: int = 8
     clamp: float = 1.9
     cond_dim: int = 128
+    # "conditional" (positional condition, the default) or "unconditional" (released --flow_arch flow_model)
+    flow_arch: str = "conditional"
+    # "none" (released code: raw features) or "standardize" (fixed per-channel input layer, ℓ unchanged
+    # in definition; bgad/flows.py ConditionalFlow)
+    feature_norm: str = "none"
     # Compute the positional code's share of each coupling subnet once per grid position (same math).
     shared_positions: bool = True
     # schedule (METHOD.md §3)
     meta_epochs: int = 25
     sub_epochs: int = 8
+    # Raise sub_epochs so that a meta-epoch trains on at least this many normal images (0: off)
+    min_images_per_meta_epoch: int = 0
     phase1_epochs: int = 1
     warmup_epochs: int = 2
     batch_size: int = 32

@@ -110,9 +110,12 @@ def build_flow(
     Without ``code_axes`` the condition is the positional code of each fiber (CFLOW-AD's form); with
     ``code_axes`` (column and row code, ``positional_code_axes``) the condition is each fiber's
     position index and the code's share of the first layer is computed per row and per column.
+    ``cond_dim=0`` builds an unconditional flow (the released code's ``--flow_arch flow_model``).
     """
     flow = SequenceINN(dim)
-    if code_axes is None:
+    if cond_dim == 0:
+        subnet, cond_shape = _subnet, None
+    elif code_axes is None:
         subnet, cond_shape = _subnet, (cond_dim,)
     else:
         col_code, row_code = code_axes
@@ -122,10 +125,10 @@ def build_flow(
     # several BLAS threads next to torch's OpenMP pool each draw takes ~0.2 s instead of ~1 ms.
     with _numpy_global_seed(seed), threadpool_limits(1, user_api="blas"):
         for _ in range(n_blocks):
+            condition = {} if cond_shape is None else {"cond": 0, "cond_shape": cond_shape}
             flow.append(
                 AllInOneBlock,
-                cond=0,
-                cond_shape=cond_shape,
+                **condition,
                 subnet_constructor=subnet,
                 affine_clamping=clamp,
                 global_affine_type="SOFTPLUS",
@@ -134,16 +137,27 @@ def build_flow(
     return flow
 
 
-def log_likelihood(flow: SequenceINN, fibers: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+def log_likelihood(flow: SequenceINN, fibers: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     """Per-dimension log-likelihood ℓ = (−C/2·ln 2π − ½‖z‖² + log|det J|) / C of each fiber (N,)."""
-    z, log_jac_det = flow(fibers, c=[cond])
+    z, log_jac_det = flow(fibers, c=[] if cond is None else [cond])
     channels = fibers.shape[1]
     log_p = -0.5 * channels * LOG_2PI - 0.5 * z.pow(2).sum(dim=1) + log_jac_det
     return log_p / channels
 
 
 class ConditionalFlow(nn.Module):
-    """The flow of one feature level: (fibers, their grid-position indices) -> ℓ per fiber."""
+    """The flow of one feature level: (fibers, their grid-position indices) -> ℓ per fiber.
+
+    ``conditional=False`` drops the positional condition (the released code's ``flow_model``): one
+    density for every position, the reference that shows what the condition contributes.
+
+    ``standardize=True`` puts a fixed per-channel affine layer in front of the coupling blocks,
+    x ↦ (x − μ)/σ with μ, σ of the normal training features (``set_input_statistics``), like Glow's
+    data-initialised ActNorm. Its log-determinant −Σ log σ_c is part of ℓ, so ℓ stays the density
+    of the raw features and every loss, boundary and score keeps its definition; only where the
+    optimisation starts changes. Without it, backbone features of standard deviation ~10 (Lite0)
+    drive every coupling's soft clamp to its limit at initialisation (docs/flows.md).
+    """
 
     def __init__(
         self,
@@ -154,23 +168,46 @@ class ConditionalFlow(nn.Module):
         clamp: float = 1.9,
         seed: int = 0,
         shared_positions: bool = True,
+        conditional: bool = True,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.grid = grid
+        self.conditional = conditional
+        self.standardize = standardize
+        # Identity until set_input_statistics: persistent, so a saved flow keeps its input layer.
+        self.register_buffer("input_mean", torch.zeros(dim))
+        self.register_buffer("input_std", torch.ones(dim))
         self.shared_positions = shared_positions
-        if shared_positions:
+        if not conditional:
+            self.inn = build_flow(dim, 0, n_blocks, clamp, seed)
+        elif shared_positions:
             self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed, positional_code_axes(cond_dim, *grid))
         else:
             code = positional_encoding(cond_dim, *grid).flatten(1).T.contiguous()  # (h·w, cond_dim)
             self.register_buffer("code", code, persistent=False)
             self.inn = build_flow(dim, cond_dim, n_blocks, clamp, seed)
 
+    @torch.no_grad()
+    def set_input_statistics(self, features: torch.Tensor) -> None:
+        """Fix the standardising layer from normal training features (N, C, h, w) of this level."""
+        if not self.standardize:
+            return
+        self.input_mean.copy_(features.mean(dim=(0, 2, 3)))
+        self.input_std.copy_(features.std(dim=(0, 2, 3)).clamp_min(1e-6))
+
     def forward(self, fibers: torch.Tensor, position_index: torch.Tensor) -> torch.Tensor:
-        if self.shared_positions:
+        if not self.conditional:
+            cond = None
+        elif self.shared_positions:
             cond = position_index[:, None].to(fibers.dtype)
         else:
             cond = self.code[position_index]
-        return log_likelihood(self.inn, fibers, cond)
+        if not self.standardize:
+            return log_likelihood(self.inn, fibers, cond)
+        standardized = (fibers - self.input_mean) / self.input_std
+        # log|det| of the input layer, per dimension (ℓ is per dimension)
+        return log_likelihood(self.inn, standardized, cond) - self.input_std.log().mean()
 
 
 def flow_parameter_count(flows: list[SequenceINN]) -> int:

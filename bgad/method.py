@@ -132,6 +132,18 @@ def learning_rate(cfg: RunConfig, meta_epoch: int, progress: float) -> float:
     return cosine(meta_epoch)
 
 
+def sub_epochs_per_meta_epoch(cfg: RunConfig, n_normal: int) -> int:
+    """Passes over the normal training images per meta-epoch: ``sub_epochs``, raised to reach
+    ``min_images_per_meta_epoch`` images.
+
+    Why: an epoch of 40 images and one of 1,700 differ 40-fold in optimizer steps; the released
+    schedule (8 passes over MVTec's ~250 images, about 2,000 images per meta-epoch) is only
+    meaningful in images seen. Profiles that must serve small and large datasets alike set the
+    minimum instead of a fixed count (0 keeps ``sub_epochs`` as it is).
+    """
+    return max(cfg.sub_epochs, math.ceil(cfg.min_images_per_meta_epoch / max(n_normal, 1)))
+
+
 @dataclass
 class TrainingData:
     """Inputs of ``fit``: cached features of normal images and known anomalies, plus what RACP needs."""
@@ -175,7 +187,15 @@ class FlowDetector:
         torch.manual_seed(cfg.seed)
         self.flows_ = [
             ConditionalFlow(
-                c, (h, w), cfg.cond_dim, cfg.n_blocks, cfg.clamp, cfg.seed * 1000 + i, cfg.shared_positions
+                c,
+                (h, w),
+                cfg.cond_dim,
+                cfg.n_blocks,
+                cfg.clamp,
+                cfg.seed * 1000 + i,
+                cfg.shared_positions,
+                conditional=cfg.flow_arch == "conditional",
+                standardize=cfg.feature_norm == "standardize",
             )
             for i, (c, h, w) in enumerate(feature_shapes)
         ]
@@ -187,6 +207,7 @@ class FlowDetector:
         self.racp_ = RandAugmentCutPaste(n_transforms=cfg.racp_transforms)
         self.timings_: dict[str, float] = defaultdict(float)
         self.counters_: dict[str, int] = defaultdict(int)
+        self._stats: dict[int, torch.Tensor] = {}
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -198,10 +219,14 @@ class FlowDetector:
     ) -> FlowDetector:
         cfg = self.cfg
         n_normal = len(data.normal_features[0])
+        for flow, f in zip(self.flows_, data.normal_features, strict=True):
+            flow.set_input_statistics(f)
         normal_masks = torch.zeros((n_normal, cfg.input_size, cfg.input_size), dtype=torch.uint8)
+        self.sub_epochs_ = sub_epochs_per_meta_epoch(cfg, n_normal)
+        self.counters_["sub_epochs_per_meta_epoch"] = self.sub_epochs_
         for meta in range(cfg.meta_epochs):
             phase2 = meta >= cfg.phase1_epochs and self.spec.loss != "ml"
-            for sub in range(cfg.sub_epochs):
+            for sub in range(self.sub_epochs_):
                 rng = np.random.default_rng([cfg.seed, meta, sub])
                 feats, masks = data.normal_features, normal_masks
                 if phase2 and self.spec.uses_anomalies and len(data.anomaly_images):
@@ -273,7 +298,7 @@ class FlowDetector:
         level_masks = [downsample_masks(masks, f.shape[-2:]) for f in feats]
         start = time.perf_counter()
         for b, idx in enumerate(batches):
-            lr = learning_rate(cfg, meta, (sub + b / len(batches)) / cfg.sub_epochs)
+            lr = learning_rate(cfg, meta, (sub + b / len(batches)) / self.sub_epochs_)
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
             for level, (flow, f, m) in enumerate(zip(self.flows_, feats, level_masks, strict=True)):
@@ -315,6 +340,35 @@ class FlowDetector:
             self.optimizer_.step()
             self.counters_["optimizer_steps"] += 1
             self.counters_["fibers_trained"] += len(chunk)
+            self._track(where[2], loss, ll, labels[chunk])
+
+    def _track(self, level: int, loss: torch.Tensor, ll: torch.Tensor, labels: torch.Tensor) -> None:
+        """Accumulate the loss and the normal fibers' ℓ of each level (tensors: no sync per step)."""
+        stats = self._stats.setdefault(level, torch.zeros(4, dtype=torch.float64, device=ll.device))
+        normal = labels == 0
+        stats += torch.stack(
+            [
+                loss.detach().double(),
+                torch.ones((), dtype=torch.float64, device=ll.device),
+                ll.detach()[normal].double().sum(),
+                normal.sum().double(),
+            ]
+        )
+
+    def training_summary(self) -> dict:
+        """Mean loss and mean ℓ of normal training fibers per level since the last call (then reset).
+
+        The learning curve of the density itself: ℓ of the training data, as the optimizer saw it.
+        """
+        levels = sorted(self._stats)
+        values = [self._stats[lvl].cpu().tolist() for lvl in levels]
+        self._stats = {}
+        if not values:
+            return {}
+        return {
+            "train_loss": sum(v[0] for v in values) / max(sum(v[1] for v in values), 1),
+            "train_ll": [v[2] / v[3] if v[3] else float("nan") for v in values],
+        }
 
     def _loss(
         self, ll: torch.Tensor, labels: torch.Tensor, phase2: bool, b_n: torch.Tensor | None
@@ -338,15 +392,19 @@ class FlowDetector:
         return anomaly_maps(self.log_likelihoods(feats), size)
 
     @torch.no_grad()
-    def log_likelihoods(self, feats: list[torch.Tensor], max_fibers: int = 4096) -> list[np.ndarray]:
+    def log_likelihoods(
+        self, feats: list[torch.Tensor], max_fibers: int = 4096, eval_mode: bool = True
+    ) -> list[np.ndarray]:
         """Per-level ℓ maps (N,h,w) in float64 for images given by their cached features.
 
         Fibers go through in chunks of ``max_fibers``: larger chunks only add memory traffic (on 2 CPU
         cores 65536-fiber chunks ran up to 2.4x slower than 4096-fiber ones, benchmarks/speed.py).
+        ``eval_mode=False`` keeps each flow's current mode (to check that the mode changes nothing).
         """
         out = []
         for flow, f in zip(self.flows_, feats, strict=True):
-            flow.eval()
+            if eval_mode:
+                flow.eval()
             n, channels, h, w = f.shape
             fibers = f.permute(0, 2, 3, 1).reshape(-1, channels)
             pos_index = torch.arange(h * w, device=self.device).repeat(n)

@@ -1,19 +1,22 @@
 """Run one cell (method × dataset × category × seed) end to end and write its self-describing folder.
 
-The folder is written under a temporary name and renamed when complete; a failed run is renamed to
-``<name>.failed`` with its error, so nothing half-written ever looks like a result.
+A cell is a pipeline of named stages: ``load_inputs`` (known anomalies, reduced test set, masks) →
+``compute_features`` (frozen backbone, cached) → ``fit_and_evaluate`` (train; metrics after every
+evaluated meta-epoch) → ``write_artifacts`` (scores, samples) → the record. The store
+(``bgad.store.cell_folder``) writes the folder under a temporary name and renames it when complete;
+a failed run becomes ``<name>.failed`` with its log and traceback, so nothing half-written ever
+looks like a result.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +25,21 @@ import torch
 from PIL import Image
 
 from bgad.allocator import tune_malloc
-from bgad.backbones import create_backbone
-from bgad.bench.planner import cell_id
+from bgad.backbones import FeatureExtractor, create_backbone
+from bgad.cell_log import CellLog, log_to_file
 from bgad.config import ConfigError, RunConfig
 from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
-from bgad.method import TrainingData, downsample_masks, load_builtin_methods
+from bgad.fileio import atomic_write_text
+from bgad.method import Detector, TrainingData, downsample_masks, load_builtin_methods
 from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
 from bgad.scoring import Scores
 from bgad.selection import select_known_anomalies
+from bgad.store import cell_folder, cell_id
 from bgad.threads import governed_threads
 
 SCHEMA_VERSION = 1
@@ -89,12 +94,6 @@ def load_mask(sample: Sample, size: int) -> tuple[np.ndarray, bool]:
     return resize_mask(read_mask(sample.mask_path, expected_size=(width, height)), size), True
 
 
-def _test_masks(test: list[Sample], size: int, has_masks: bool) -> np.ndarray | None:
-    if not has_masks:
-        return None
-    return np.stack([load_mask(s, size)[0] for s in test])
-
-
 def _loglik_samples(
     ll_levels: list[np.ndarray], masks: np.ndarray | None, labels: np.ndarray, n: int, seed: int
 ) -> dict:
@@ -138,10 +137,193 @@ def _map_samples(
     }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+@dataclass
+class CellInputs:
+    """Stage 1's output: the category, the known anomalies, the reduced test set and its labels."""
+
+    data: CategoryData
+    known: list[Sample]
+    test: list[Sample]
+    labels: np.ndarray
+    test_masks: np.ndarray | None
+
+
+@dataclass
+class CellFeatures:
+    """Stage 2's output: the backbone, its feature cache, and features per level of each image set."""
+
+    extractor: FeatureExtractor
+    cache: FeatureCache
+    normal: list[torch.Tensor]
+    anomalies: list[torch.Tensor] | None
+    test: list[torch.Tensor]
+
+
+@dataclass
+class FitResult:
+    """Stage 3's output: the trained detector, metrics of each evaluated meta-epoch, last scores."""
+
+    detector: Detector
+    history: list[dict]
+    scores: Scores
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def cell_label(cfg: RunConfig) -> str:
+    return f"{cfg.dataset}/{cfg.category} {cfg.method} seed {cfg.seed}"
+
+
+def load_inputs(cfg: RunConfig, data: CategoryData) -> CellInputs:
+    """Stage 1: the cell's known anomalies, reduced test set, labels and test masks."""
+    known, test = known_and_test(cfg, data)
+    if not any(s.is_anomalous for s in test) or all(s.is_anomalous for s in test):
+        raise DatasetError(
+            f"the reduced test set of {data.dataset}/{data.category} needs both normal and anomalous images"
+        )
+    labels = np.array([s.label for s in test])
+    masks = np.stack([load_mask(s, cfg.input_size)[0] for s in test]) if data.has_pixel_masks else None
+    return CellInputs(data, known, test, labels, masks)
+
+
+def compute_features(cfg: RunConfig, inputs: CellInputs, device: torch.device) -> CellFeatures:
+    """Stage 2: the frozen backbone's features of the training, known-anomaly and test images."""
+    extractor = create_backbone(
+        cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
+    )
+    extractor.to(device)
+    dtype = {"float32": torch.float32, "float16": torch.float16}[cfg.feature_dtype]
+    root = cache_dir() / "features" if cfg.feature_cache else None
+    cache = FeatureCache(extractor, cfg.input_size, root, dtype)
+    normal = cache.features([s.image_path for s in inputs.data.train])
+    anomalies = cache.features([s.image_path for s in inputs.known]) if inputs.known else None
+    test = cache.features([s.image_path for s in inputs.test])
+    return CellFeatures(extractor, cache, normal, anomalies, test)
+
+
+def training_data(
+    cfg: RunConfig, uses_anomalies: bool, inputs: CellInputs, feats: CellFeatures
+) -> TrainingData:
+    """What ``fit`` needs: features, and the images and masks RACP pastes from and onto."""
+    size = cfg.input_size
+    no_images = np.zeros((0, size, size, 3), np.uint8)
+    if not uses_anomalies:
+        return TrainingData(
+            feats.normal,
+            no_images,
+            [f[:0] for f in feats.normal],
+            no_images,
+            no_images[..., 0],
+            inputs.data.kind,
+            feats.cache.compute,
+        )
+    load = feats.cache.load_resized
+    return TrainingData(
+        normal_features=feats.normal,
+        normal_images=np.stack([load(s.image_path) for s in inputs.data.train]),
+        anomaly_features=feats.anomalies,
+        anomaly_images=np.stack([load(s.image_path) for s in inputs.known]),
+        anomaly_masks=np.stack([load_mask(s, size)[0] for s in inputs.known]),
+        kind=inputs.data.kind,
+        compute_features=feats.cache.compute,
+    )
+
+
+def fit_and_evaluate(
+    cfg: RunConfig,
+    detector: Detector,
+    training: TrainingData,
+    inputs: CellInputs,
+    test_feats: list[torch.Tensor],
+    log: CellLog,
+    advance: Callable[[float], None],
+) -> FitResult:
+    """Stage 3: train, evaluating after every ``eval_every`` meta-epochs (and the last)."""
+    history: list[dict] = []
+    last: dict = {}
+    times = {"evaluation_loglik_and_maps": 0.0, "evaluation_metrics": 0.0}
+    size = (cfg.input_size, cfg.input_size)
+    started = time.perf_counter()
+
+    def evaluate(meta: int) -> None:
+        log.phase(f"evaluating meta-epoch {meta + 1}/{cfg.meta_epochs}")
+        t0 = time.perf_counter()
+        scores = detector.score(test_feats, size)
+        t1 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:  # e.g. the code-PRO undefined early on
+            warnings.simplefilter("always")
+            maps = scores.maps if inputs.test_masks is not None else None
+            metrics = compute_metrics(inputs.labels, scores.image_scores, inputs.test_masks, maps)
+        times["evaluation_loglik_and_maps"] += t1 - t0
+        times["evaluation_metrics"] += time.perf_counter() - t1
+        summary = detector.training_summary() if hasattr(detector, "training_summary") else {}
+        entry = {"meta_epoch": meta, **metrics, "top_ties": scores.top_ties, **summary}
+        if caught:
+            entry["warnings"] = sorted({str(w.message) for w in caught})
+            for text in entry["warnings"]:
+                log.warning(text)
+        history.append(entry)
+        last["scores"] = scores
+        log.info(epoch_line(entry, cfg.meta_epochs, time.perf_counter() - started))
+
+    def on_sub_epoch(meta: int, sub: int) -> None:
+        per_meta = getattr(detector, "sub_epochs_", 1)
+        if sub == 0:
+            log.phase(
+                f"training meta-epoch {meta + 1}/{cfg.meta_epochs} ({per_meta} pass(es) over the normal images)"
+            )
+        advance((meta * per_meta + sub + 1) / (cfg.meta_epochs * per_meta))
+
+    detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
+    times["fit_total"] = time.perf_counter() - started
+    return FitResult(detector, history, last["scores"], times)
+
+
+def epoch_line(entry: dict, meta_epochs: int, elapsed: float) -> str:
+    """One meta-epoch as a plain line: training loss and ℓ per level, then the metrics."""
+    head = f"meta-epoch {entry['meta_epoch'] + 1}/{meta_epochs}:"
+    parts: list[str] = []
+    if "train_loss" in entry:
+        levels = "/".join(f"{x:.2f}" for x in entry.get("train_ll", []))
+        parts.append(f"loss {entry['train_loss']:.3f}, train ℓ per level {levels}")
+    labels = {
+        "image_auroc": "image AUROC",
+        "pixel_auroc": "pixel AUROC",
+        "pro": "AU-PRO",
+        "pro_paper": "PRO (code)",
+    }
+    parts += [f"{label} {entry[k]:.3f}" for k, label in labels.items() if k in entry and entry[k] == entry[k]]
+    return f"{head} {', '.join(parts)} ({elapsed:.0f} s)"
+
+
+def write_artifacts(
+    cfg: RunConfig, work: Path, inputs: CellInputs, scores: Scores, cache: FeatureCache
+) -> dict:
+    """Stage 4: per-image scores, log-likelihood samples and a few maps beside the record."""
+    root = inputs.data.root
+    paths = [
+        str(s.image_path.relative_to(root)) if s.image_path.is_relative_to(root) else str(s.image_path)
+        for s in inputs.test
+    ]
+    frame = pd.DataFrame(
+        {
+            "path": paths,
+            "label": inputs.labels,
+            "defect_type": [s.defect_type for s in inputs.test],
+            "score": scores.image_scores,
+        }
+    )
+    frame.to_csv(work / "scores.csv", index=False)
+    artifacts = {"scores": "scores.csv"}
+    if scores.level_ll is not None:
+        samples = _loglik_samples(
+            scores.level_ll, inputs.test_masks, inputs.labels, cfg.loglik_samples, cfg.seed
+        )
+        np.savez_compressed(work / "loglik_samples.npz", **samples)
+        artifacts["loglik_samples"] = "loglik_samples.npz"
+    maps = _map_samples(inputs.test, scores, inputs.test_masks, cache, cfg.map_samples)
+    np.savez_compressed(work / "map_samples.npz", **maps)
+    artifacts["map_samples"] = "map_samples.npz"
+    return artifacts
 
 
 def run_cell(
@@ -154,37 +336,29 @@ def run_cell(
     """Train and evaluate one cell; return its completed result folder ``out_dir/<cell id>``.
 
     ``status`` receives short phase descriptions and ``progress`` the fraction done (for progress
-    bars). A folder completed meanwhile by another runner is kept (first wins) unless ``overwrite``.
+    bars); every phase and meta-epoch is also a line of the cell's ``run.log`` and of the
+    ``bgad.cell`` logger. A folder completed meanwhile by another runner is kept (first wins) unless
+    ``overwrite``. A failed cell leaves ``<cell id>.failed/`` with ``run.log`` and the full
+    traceback in ``error.txt``.
     """
-    say = status or (lambda _msg: None)
-    advance = progress or (lambda _frac: None)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    say("reading dataset")
+    log = CellLog(cell_label(cfg), status)
+    log.phase("reading dataset")
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
-    final = out_dir / cell_id(cfg, data.manifest_sha256())
-    work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.partial-"))
-    work.chmod(0o755)  # mkdtemp makes it private; a shared store must stay readable
-    try:
-        with governed_threads(cfg.threads) as governor:
-            record = _run(cfg, data, final.name, work, say, advance)
-            record["provenance"]["threads"] = governor.usage()
-        _atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
-    except BaseException as exc:
-        failed = out_dir / f"{final.name}.failed"
-        (work / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
-        shutil.rmtree(failed, ignore_errors=True)
-        os.replace(work, failed)
-        raise
-    if final.exists():
-        if not overwrite:
-            shutil.rmtree(work)
-            return final
-        old = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.old-"))
-        os.replace(final, old / "cell")
-        shutil.rmtree(old)
-    os.replace(work, final)
-    return final
+    name = cell_id(cfg, data.manifest_sha256())
+    out_dir = Path(out_dir)
+    with cell_folder(out_dir, name, overwrite) as work, log_to_file(work / "run.log", log.label):
+        try:
+            log.info(f"cell {name}")
+            with governed_threads(cfg.threads) as governor:
+                record = _run(cfg, data, name, work, log, progress or (lambda _frac: None))
+                record["provenance"]["threads"] = governor.usage()
+            atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
+            log.info(f"done in {record['timing_seconds']['total']:.0f} s")
+        except BaseException as exc:
+            log.warning(f"failed: {type(exc).__name__}: {exc}")
+            (work / "error.txt").write_text("".join(traceback.format_exception(exc)))
+            raise
+    return out_dir / name
 
 
 def _json_default(obj: object) -> object:
@@ -196,140 +370,48 @@ def _json_default(obj: object) -> object:
 
 
 def _run(
-    cfg: RunConfig,
-    data: CategoryData,
-    name: str,
-    work: Path,
-    say: Callable[[str], None],
-    advance: Callable[[float], None],
+    cfg: RunConfig, data: CategoryData, name: str, work: Path, log: CellLog, advance: Callable[[float], None]
 ) -> dict:
+    """The stages of one cell, timed; returns its record."""
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
     spec = load_builtin_methods().get(cfg.method)
     if cfg.malloc_tuning:
         tune_malloc()
     seed_everything(cfg.seed)
-
-    known, test = known_and_test(cfg, data)
-    if not any(s.is_anomalous for s in test) or all(s.is_anomalous for s in test):
-        raise DatasetError(
-            f"the reduced test set of {data.dataset}/{data.category} needs both normal and anomalous images"
-        )
-
-    say("loading backbone")
-    extractor = create_backbone(
-        cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
-    )
+    inputs = load_inputs(cfg, data)
     device = resolve_device(cfg.device)
-    extractor.to(device)
-    dtype = {"float32": torch.float32, "float16": torch.float16}[cfg.feature_dtype]
-    cache = FeatureCache(
-        extractor, cfg.input_size, cache_dir() / "features" if cfg.feature_cache else None, dtype
-    )
-
-    say("computing features")
+    log.phase("computing features")
     start = time.perf_counter()
-    normal_feats = cache.features([s.image_path for s in data.train])
-    anomaly_feats = cache.features([s.image_path for s in known]) if known else None
-    test_feats = cache.features([s.image_path for s in test])
-    timings["backbone_cached_images"] = time.perf_counter() - start
-
-    uses_anomalies = spec.uses_anomalies and bool(known)
+    feats = compute_features(cfg, inputs, device)
+    timings = {"backbone_cached_images": time.perf_counter() - start}
+    uses_anomalies = spec.uses_anomalies and bool(inputs.known)
     start = time.perf_counter()
-    size = cfg.input_size
-    normal_images = (
-        np.stack([cache.load_resized(s.image_path) for s in data.train])
-        if uses_anomalies
-        else np.zeros((0, size, size, 3), np.uint8)
-    )
-    anomaly_masks_real = [load_mask(s, size) for s in known] if uses_anomalies else []
-    anomaly_images = (
-        np.stack([cache.load_resized(s.image_path) for s in known])
-        if uses_anomalies
-        else np.zeros((0, size, size, 3), np.uint8)
-    )
-    anomaly_masks = (
-        np.stack([m for m, _ in anomaly_masks_real])
-        if uses_anomalies
-        else np.zeros((0, size, size), np.uint8)
-    )
-    test_masks = _test_masks(test, size, data.has_pixel_masks)
+    training = training_data(cfg, uses_anomalies, inputs, feats)
     timings["load_images_masks"] = time.perf_counter() - start
-    labels = np.array([s.label for s in test])
-
-    detector = spec.build(cfg, [tuple(f.shape[1:]) for f in normal_feats], device)
-    history: list[dict] = []
-    last: dict = {}
-    eval_time = {"loglik_and_maps": 0.0, "metrics": 0.0}
-
-    def evaluate(meta: int) -> None:
-        say(f"evaluating meta-epoch {meta}")
-        t0 = time.perf_counter()
-        scores = detector.score(test_feats, (size, size))
-        t1 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:  # e.g. the code-PRO undefined early on
-            warnings.simplefilter("always")
-            metrics = compute_metrics(
-                labels, scores.image_scores, test_masks, scores.maps if test_masks is not None else None
-            )
-        eval_time["loglik_and_maps"] += t1 - t0
-        eval_time["metrics"] += time.perf_counter() - t1
-        entry = {"meta_epoch": meta, **metrics, "top_ties": scores.top_ties}
-        if caught:
-            entry["warnings"] = sorted({str(w.message) for w in caught})
-        history.append(entry)
-        last.update(scores=scores)
-
-    total_sub_epochs = cfg.meta_epochs * cfg.sub_epochs
-
-    def on_sub_epoch(meta: int, sub: int) -> None:
-        say(f"training meta-epoch {meta + 1}/{cfg.meta_epochs}")
-        advance((meta * cfg.sub_epochs + sub + 1) / total_sub_epochs)
-
-    training = TrainingData(
-        normal_features=normal_feats,
-        normal_images=normal_images,
-        anomaly_features=anomaly_feats if uses_anomalies else [f[:0] for f in normal_feats],
-        anomaly_images=anomaly_images,
-        anomaly_masks=anomaly_masks,
-        kind=data.kind,
-        compute_features=cache.compute,
-    )
-    start = time.perf_counter()
-    detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
-    timings["fit_total"] = time.perf_counter() - start
+    detector = spec.build(cfg, [tuple(f.shape[1:]) for f in feats.normal], device)
+    fit = fit_and_evaluate(cfg, detector, training, inputs, feats.test, log, advance)
+    timings.update(fit.timings)
     timings.update({k: round(v, 4) for k, v in detector.timings_.items()})
-    timings["evaluation_loglik_and_maps"] = eval_time["loglik_and_maps"]
-    timings["evaluation_metrics"] = eval_time["metrics"]
+    log.phase("writing results")
+    artifacts = write_artifacts(cfg, work, inputs, fit.scores, feats.cache)
     timings["total"] = time.perf_counter() - t_start
+    return _record(cfg, spec, name, inputs, feats, fit, uses_anomalies, timings, artifacts, device)
 
-    say("writing results")
-    scores = last["scores"]
-    pd.DataFrame(
-        {
-            "path": [
-                str(s.image_path.relative_to(data.root))
-                if s.image_path.is_relative_to(data.root)
-                else str(s.image_path)
-                for s in test
-            ],
-            "label": labels,
-            "defect_type": [s.defect_type for s in test],
-            "score": scores.image_scores,
-        }
-    ).to_csv(work / "scores.csv", index=False)
-    artifacts = {"scores": "scores.csv"}
-    if scores.level_ll is not None:
-        np.savez_compressed(
-            work / "loglik_samples.npz",
-            **_loglik_samples(scores.level_ll, test_masks, labels, cfg.loglik_samples, cfg.seed),
-        )
-        artifacts["loglik_samples"] = "loglik_samples.npz"
-    np.savez_compressed(
-        work / "map_samples.npz", **_map_samples(test, scores, test_masks, cache, cfg.map_samples)
-    )
-    artifacts["map_samples"] = "map_samples.npz"
 
+def _record(
+    cfg,
+    spec,
+    name,
+    inputs: CellInputs,
+    feats: CellFeatures,
+    fit: FitResult,
+    uses_anomalies: bool,
+    timings: dict,
+    artifacts: dict,
+    device,
+) -> dict:  # noqa: ANN001
+    """The self-describing record (``result.json``) of a finished cell."""
+    history = fit.history
     return {
         "schema_version": SCHEMA_VERSION,
         "cell_id": name,
@@ -337,51 +419,60 @@ def _run(
         "config": cfg.to_dict(),
         "config_hash": cfg.result_hash(),
         "method": spec.describe(),
-        "backbone": extractor.describe(),
-        "dataset": {
-            "name": data.dataset,
-            "category": data.category,
-            "root": str(data.root),
-            "kind": data.kind,
-            "has_pixel_masks": data.has_pixel_masks,
-            "manifest_sha256": data.manifest_sha256(),
-            "counts": {
-                "train": len(data.train),
-                "test_full": len(data.test),
-                "test_reduced": len(test),
-                "test_anomalous": int(labels.sum()),
-                "known_anomalies": len(known),
-            },
-        },
-        "known_anomalies": {
-            "rule": cfg.anomaly_selection,
-            "defect_type": cfg.anomaly_defect_type,
-            "train_types": _type_list(cfg.train_types),
-            "test_types": _type_list(cfg.test_types),
-            "files": [str(s.image_path.relative_to(data.root)) for s in known],
-            "used_in_training": uses_anomalies,
-            "without_pixel_mask": sum(1 for _, real in anomaly_masks_real if not real),
-            "mask_free_rule": "an anomalous image without a pixel mask counts as anomalous everywhere (whole-image mask)",
-        },
+        "backbone": feats.extractor.describe(),
+        "dataset": _dataset_section(inputs),
+        "known_anomalies": _known_section(cfg, inputs, uses_anomalies),
         "metrics": {
             "variants": {k: METRIC_VARIANTS[k] for k in METRIC_VARIANTS},
-            "pixel_metrics_at": f"{size}x{size}",
+            "pixel_metrics_at": f"{cfg.input_size}x{cfg.input_size}",
             "per_epoch": history,
             "last_epoch": {k: history[-1][k] for k in METRIC_NAMES if k in history[-1]}
             | {"meta_epoch": history[-1]["meta_epoch"]},
             "best_per_metric_paper_compatible": _best_per_metric(history),
         },
-        "counters": dict(detector.counters_),
+        "counters": dict(fit.detector.counters_),
         "feature_cache": {
             "enabled": cfg.feature_cache,
-            "hits": cache.hits,
-            "misses": cache.misses,
+            "hits": feats.cache.hits,
+            "misses": feats.cache.misses,
             "dtype": cfg.feature_dtype,
         },
         "timing_seconds": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),
         "provenance": environment(),
         "artifacts": artifacts,
+    }
+
+
+def _dataset_section(inputs: CellInputs) -> dict:
+    data = inputs.data
+    return {
+        "name": data.dataset,
+        "category": data.category,
+        "root": str(data.root),
+        "kind": data.kind,
+        "has_pixel_masks": data.has_pixel_masks,
+        "manifest_sha256": data.manifest_sha256(),
+        "counts": {
+            "train": len(data.train),
+            "test_full": len(data.test),
+            "test_reduced": len(inputs.test),
+            "test_anomalous": int(inputs.labels.sum()),
+            "known_anomalies": len(inputs.known),
+        },
+    }
+
+
+def _known_section(cfg: RunConfig, inputs: CellInputs, uses_anomalies: bool) -> dict:
+    return {
+        "rule": cfg.anomaly_selection,
+        "defect_type": cfg.anomaly_defect_type,
+        "train_types": _type_list(cfg.train_types),
+        "test_types": _type_list(cfg.test_types),
+        "files": [str(s.image_path.relative_to(inputs.data.root)) for s in inputs.known],
+        "used_in_training": uses_anomalies,
+        "without_pixel_mask": sum(1 for s in inputs.known if s.mask_path is None) if uses_anomalies else 0,
+        "mask_free_rule": "an anomalous image without a pixel mask counts as anomalous everywhere (whole-image mask)",
     }
 
 

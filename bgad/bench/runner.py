@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgad.bench.planner import Cell
-from bgad.bench.store import ResultStore
 from bgad.config import RunConfig
+from bgad.store import ResultStore
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ def execute_cell(task: CellTask) -> str:
     """Run one cell into the store (module-level, so executors can pickle it); returns the cell id."""
     from bgad.run import run_cell
 
+    _plain_lines_in_workers()
     store = ResultStore(task.results_dir)
     if store.is_complete(task.cell_id):
         return task.cell_id
@@ -52,6 +53,17 @@ def execute_cell(task: CellTask) -> str:
             f"cell {task.label}: the data changed since planning ({folder.name} != {task.cell_id})"
         )
     return task.cell_id
+
+
+def _plain_lines_in_workers() -> None:
+    """In a worker process (joblib, Slurm) print the cell's lines when the parent prints plain lines."""
+    import os
+
+    from bgad.cell_log import LOGGER, print_plain_lines
+
+    wanted = os.environ.get("BGAD_PLAIN_PROGRESS") == "1" or "SLURM_JOB_ID" in os.environ
+    if wanted and _progress_hook is None and not LOGGER.handlers:
+        print_plain_lines()
 
 
 def pending_tasks(cells: list[Cell], store: ResultStore) -> tuple[list[CellTask], list[Cell]]:

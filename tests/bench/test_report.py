@@ -21,7 +21,7 @@ from bgad.bench.report import (
     summarize,
     write_report,
 )
-from bgad.bench.store import ResultStore
+from bgad.store import ResultStore
 from bgad.metrics import METRIC_VARIANTS
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -15,7 +15,7 @@ from bgad.bench.executors import LocalExecutor
 from bgad.bench.planner import plan
 from bgad.bench.protocols import load_protocol
 from bgad.bench.runner import execute_cell, pending_tasks
-from bgad.bench.store import ResultStore
+from bgad.store import ResultStore
 from bgad.cli import app
 
 TINY = {

@@ -1,16 +1,19 @@
 """The result store: one folder per finished cell (its ``result.json`` is the record) and a table.
 
-Cells are written under a temporary name and renamed into ``cells/<cell id>`` when complete, so
-readers never see half a record and two runners writing different cells never collide. The
-consolidated table (``table.csv``) is derived: rebuilt from the records under a file lock and
-replaced atomically.
+The store owns a cell's identity (``cell_id``) and how a cell folder comes into being: it is written
+under a temporary name and renamed into ``cells/<cell id>`` when complete, so readers never see half
+a record and two runners writing different cells never collide; a failed cell becomes
+``<cell id>.failed`` with its log and traceback. The consolidated table (``table.csv``) is derived:
+rebuilt from the records under a file lock and replaced atomically.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,48 @@ from pathlib import Path
 
 import pandas as pd
 
+import bgad
+from bgad.config import RunConfig
+from bgad.fileio import atomic_write_with
 from bgad.metrics import METRIC_NAMES
+
+
+def cell_id(cfg: RunConfig, manifest_sha256: str) -> str:
+    """Readable prefix + hash of (resolved config, data manifest, code result version)."""
+    digest = hashlib.sha256(
+        f"{cfg.result_hash()}|{manifest_sha256}|{bgad.RESULT_VERSION}".encode()
+    ).hexdigest()[:16]
+    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
+
+
+@contextmanager
+def cell_folder(cells_dir: Path, name: str, overwrite: bool = False) -> Iterator[Path]:
+    """A private folder to write cell ``name`` into; renamed to ``cells_dir/name`` on success.
+
+    On an exception the folder becomes ``name.failed`` (replacing an older one) and the exception
+    propagates. A complete folder written meanwhile by another runner is kept (first wins) unless
+    ``overwrite``.
+    """
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    final = cells_dir / name
+    work = Path(tempfile.mkdtemp(dir=cells_dir, prefix=f".{name}.partial-"))
+    work.chmod(0o755)  # mkdtemp makes it private; a shared store must stay readable
+    try:
+        yield work
+    except BaseException:
+        failed = cells_dir / f"{name}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(work, failed)
+        raise
+    if final.exists():
+        if not overwrite:
+            shutil.rmtree(work)
+            return
+        old = Path(tempfile.mkdtemp(dir=cells_dir, prefix=f".{name}.old-"))
+        os.replace(final, old / "cell")
+        shutil.rmtree(old)
+    os.replace(work, final)
+    shutil.rmtree(cells_dir / f"{name}.failed", ignore_errors=True)  # an earlier failure is history
 
 
 class ResultStore:
@@ -69,14 +113,7 @@ class ResultStore:
         with self._lock():
             frame = self.table()
             target = self.root / "table.csv"
-            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".csv.tmp")
-            os.close(fd)
-            try:
-                frame.to_csv(tmp, index=False)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write_with(target, lambda tmp: frame.to_csv(tmp, index=False))
         return target
 
 
