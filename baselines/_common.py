@@ -1,30 +1,19 @@
 """Pieces shared by the nearest-neighbour / Gaussian reference baselines (PatchCore, PaDiM).
 
 These methods are not flows: they fit statistics of normal features once and score by a distance.
-They read method-specific settings from the run config when it has them (``getattr`` with the
-documented default), so a setting can move into ``RunConfig`` without touching the detectors.
+Their parameters are their method's typed settings (``bgad.params``), read from the cell's config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from bgad.config import RunConfig
 from bgad.scoring import Scores
-
-
-def setting(cfg: RunConfig, name: str, explicit: Any, default: Any) -> Any:
-    """An explicit constructor argument, else the run config's field of that name, else the default."""
-    if explicit is not None:
-        return explicit
-    value = getattr(cfg, name, None)
-    return default if value is None else value
 
 
 def report_one_shot_fit(

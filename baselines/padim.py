@@ -26,13 +26,13 @@ from bgad.baselines._common import (
     make_scores,
     report_one_shot_fit,
     resize_levels,
-    setting,
     smooth_maps,
     upsample_maps,
 )
 
 from bgad.config import RunConfig
-from bgad.method import METHODS, MethodSpec, TrainingData
+from bgad.method import TrainingData
+from bgad.methods import MethodSpec
 from bgad.scoring import Scores
 
 
@@ -54,7 +54,7 @@ def _batched_inverse(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PaDiM:
-    """PaDiM detector (see the module docstring); parameters default from the run config."""
+    """PaDiM detector (see the module docstring); parameters from ``cfg`` (``PaDiMParams``) unless given."""
 
     def __init__(
         self,
@@ -74,9 +74,9 @@ class PaDiM:
         self.spec = spec
         self.device = torch.device(device)
         self.channels = level_channels(feature_shapes)
-        self.n_channels = int(setting(cfg, "padim_channels", n_channels, 100))
-        self.ridge = float(setting(cfg, "padim_ridge", ridge, 0.01))
-        self.smoothing_sigma = float(setting(cfg, "smoothing_sigma", smoothing_sigma, 4.0))
+        self.n_channels = int(cfg.padim_channels if n_channels is None else n_channels)
+        self.ridge = float(cfg.padim_ridge if ridge is None else ridge)
+        self.smoothing_sigma = float(cfg.smoothing_sigma if smoothing_sigma is None else smoothing_sigma)
         self.upsample_mode = upsample_mode
         self.dtype = dtype
         self.chunk_images = chunk_images
@@ -174,17 +174,3 @@ class PaDiM:
         maps = smooth_maps(upsample_maps(dist.double(), size).numpy(), self.smoothing_sigma)
         self.timings_["score_maps"] += time.perf_counter() - start
         return make_scores(maps)
-
-
-PADIM = METHODS.register(
-    "padim",
-    MethodSpec(
-        "padim",
-        None,
-        False,
-        "PaDiM: per-position Gaussian over a random subset of 100 channels of all three levels, "
-        "Mahalanobis distance, normal images only",
-        defaults={"meta_epochs": 1, "sub_epochs": 1},
-        builder=PaDiM,
-    ),
-)

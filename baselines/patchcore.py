@@ -38,13 +38,13 @@ from bgad.baselines._common import (
     make_scores,
     report_one_shot_fit,
     resize_levels,
-    setting,
     smooth_maps,
     upsample_maps,
 )
 
 from bgad.config import RunConfig
-from bgad.method import METHODS, MethodSpec, TrainingData
+from bgad.method import TrainingData
+from bgad.methods import MethodSpec
 from bgad.scoring import Scores
 
 DEFAULT_LEVELS = (1, 2)
@@ -114,12 +114,12 @@ class PatchCore:
         self.cfg = cfg
         self.spec = spec
         self.device = torch.device(device)
-        self.coreset_ratio = float(setting(cfg, "coreset_ratio", coreset_ratio, 0.1))
-        self.projection_dim = int(setting(cfg, "coreset_projection_dim", projection_dim, 128))
-        self.levels = tuple(setting(cfg, "patchcore_levels", levels, DEFAULT_LEVELS))
-        self.reweight = bool(setting(cfg, "patchcore_reweight", reweight, False))
-        self.num_neighbors = int(setting(cfg, "patchcore_neighbors", num_neighbors, 9))
-        self.smoothing_sigma = float(setting(cfg, "smoothing_sigma", smoothing_sigma, 4.0))
+        self.coreset_ratio = float(cfg.coreset_ratio if coreset_ratio is None else coreset_ratio)
+        self.projection_dim = int(cfg.coreset_projection_dim if projection_dim is None else projection_dim)
+        self.levels = tuple(DEFAULT_LEVELS if levels is None else levels)
+        self.reweight = bool(cfg.patchcore_reweight if reweight is None else reweight)
+        self.num_neighbors = int(cfg.patchcore_neighbors if num_neighbors is None else num_neighbors)
+        self.smoothing_sigma = float(cfg.smoothing_sigma if smoothing_sigma is None else smoothing_sigma)
         channels = level_channels(feature_shapes)
         self.coreset_dtype = coreset_dtype
         self.chunk_elements = chunk_elements
@@ -232,17 +232,3 @@ class PatchCore:
         maps = smooth_maps(maps, self.smoothing_sigma)
         self.timings_["score_maps"] += time.perf_counter() - start
         return make_scores(maps, image_scores.double().cpu().numpy().astype(np.float64))
-
-
-PATCHCORE = METHODS.register(
-    "patchcore",
-    MethodSpec(
-        "patchcore",
-        None,
-        False,
-        "PatchCore: nearest-neighbour distance to a greedy coreset of locally aware patch features "
-        "(levels at strides 8 and 16), normal images only",
-        defaults={"meta_epochs": 1, "sub_epochs": 1},
-        builder=PatchCore,
-    ),
-)

@@ -40,7 +40,8 @@ from bgad.config import resolve_config
 from bgad.data.registry import load_category
 from bgad.features import FeatureCache
 from bgad.fileio import atomic_write_text
-from bgad.method import TrainingData, downsample_masks, load_builtin_methods
+from bgad.method import TrainingData, downsample_masks
+from bgad.methods import METHODS
 from bgad.metrics import image_auroc, pixel_auroc, pro_auc
 from bgad.paths import cache_dir
 from bgad.run import known_and_test, load_mask
@@ -129,7 +130,7 @@ def padim_reference(cfg, train, test, ev: Evaluation) -> dict:
     out = {}
     for name, levels in [("all", [0, 1, 2])] + [(f"level{i}", [i]) for i in range(len(train))]:
         feats = [train[i] for i in levels]
-        det = PaDiM(cfg, load_builtin_methods().get("padim"), [tuple(f.shape[1:]) for f in feats])
+        det = PaDiM(cfg, METHODS.get("padim"), [tuple(f.shape[1:]) for f in feats])
         det.fit(TrainingData(feats, None, [f[:0] for f in feats], None, None, "object", None))
         scores = det.score([test[i] for i in levels], (ev.size, ev.size))
         entry = {"image_auroc": image_auroc(ev.labels, scores.image_scores)}
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
     for name in args.experiments:
         what, overrides = EXPERIMENTS[name]
         cfg = resolve_config("quick", {}, {**base, "n_known_anomalies": args.known, **overrides})
-        spec = load_builtin_methods().get("nfad")
+        spec = METHODS.get("nfad")
         det = spec.build(cfg, [tuple(f.shape[1:]) for f in train], "cpu")
         curve: list[dict] = []
         eval_s = 0.0

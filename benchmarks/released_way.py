@@ -44,7 +44,8 @@ from bgad.backbones import BACKBONES, FeatureExtractor
 from bgad.config import RunConfig
 from bgad.data.registry import load_category
 from bgad.features import FeatureCache, to_tensor
-from bgad.method import FlowDetector, downsample_masks, learning_rate, load_builtin_methods
+from bgad.method import FlowDetector, downsample_masks, learning_rate
+from bgad.methods import METHODS
 from bgad.run import known_and_test, load_mask, resolve_device, seed_everything
 from bgad.scoring import Scores, anomaly_maps
 
@@ -317,7 +318,7 @@ def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
     """One cell the released code's way; per-meta-epoch metrics, time breakdown and counters."""
     t_start = time.perf_counter()
     cfg = released_config(cfg)
-    spec = load_builtin_methods().get(cfg.method)
+    spec = METHODS.get(cfg.method)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)

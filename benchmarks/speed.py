@@ -68,7 +68,8 @@ from bgad.data.convert import prepare_aitex  # noqa: E402
 from bgad.data.registry import load_category  # noqa: E402
 from bgad.features import FeatureCache  # noqa: E402
 from bgad.flows import ConditionalFlow, PositionalSubnet  # noqa: E402
-from bgad.method import FlowDetector, load_builtin_methods  # noqa: E402
+from bgad.method import FlowDetector  # noqa: E402
+from bgad.methods import METHODS  # noqa: E402
 from bgad.metrics import pro_auc, pro_auc_paper  # noqa: E402
 from bgad.paths import cache_dir  # noqa: E402
 from bgad.run import run_cell  # noqa: E402
@@ -535,7 +536,7 @@ def item3_setup(a: argparse.Namespace, device: torch.device, released: bool) -> 
     extractor = (ReleasedEncoder(cfg) if released else create_backbone(cfg.backbone, random_weights=True)).to(
         device
     )
-    spec = load_builtin_methods().get("bgad")
+    spec = METHODS.get("bgad")
     shapes = [(c, size // s, size // s) for c, s in zip(extractor.channels, extractor.strides, strict=True)]
     det = ReleasedWayDetector(cfg, spec, shapes, device, extractor)
     extractor(torch.rand(1, 3, size, size, device=device))  # warm-up
@@ -870,7 +871,7 @@ def item5(a: argparse.Namespace) -> dict:
 def item6(a: argparse.Namespace) -> dict:
     sizes = (2, 3, 4) if a.smoke else (10, 20, 40)
     n_normal, n_anom = (3, 5) if a.smoke else (10, 13)
-    spec = load_builtin_methods().get("nfad")
+    spec = METHODS.get("nfad")
     train_rows = []
     for n in sizes:
         root = make_slice(n, n_normal, n_anom)

@@ -140,7 +140,7 @@ def run(
                 expand=None,
                 subsets=None,
                 metrics=("image_auroc", "pixel_auroc", "pro"),
-                path="",
+                path="command line",
             )
         else:
             proto = load_protocol(protocol)
@@ -437,14 +437,35 @@ def regress(
     console.print(f"[green]no regression[/] in {len(checks)} comparison(s)")
 
 
+store_app = typer.Typer(help="Look after a result store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("migrate")
+def store_migrate(
+    results: Annotated[Path, typer.Option(help="Result store folder.")] = Path("results"),
+    expectations: Annotated[
+        Path | None,
+        typer.Option(help="Expectations CSV whose cell ids follow (default: <results>/expectations.csv)."),
+    ] = None,
+) -> None:
+    """Re-key records whose cell id changed with a new release (metrics untouched)."""
+    from bgad.store import ResultStore, migrate_cell_ids
+
+    moves = migrate_cell_ids(ResultStore(results), expectations or results / "expectations.csv")
+    for old, new in moves:
+        console.print(f"{old} -> {new}", highlight=False)
+    console.print(f"{len(moves)} record(s) re-keyed", highlight=False)
+
+
 @app.command("ls")
 def list_things() -> None:
     """List methods, backbones, datasets and profiles."""
     from bgad.backbones import BACKBONES
     from bgad.data.registry import DATASETS
-    from bgad.method import load_builtin_methods
+    from bgad.methods import METHODS
 
-    methods = load_builtin_methods()
+    methods = METHODS
     table = Table(title="bgad-bench registry")
     table.add_column("kind")
     table.add_column("name")
@@ -472,12 +493,12 @@ def show_config(
     set_: Annotated[list[str], typer.Option("--set", help="NAME=VALUE overrides.")] = [],  # noqa: B006
 ) -> None:
     """Print the resolved configuration (profile < method defaults < overrides) as JSON."""
-    from bgad.method import load_builtin_methods
+    from bgad.methods import METHODS
     from bgad.registry import UnknownNameError
 
     try:
-        spec = load_builtin_methods().get(method)
-        cfg: RunConfig = resolve_config(profile, spec.defaults, {**parse_set_options(set_), "method": method})
+        METHODS.get(method)
+        cfg: RunConfig = resolve_config(profile, parse_set_options(set_), [("--method", {"method": method})])
     except (ConfigError, UnknownNameError) as exc:
         raise _fail(str(exc)) from None
     console.print_json(json.dumps(cfg.to_dict()))

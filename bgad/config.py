@@ -1,176 +1,179 @@
-"""One frozen run configuration, resolved from profile file < method defaults < command line.
+"""A cell's resolved configuration: profile < method defaults < protocol < command line, validated.
 
-Profiles are TOML files under ``protocols/profiles/`` (installed as ``bgad.protocols``). Every field
-below can be overridden with ``--set name=value``; the resolved config is written into each result.
+``RunConfig`` is three typed parts (``bgad.params``): the cell (method, data, input, known
+anomalies, seed), the method's own parameters, and run-level settings (threads, device, paths) that
+never change a number. Settings are read as ``cfg.lr``; a setting of another method is an
+AttributeError, not a silent default. Every value is validated where it enters, and an error names
+the setting, what is allowed and where the value came from (profile file, protocol, ``--set``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tomllib
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from bgad.methods import METHODS, MethodSpec
+from bgad.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings
+from bgad.registry import UnknownNameError
 
 
 class ConfigError(ValueError):
-    """A bad option, profile file or override; the message names it."""
+    """A bad option, profile file or override; the message names it and where it came from."""
 
 
-# Settings that never change a cell's numbers: where inputs live, how fast it runs, what is kept.
-NOT_RESULT_SETTINGS = frozenset(
-    {
-        "data_root",
-        "backbone_weights",
-        "threads",
-        "device",
-        "malloc_tuning",
-        "shared_positions",
-        "feature_cache",
-        "loglik_samples",
-        "map_samples",
-    }
-)
+#: Chosen by the plan (protocol, --method/--dataset/--category/--seed/--profile), never by --set.
+AXES = {
+    "method": "--method",
+    "dataset": "--dataset",
+    "category": "--category",
+    "seed": "--seed",
+    "profile": "--profile",
+}
+RUN_SETTINGS = frozenset(RunSettings.model_fields)
+CELL_SETTINGS = frozenset(CellSettings.model_fields)
+PARAMETERS = frozenset(name for model in PARAMETER_MODELS for name in model.model_fields)
+KNOWN_SETTINGS = RUN_SETTINGS | CELL_SETTINGS | PARAMETERS
+#: Kept for readers of old code and records: the settings that are not part of a cell's id.
+NOT_RESULT_SETTINGS = RUN_SETTINGS
+
+Layer = tuple[str, dict[str, Any]]  # (where the values come from, the values)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that determines one cell's result (plus where its inputs live)."""
+    """The cell's settings (``cell``), its method's parameters (``params``) and run settings (``run``)."""
 
-    # what
-    method: str = "bgad"
-    dataset: str = "synthetic"
-    category: str = "weave"
-    data_root: str | None = None
-    seed: int = 0
-    profile: str = "quick"
-    # backbone and input
-    backbone: str = "tf_efficientnet_lite0"
-    backbone_weights: str | None = None
-    random_weights: bool = False
-    input_size: int = 256
-    # flows
-    n_blocks: int = 8
-    clamp: float = 1.9
-    cond_dim: int = 128
-    # "conditional" (positional condition, the default) or "unconditional" (released --flow_arch flow_model)
-    flow_arch: str = "conditional"
-    # "none" (released code: raw features) or "standardize" (fixed per-channel input layer, ℓ unchanged
-    # in definition; bgad/flows.py ConditionalFlow)
-    feature_norm: str = "none"
-    # Compute the positional code's share of each coupling subnet once per grid position (same math).
-    shared_positions: bool = True
-    # schedule (METHOD.md §3)
-    meta_epochs: int = 25
-    sub_epochs: int = 8
-    # Raise sub_epochs so that a meta-epoch trains on at least this many normal images (0: off)
-    min_images_per_meta_epoch: int = 0
-    phase1_epochs: int = 1
-    warmup_epochs: int = 2
-    batch_size: int = 32
-    lr: float = 2e-4
-    lr_min_factor: float = 1e-3
-    warmup_start_factor: float = 0.1
-    fiber_size: int = 4096
-    # known anomalies (METHOD.md §4)
-    n_known_anomalies: int = 10
-    anomaly_selection: str = "multi_class"
-    anomaly_defect_type: str | None = None
-    train_types: str | None = None  # comma-separated defect types known anomalies come from (None: all)
-    test_types: str | None = None  # comma-separated anomalous types kept in the test set (None: all)
-    repeats: int = 5
-    racp: bool = True
-    racp_per_anomaly: int = 5
-    racp_transforms: int = 3
-    balanced_sampler: bool = False
-    # boundary-guided loss
-    beta: float = 0.01
-    tau: float = 0.1
-    normalizer: float = 10.0
-    lam: float = 1.0
-    focal: bool = True
-    focal_clip: float | None = None
-    spp_variant: str = "code"
-    # reference baselines (PatchCore, PaDiM)
-    coreset_ratio: float = 0.1
-    coreset_projection_dim: int = 128
-    patchcore_reweight: bool = False
-    patchcore_neighbors: int = 9
-    padim_channels: int = 100
-    padim_ridge: float = 0.01
-    smoothing_sigma: float = 4.0
-    # evaluation and bookkeeping
-    eval_every: int = 1
-    loglik_samples: int = 5000
-    map_samples: int = 4
-    threads: int | None = None  # None: fitted to the free cores while the cell runs (bgad/threads.py)
-    device: str = "auto"  # "auto" = cuda when available, else cpu
-    # Raise glibc's malloc thresholds for this process (bgad/allocator.py): same numbers, fewer page faults.
-    malloc_tuning: bool = True
-    feature_cache: bool = True
-    feature_dtype: str = "float32"
+    cell: CellSettings
+    params: Settings
+    run: RunSettings
 
-    def with_overrides(self, overrides: dict[str, Any], source: str = "command line") -> RunConfig:
-        known = {f.name for f in fields(self)}
-        for key in overrides:
-            if key not in known:
-                raise ConfigError(
-                    f"unknown setting {key!r} ({source}); known settings: {', '.join(sorted(known))}"
-                )
-        hints = get_type_hints(RunConfig)
-        coerced = {k: _coerce(k, v, hints[k], source) for k, v in overrides.items()}
-        return dataclasses.replace(self, **coerced)
+    def __getattr__(self, name: str) -> Any:
+        for part in ("cell", "params", "run"):
+            model = object.__getattribute__(self, part)
+            if name in type(model).model_fields:
+                return getattr(model, name)
+        method = object.__getattribute__(self, "cell").method
+        raise AttributeError(f"{name!r} is not a setting of method {method!r}")
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS.get(self.cell.method)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """All settings, flat (the form records, tasks and ``--set`` use)."""
+        return {**self.cell.model_dump(), **self.params.model_dump(), **self.run.model_dump()}
 
     def result_hash(self) -> str:
-        """Hash of the settings that can change the result and differ from their defaults.
+        """Hash of the settings that can change the result and differ from their model's default.
 
-        Paths, threads, device and bookkeeping are left out; so are settings at their default value,
-        so adding a new setting (with a default that keeps the old behaviour) leaves every existing
-        cell id valid. Changing a default's behaviour bumps ``bgad.RESULT_VERSION`` instead.
+        Run settings are left out, and so are settings at their default value, so adding a setting
+        (with a default that keeps the old behaviour) leaves every existing cell id valid. Changing
+        a default's behaviour bumps ``bgad.RESULT_VERSION`` instead.
         """
-        defaults = RunConfig().to_dict()
-        spec = {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_SETTINGS and v != defaults[k]}
+        spec = {}
+        for model in (self.cell, self.params):
+            defaults = type(model)()
+            spec.update({k: v for k, v in model.model_dump().items() if v != getattr(defaults, k)})
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
+    def with_overrides(self, overrides: dict[str, Any], source: str = "command line") -> RunConfig:
+        """A copy with ``overrides`` applied (validated; axes included, as a plan may set them)."""
+        layers = [("resolved configuration", self.to_dict()), (source, dict(overrides))]
+        return build_config(layers, allow_axes=True)
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+    @classmethod
+    def of(cls, **settings: Any) -> RunConfig:
+        """Defaults, with the given settings (a convenience for code and tests)."""
+        return build_config([("arguments", settings)], allow_axes=True)
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any], source: str = "record") -> RunConfig:
+        """From a flat dict (a task, or a record's ``config``); settings of other methods are skipped."""
+        return build_config([(source, dict(settings))], allow_axes=True)
 
 
-def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    """Turn a command-line string (or a TOML value) into the field's declared type, or say why not."""
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), hint)
-    text = str(value).strip() if value is not None else ""
-    if value is None or (optional and isinstance(value, str) and text.lower() in {"none", "null", ""}):
-        if optional:
-            return None
-        raise ConfigError(f"setting {key} ({source}) cannot be empty")
+def build_config(layers: list[Layer], allow_axes: bool = False) -> RunConfig:
+    """Merge layers (later wins), check names, drop other methods' parameters, validate each part."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, layer in layers:
+        for key, value in layer.items():
+            _check_name(key, source, allow_axes)
+            values[key], origin[key] = _none_words(key, value), source
+    method = values.get("method", CellSettings.model_fields["method"].default)
     try:
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-        elif base is int and not isinstance(value, bool):
-            number = float(text)
-            if number.is_integer():
-                return int(number)
-        elif base is float and not isinstance(value, bool):
-            return float(text)
-        elif base is str:
-            return text
-    except ValueError:
-        pass
-    raise ConfigError(f"setting {key}={value!r} ({source}) is not a valid {getattr(base, '__name__', base)}")
+        spec = METHODS.get(method)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{exc} ({origin.get('method', 'default')})") from None
+    parts = {
+        "cell": (CellSettings, CELL_SETTINGS),
+        "params": (spec.params, frozenset(spec.params.model_fields)),
+        "run": (RunSettings, RUN_SETTINGS),
+    }
+    built = {}
+    for part, (model, names) in parts.items():
+        chosen = {k: v for k, v in values.items() if k in names}
+        try:
+            built[part] = model(**chosen)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, origin, model)) from None
+    return RunConfig(**built)
+
+
+def _optional(key: str) -> bool:
+    models = (CellSettings, RunSettings, *PARAMETER_MODELS)
+    return any(
+        key in m.model_fields and type(None) in get_args(m.model_fields[key].annotation) for m in models
+    )
+
+
+OPTIONAL_SETTINGS = frozenset(k for k in KNOWN_SETTINGS if _optional(k))
+
+
+def _none_words(key: str, value: Any) -> Any:
+    """``none``/``null``/empty for an optional setting mean None (left unset), as on the command line."""
+    if key in OPTIONAL_SETTINGS and isinstance(value, str) and value.strip().lower() in {"none", "null", ""}:
+        return None
+    return value
+
+
+def _check_name(key: str, source: str, allow_axes: bool) -> None:
+    if key not in KNOWN_SETTINGS:
+        import difflib
+
+        close = difflib.get_close_matches(key, sorted(KNOWN_SETTINGS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown setting {key!r} ({source}).{hint} See `bgad-bench config --describe`.")
+    if key in AXES and not allow_axes:
+        raise ConfigError(f"setting {key!r} cannot be set here ({source}); use {AXES[key]}")
+
+
+def _explain(exc: ValidationError, origin: dict[str, str], model: type[Settings]) -> str:
+    """pydantic's errors in our words: setting, value, what is allowed, where it came from."""
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else None
+        if key is None:  # a rule between settings (e.g. warm-up longer than the schedule)
+            message = str(err.get("ctx", {}).get("error", err["msg"]))
+            sources = sorted({origin[k] for k in origin if k in message})
+            lines.append(f"{message} ({', '.join(sources) or 'defaults'})")
+            continue
+        field = model.model_fields.get(key)
+        allowed = f"; {field.description}" if field is not None and field.description else ""
+        lines.append(
+            f"setting {key}={err.get('input')!r} ({origin.get(key, 'default')}): {err['msg']}{allowed}"
+        )
+    return "; ".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- profiles
 
 
 def profile_names() -> list[str]:
@@ -178,38 +181,81 @@ def profile_names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def load_profile(name_or_path: str) -> dict[str, Any]:
-    """Settings of a profile: a name under protocols/profiles/ or a path to a TOML file."""
+def _profile_source(name_or_path: str) -> tuple[str, str, str]:
+    """(text, origin for messages, profile name) of a profile name or TOML path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
-        text, origin = path.read_text(), str(path)
-    else:
-        res = resources.files("bgad.protocols").joinpath("profiles", f"{name_or_path}.toml")
-        if not res.is_file():
-            raise ConfigError(
-                f"unknown profile {name_or_path!r}; known profiles: {', '.join(profile_names())}"
-            )
-        text, origin = res.read_text(), f"profile {name_or_path}"
+        return path.read_text(), str(path), path.stem
+    res = resources.files("bgad.protocols").joinpath("profiles", f"{name_or_path}.toml")
+    if not res.is_file():
+        raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {', '.join(profile_names())}")
+    return res.read_text(), f"profile {name_or_path} (protocols/profiles/{name_or_path}.toml)", name_or_path
+
+
+def load_profile(name_or_path: str) -> dict[str, Any]:
+    """Settings of a profile: a name under protocols/profiles/ or a path to a TOML file (validated)."""
+    text, origin, _ = _profile_source(name_or_path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML ({exc})") from exc
-    settings = data.get("settings", {})
     unknown_top = set(data) - {"settings", "description"}
     if unknown_top:
         raise ConfigError(
             f"{origin}: unknown top-level keys {sorted(unknown_top)} (expected 'description', 'settings')"
         )
-    RunConfig().with_overrides(settings, source=origin)  # validates keys and types
+    settings = data.get("settings", {})
+    check_settings(settings, origin)
     return settings
 
 
-def resolve_config(profile: str, method_defaults: dict[str, Any], overrides: dict[str, Any]) -> RunConfig:
-    """profile file < method defaults < explicit overrides."""
-    base = RunConfig(profile=Path(profile).stem if profile.endswith(".toml") else profile)
-    cfg = base.with_overrides(load_profile(profile), source=f"profile {profile}")
-    cfg = cfg.with_overrides(method_defaults, source=f"method {overrides.get('method', cfg.method)} defaults")
-    return cfg.with_overrides(overrides)
+def check_settings(settings: dict[str, Any], source: str, allow_axes: bool = False) -> None:
+    """Names known and values valid for every model that has them (a file or protocol table)."""
+    for key in settings:
+        _check_name(key, source, allow_axes)
+    for model in (CellSettings, RunSettings, *PARAMETER_MODELS):
+        chosen = {k: _none_words(k, v) for k, v in settings.items() if k in model.model_fields}
+        if chosen:
+            try:
+                model(**chosen)
+            except ValidationError as exc:
+                raise ConfigError(_explain(exc, dict.fromkeys(chosen, source), model)) from None
+
+
+def resolve_config(
+    profile: str, overrides: dict[str, Any] | None = None, layers: list[Layer] | None = None
+) -> RunConfig:
+    """profile < method defaults < ``layers`` (protocol, plan) < ``overrides`` (the command line).
+
+    ``layers`` may set the axes (method, dataset, …); ``overrides`` may not. The method (from any of
+    them, default ``bgad``) decides which parameters apply: another method's settings in a profile or
+    protocol are skipped for this cell.
+    """
+    text, origin, name = _profile_source(profile)
+    profile_settings = load_profile(profile)
+    given = [*(layers or []), ("command line --set", dict(overrides or {}))]
+    for source, layer in given[-1:]:
+        for key in layer:
+            _check_name(key, source, allow_axes=False)
+    method = next((layer["method"] for _, layer in reversed(given) if "method" in layer), "bgad")
+    try:
+        spec = METHODS.get(method)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+    merged = [
+        ("plan", {"profile": name, "method": method}),
+        (origin, profile_settings),
+        (f"method {method} defaults", spec.defaults),
+        *given,
+    ]
+    applicable = CELL_SETTINGS | RUN_SETTINGS | frozenset(spec.params.model_fields)
+    return build_config(
+        [
+            (src, {k: v for k, v in layer.items() if k in applicable or k not in KNOWN_SETTINGS})
+            for src, layer in merged
+        ],
+        allow_axes=True,
+    )
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:
@@ -221,3 +267,25 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
         key, value = item.split("=", 1)
         out[key.strip()] = value
     return out
+
+
+def describe_settings() -> list[dict[str, Any]]:
+    """Every setting: group, name, type, default, constraints, description (for docs and the CLI)."""
+    rows = []
+    groups = [("cell", CellSettings), ("run", RunSettings)] + [(f"{m.__name__}", m) for m in PARAMETER_MODELS]
+    for group, model in groups:
+        users = ", ".join(n for n in METHODS.names() if METHODS.get(n).params is model) or "every method"
+        for name, field in model.model_fields.items():
+            limits = [str(m) for m in field.metadata]
+            rows.append(
+                {
+                    "group": group,
+                    "methods": users,
+                    "name": name,
+                    "type": str(field.annotation).replace("typing.", ""),
+                    "default": field.default,
+                    "limits": ", ".join(limits),
+                    "description": field.description or "",
+                }
+            )
+    return rows

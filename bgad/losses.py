@@ -13,22 +13,31 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from bgad.params import FlowParams
+
 _ABS_FLOOR = 1e-6
+# One source for the defaults: the typed flow parameters.
+_DEFAULTS = {name: field.default for name, field in FlowParams.model_fields.items()}
 
 
 @dataclass(frozen=True)
 class BoundaryLossConfig:
-    """Hyper-parameters of the boundary-guided loss; defaults are the CVPR scripts' values."""
+    """Hyper-parameters of the boundary-guided loss; defaults are FlowParams' (the CVPR scripts' values)."""
 
-    beta: float = 0.01
-    tau: float = 0.1
-    normalizer: float = 10.0
-    lam: float = 1.0
-    focal: bool = True
-    focal_clip: float | None = None
+    beta: float = _DEFAULTS["beta"]
+    tau: float = _DEFAULTS["tau"]
+    normalizer: float = _DEFAULTS["normalizer"]
+    lam: float = _DEFAULTS["lam"]
+    focal: bool = _DEFAULTS["focal"]
+    focal_clip: float | None = _DEFAULTS["focal_clip"]
     # "code": per-chunk boundary and means (released code); "paper": sums (arXiv Eq. 10) with a
     # boundary taken once from all normal locations of the image batch at that level.
-    spp_variant: Literal["code", "paper"] = "code"
+    spp_variant: Literal["code", "paper"] = _DEFAULTS["spp_variant"]
+
+    @classmethod
+    def from_settings(cls, cfg: object) -> BoundaryLossConfig:
+        """The loss settings of a run config (or any object with these attributes)."""
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
 
 
 def ml_loss(ll: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,10 +23,8 @@ from bgad.anomalies import RandAugmentCutPaste, balanced_batches
 from bgad.config import RunConfig
 from bgad.flows import ConditionalFlow
 from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
-from bgad.registry import Registry
+from bgad.methods import MethodSpec
 from bgad.scoring import Scores, anomaly_maps
-
-LossKind = Literal["ml", "bgad_wo", "bgad", "bgad_cc"]
 
 
 class Detector(Protocol):
@@ -43,70 +41,6 @@ class Detector(Protocol):
     ) -> Detector: ...
 
     def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores: ...
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: its loss, whether it trains on known anomalies, and default settings.
-
-    ``builder`` makes the detector (default: the flow detector with ``loss``); reference methods
-    that are not flows (e.g. nearest-neighbour baselines) register their own builder.
-    """
-
-    name: str
-    loss: LossKind | None
-    uses_anomalies: bool
-    description: str
-    defaults: dict = field(default_factory=dict)
-    builder: Callable[..., Detector] | None = None
-
-    def build(
-        self, cfg: RunConfig, feature_shapes: list[tuple[int, int, int]], device: torch.device | str
-    ) -> Detector:
-        """The detector for feature maps of the given (channels, height, width) per level."""
-        return (self.builder or FlowDetector)(cfg, self, feature_shapes, device)
-
-    def describe(self) -> dict:
-        builder = self.builder or FlowDetector
-        return {
-            "name": self.name,
-            "loss": self.loss,
-            "uses_anomalies": self.uses_anomalies,
-            "description": self.description,
-            "defaults": self.defaults,
-            "detector": f"{builder.__module__}.{builder.__qualname__}",
-        }
-
-
-METHODS: Registry[MethodSpec] = Registry("method")
-METHODS.register(
-    "bgad",
-    MethodSpec(
-        "bgad", "bgad", True, "BGAD: ML + boundary-guided semi-push-pull with known and RACP anomalies"
-    ),
-)
-METHODS.register(
-    "bgad_wo", MethodSpec("bgad_wo", "bgad_wo", False, "BGAD w/o anomalies: ML + semi-pull from meta-epoch 1")
-)
-METHODS.register(
-    "bgad_cc",
-    MethodSpec(
-        "bgad_cc",
-        "bgad_cc",
-        True,
-        "BGAD† (slides' ablation): the boundaries with a conventional pull-all/push-all contrastive loss",
-    ),
-)
-
-
-def load_builtin_methods() -> Registry[MethodSpec]:
-    """Import the baselines so that they register themselves (kept lazy: they pull nothing heavy)."""
-    import bgad.baselines.cflow_ad  # noqa: F401
-    import bgad.baselines.nfad  # noqa: F401
-    import bgad.baselines.padim  # noqa: F401
-    import bgad.baselines.patchcore  # noqa: F401
-
-    return METHODS
 
 
 class NonFiniteLossError(RuntimeError):
@@ -175,15 +109,7 @@ class FlowDetector:
         self.cfg = cfg
         self.device = torch.device(device)
         self.spec = spec
-        self.loss_cfg = BoundaryLossConfig(
-            beta=cfg.beta,
-            tau=cfg.tau,
-            normalizer=cfg.normalizer,
-            lam=cfg.lam,
-            focal=cfg.focal,
-            focal_clip=cfg.focal_clip,
-            spp_variant=cfg.spp_variant,  # type: ignore[arg-type]
-        )
+        self.loss_cfg = BoundaryLossConfig.from_settings(cfg)
         torch.manual_seed(cfg.seed)
         self.flows_ = [
             ConditionalFlow(

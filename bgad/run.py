@@ -33,7 +33,8 @@ from bgad.data.registry import load_category
 from bgad.data.samples import CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
 from bgad.fileio import atomic_write_text
-from bgad.method import Detector, TrainingData, downsample_masks, load_builtin_methods
+from bgad.method import Detector, TrainingData, downsample_masks
+from bgad.methods import METHODS
 from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
@@ -243,9 +244,10 @@ def fit_and_evaluate(
     times = {"evaluation_loglik_and_maps": 0.0, "evaluation_metrics": 0.0}
     size = (cfg.input_size, cfg.input_size)
     started = time.perf_counter()
+    meta_epochs = cfg.meta_epochs if cfg.spec.iterative else 1
 
     def evaluate(meta: int) -> None:
-        log.phase(f"evaluating meta-epoch {meta + 1}/{cfg.meta_epochs}")
+        log.phase(f"evaluating meta-epoch {meta + 1}/{meta_epochs}")
         t0 = time.perf_counter()
         scores = detector.score(test_feats, size)
         t1 = time.perf_counter()
@@ -263,15 +265,15 @@ def fit_and_evaluate(
                 log.warning(text)
         history.append(entry)
         last["scores"] = scores
-        log.info(epoch_line(entry, cfg.meta_epochs, time.perf_counter() - started))
+        log.info(epoch_line(entry, meta_epochs, time.perf_counter() - started))
 
     def on_sub_epoch(meta: int, sub: int) -> None:
         per_meta = getattr(detector, "sub_epochs_", 1)
         if sub == 0:
             log.phase(
-                f"training meta-epoch {meta + 1}/{cfg.meta_epochs} ({per_meta} pass(es) over the normal images)"
+                f"training meta-epoch {meta + 1}/{meta_epochs} ({per_meta} pass(es) over the normal images)"
             )
-        advance((meta * per_meta + sub + 1) / (cfg.meta_epochs * per_meta))
+        advance((meta * per_meta + sub + 1) / (meta_epochs * per_meta))
 
     detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
     times["fit_total"] = time.perf_counter() - started
@@ -374,7 +376,7 @@ def _run(
 ) -> dict:
     """The stages of one cell, timed; returns its record."""
     t_start = time.perf_counter()
-    spec = load_builtin_methods().get(cfg.method)
+    spec = METHODS.get(cfg.method)
     if cfg.malloc_tuning:
         tune_malloc()
     seed_everything(cfg.seed)

@@ -144,3 +144,37 @@ def flatten_record(rec: dict) -> dict:
         row[f"{name}_last"] = last.get(name)
         row[f"{name}_best"] = best.get(name, {}).get("value")
     return row
+
+
+def migrate_cell_ids(store: ResultStore, expectations: Path | None = None) -> list[tuple[str, str]]:
+    """Re-key records whose id the current code computes differently; their metrics stay untouched.
+
+    Why: a cell id hashes the settings that define the cell. When a release narrows which settings
+    a method has (e.g. PaDiM no longer carries the flows' schedule), the same cell gets a new id. Each
+    such folder is renamed, its record's ``cell_id`` and ``config`` rewritten (the old id is kept
+    under ``migrated_from``), and ``expectations`` (a CSV with a ``cell_id`` column) follows.
+    Returns (old id, new id) pairs.
+    """
+    from bgad.fileio import atomic_write_text
+
+    moves: list[tuple[str, str]] = []
+    for record in list(store.records()):
+        cfg = RunConfig.from_dict(record["config"])
+        new = cell_id(cfg, record["dataset"]["manifest_sha256"])
+        old = record["cell_id"]
+        if new == old:
+            continue
+        if store.cell_dir(new).exists():
+            raise FileExistsError(f"cannot re-key {old}: {store.cell_dir(new)} exists already")
+        record.update(cell_id=new, config=cfg.to_dict(), config_hash=cfg.result_hash())
+        record.setdefault("migrated_from", []).append(old)
+        atomic_write_text(store.cell_dir(old) / "result.json", json.dumps(record, indent=1) + "\n")
+        os.replace(store.cell_dir(old), store.cell_dir(new))
+        moves.append((old, new))
+    if moves and expectations is not None and expectations.is_file():
+        frame = pd.read_csv(expectations)
+        frame["cell_id"] = frame["cell_id"].replace(dict(moves))
+        atomic_write_with(expectations, lambda tmp: frame.to_csv(tmp, index=False))
+    if moves:
+        store.rebuild_table()
+    return moves

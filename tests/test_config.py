@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from bgad.bench.planner import check_overrides_apply
 from bgad.config import (
+    KNOWN_SETTINGS,
     ConfigError,
     RunConfig,
+    describe_settings,
     load_profile,
     parse_set_options,
     profile_names,
     resolve_config,
 )
+from bgad.methods import METHODS
 
 # --------------------------------------------------------------------------------------------------
 # profiles
@@ -28,14 +32,14 @@ def test_builtin_profiles_exist() -> None:
 def test_builtin_profiles_load_and_validate(name: str) -> None:
     settings = load_profile(name)
     assert settings  # non-empty
-    cfg = resolve_config(name, {}, {})
+    cfg = resolve_config(name)
     assert cfg.profile == name
     for key, value in settings.items():
         assert getattr(cfg, key) == value, key
 
 
 def test_paper_profile_is_the_paper_setting() -> None:
-    cfg = resolve_config("paper", {}, {})
+    cfg = resolve_config("paper")
     assert cfg.backbone == "tf_efficientnet_b6"
     assert cfg.input_size == 256
     assert (cfg.meta_epochs, cfg.sub_epochs) == (25, 8)
@@ -50,7 +54,7 @@ def test_paper_profile_is_the_paper_setting() -> None:
 
 
 def test_quick_profile_uses_offline_backbone() -> None:
-    cfg = resolve_config("quick", {}, {})
+    cfg = resolve_config("quick")
     assert cfg.backbone == "tf_efficientnet_lite0"
     assert cfg.meta_epochs < 25
 
@@ -69,7 +73,7 @@ def test_profile_file_with_misspelt_key(tmp_path: Path) -> None:
     assert "meta_epoch" in str(err.value)
     assert str(path) in str(err.value)
     with pytest.raises(ConfigError, match="meta_epoch"):
-        resolve_config(str(path), {}, {})
+        resolve_config(str(path))
 
 
 def test_profile_file_with_bad_value_and_bad_top_level(tmp_path: Path) -> None:
@@ -92,7 +96,7 @@ def test_profile_file_with_bad_value_and_bad_top_level(tmp_path: Path) -> None:
 def test_profile_from_file_takes_its_stem_as_name(tmp_path: Path) -> None:
     path = tmp_path / "tiny.toml"
     path.write_text("[settings]\nmeta_epochs = 2\nfocal_clip = 50.0\n")
-    cfg = resolve_config(str(path), {}, {})
+    cfg = resolve_config(str(path))
     assert cfg.profile == "tiny"
     assert cfg.meta_epochs == 2 and cfg.focal_clip == 50.0
 
@@ -108,7 +112,7 @@ def test_profile_from_file_takes_its_stem_as_name(tmp_path: Path) -> None:
         ("meta_epochs", " 7 ", 7),
         ("meta_epochs", "3.0", 3),
         ("lr", "1e-3", 1e-3),
-        ("lr", "2", 2.0),
+        ("lr", "0.5", 0.5),
         ("focal", "true", True),
         ("focal", "False", False),
         ("racp", "0", False),
@@ -124,7 +128,7 @@ def test_profile_from_file_takes_its_stem_as_name(tmp_path: Path) -> None:
     ],
 )
 def test_overrides_are_coerced(key: str, text: str, expected: object) -> None:
-    cfg = RunConfig().with_overrides({key: text})
+    cfg = RunConfig.of().with_overrides({key: text})
     value = getattr(cfg, key)
     assert value == expected
     assert type(value) is type(expected)
@@ -143,18 +147,18 @@ def test_overrides_are_coerced(key: str, text: str, expected: object) -> None:
 )
 def test_bad_override_values_name_key_and_source(key: str, text: str) -> None:
     with pytest.raises(ConfigError) as err:
-        RunConfig().with_overrides({key: text}, source="--set")
+        RunConfig.of().with_overrides({key: text}, source="--set")
     assert key in str(err.value) and "--set" in str(err.value)
 
 
 def test_unknown_override_key_names_key_and_source() -> None:
     with pytest.raises(ConfigError) as err:
-        RunConfig().with_overrides({"metaepochs": "3"}, source="command line")
+        RunConfig.of().with_overrides({"metaepochs": "3"}, source="command line")
     msg = str(err.value)
     assert "metaepochs" in msg and "command line" in msg
     assert "meta_epochs" in msg  # the known settings are listed
     with pytest.raises(ConfigError, match="command line"):
-        resolve_config("quick", {}, {"betta": "0.1"})
+        resolve_config("quick", {"betta": "0.1"})
 
 
 def test_parse_set_options() -> None:
@@ -170,18 +174,79 @@ def test_parse_set_options() -> None:
 def test_precedence_profile_then_method_defaults_then_overrides(tmp_path: Path) -> None:
     path = tmp_path / "prof.toml"
     path.write_text("[settings]\nmeta_epochs = 6\nsub_epochs = 2\nfiber_size = 4096\nbeta = 0.05\n")
-    method_defaults = {"fiber_size": 256, "meta_epochs": 4, "backbone": "wide_resnet50_2"}
-    cfg = resolve_config(str(path), method_defaults, {"meta_epochs": "2"})
-    assert cfg.meta_epochs == 2  # override beats method default beats profile
+    cfg = resolve_config(str(path), {"meta_epochs": "2"}, [("plan", {"method": "cflow"})])
+    assert cfg.meta_epochs == 2  # override beats profile
     assert cfg.fiber_size == 256  # method default beats profile
     assert cfg.backbone == "wide_resnet50_2"
     assert cfg.sub_epochs == 2 and cfg.beta == 0.05  # profile beats dataclass default
-    assert cfg.tau == RunConfig().tau  # dataclass default where nobody says anything
+    assert cfg.tau == RunConfig.of().tau  # dataclass default where nobody says anything
 
 
-def test_bad_method_default_names_the_method() -> None:
-    with pytest.raises(ConfigError, match="cflow"):
-        resolve_config("quick", {"fibre_size": 256}, {"method": "cflow"})
+def test_every_method_default_is_a_valid_setting() -> None:
+    for name in METHODS.names():
+        cfg = resolve_config("quick", layers=[("plan", {"method": name})])
+        for key, value in METHODS.get(name).defaults.items():
+            assert getattr(cfg, key) == value, (name, key)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("sub_epochs", "0", "greater than or equal to 1"),
+        ("batch_size", "0", "greater than or equal to 1"),
+        ("eval_every", "0", "greater than or equal to 1"),
+        ("input_size", "0", "greater than or equal to 32"),
+        ("input_size", "100", "multiple of 32"),
+        ("n_blocks", "0", "greater than or equal to 1"),
+        ("threads", "0", "greater than or equal to 1"),
+        ("meta_epochs", "0", "greater than or equal to 1"),
+        ("n_known_anomalies", "-1", "greater than or equal to 0"),
+        ("feature_dtype", "float64", "float32"),
+        ("spp_variant", "bogus", "'code' or 'paper'"),
+        ("beta", "1.5", "less than 1"),
+    ],
+)
+def test_out_of_range_values_are_rejected_with_the_range(key: str, value: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve_config("quick", {key: value})
+    message = str(err.value)
+    assert f"{key}=" in message and allowed in message and "--set" in message
+
+
+def test_rules_between_settings_name_their_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="warmup_epochs=1 exceeds meta_epochs=0|greater than or equal to 1"):
+        resolve_config("quick", {"meta_epochs": "0"})
+    with pytest.raises(ConfigError, match="phase1_epochs=2 exceeds meta_epochs=1"):
+        resolve_config("quick", {"meta_epochs": "1"})
+
+
+@pytest.mark.parametrize("key", ["profile", "dataset", "method", "category", "seed"])
+def test_plan_axes_cannot_be_set(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"use --{key}"):
+        resolve_config("quick", {key: "paper"})
+
+
+def test_a_method_has_only_its_own_parameters() -> None:
+    padim = resolve_config("quick", layers=[("plan", {"method": "padim"})])
+    assert padim.padim_channels == 100
+    with pytest.raises(AttributeError, match="not a setting of method 'padim'"):
+        _ = padim.lr
+    assert "lr" not in padim.to_dict() and "meta_epochs" not in padim.to_dict()
+    bgad = resolve_config("quick")
+    with pytest.raises(AttributeError):
+        _ = bgad.coreset_ratio
+
+
+def test_overrides_must_apply_to_a_planned_method() -> None:
+    check_overrides_apply({"lr": "1e-3", "threads": "1"}, ["bgad", "padim"])
+    with pytest.raises(ConfigError, match="belongs to"):
+        check_overrides_apply({"lr": "1e-3"}, ["padim"])
+
+
+def test_every_setting_is_described() -> None:
+    rows = describe_settings()
+    assert {r["name"] for r in rows} == set(KNOWN_SETTINGS)
+    assert all(r["description"] for r in rows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,15 +254,15 @@ def test_bad_method_default_names_the_method() -> None:
 
 
 def test_result_hash_is_stable_and_sensitive() -> None:
-    base = RunConfig()
-    assert base.result_hash() == RunConfig().result_hash()
+    base = RunConfig.of()
+    assert base.result_hash() == RunConfig.of().result_hash()
     assert len(base.result_hash()) == 16
     for key, value in [("beta", 0.05), ("seed", 1), ("focal", False), ("backbone", "tf_efficientnet_b6")]:
         assert base.with_overrides({key: value}).result_hash() != base.result_hash(), key
 
 
 def test_result_hash_ignores_paths_threads_and_device() -> None:
-    base = RunConfig()
+    base = RunConfig.of()
     same = base.with_overrides({"data_root": "/somewhere/else", "threads": "16", "device": "cpu"})
     assert same.result_hash() == base.result_hash()
     assert same.to_dict() != base.to_dict()

@@ -197,7 +197,7 @@ def test_resize_helpers() -> None:
 
 @pytest.fixture
 def cfg() -> RunConfig:
-    return RunConfig()  # lr 2e-4, 25 meta-epochs, 2 warm-up epochs from lr/10, cosine to lr·1e-3
+    return RunConfig.of()  # lr 2e-4, 25 meta-epochs, 2 warm-up epochs from lr/10, cosine to lr·1e-3
 
 
 def _cosine(cfg: RunConfig, epoch: float) -> float:
@@ -239,7 +239,7 @@ def test_decays_towards_lr_min(cfg: RunConfig) -> None:
 
 
 def test_no_warmup() -> None:
-    cfg = RunConfig(warmup_epochs=0, meta_epochs=4)
+    cfg = RunConfig.of(warmup_epochs=0, meta_epochs=4)
     assert learning_rate(cfg, 0, 0.0) == pytest.approx(cfg.lr, rel=1e-12)
     assert learning_rate(cfg, 2, 0.3) == pytest.approx(_cosine(cfg, 2), rel=1e-12)
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bgad.config import resolve_config
 from bgad.data.images import DatasetError
-from bgad.method import FlowDetector, NonFiniteLossError, load_builtin_methods
+from bgad.method import FlowDetector, NonFiniteLossError
 from bgad.run import run_cell
 
 TINY = {
@@ -28,9 +28,8 @@ TINY = {
 
 def _cfg(**overrides):
     method = overrides.get("method", "bgad")
-    return resolve_config(
-        "quick", load_builtin_methods().get(method).defaults, {"category": "widget", **TINY, **overrides}
-    )
+    settings = {"method": method, "category": "widget", **TINY, **overrides}
+    return resolve_config("quick", layers=[("test", settings)])
 
 
 def _record(folder: Path) -> dict:
@@ -155,6 +154,6 @@ def test_bgad_beats_nfad_on_pixel_auroc(tmp_path: Path) -> None:
     settings = {"input_size": 128, "meta_epochs": 4, "sub_epochs": 2, "phase1_epochs": 1, "warmup_epochs": 2}
     pixel = {}
     for method in ("bgad", "nfad"):
-        cfg = resolve_config("quick", {}, {"method": method, "category": "widget", **settings})
+        cfg = resolve_config("quick", layers=[("test", {"method": method, "category": "widget", **settings})])
         pixel[method] = _record(run_cell(cfg, tmp_path))["metrics"]["last_epoch"]["pixel_auroc"]
     assert pixel["bgad"] > pixel["nfad"] + 0.005, pixel

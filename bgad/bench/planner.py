@@ -6,16 +6,16 @@ version of the code; the protocol name is left out, so a cell shared by two tabl
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bgad
-from bgad.bench.protocols import Protocol, defect_subsets
-from bgad.config import ConfigError, RunConfig, resolve_config
+from bgad.bench.protocols import Protocol, Variant, defect_subsets
+from bgad.config import CELL_SETTINGS, KNOWN_SETTINGS, RUN_SETTINGS, ConfigError, RunConfig, resolve_config
 from bgad.data.registry import DATASETS, list_dataset_categories, load_category
+from bgad.methods import METHODS, methods_using
+from bgad.store import cell_id
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Cell:
     variant: str
     config: RunConfig
     manifest_sha256: str
+    grid_label: str = ""  # the grid point / variant, so two cells never share a label
 
     @property
     def id(self) -> str:
@@ -33,16 +34,27 @@ class Cell:
     def label(self) -> str:
         c = self.config
         extra = f" type={c.anomaly_defect_type}" if c.anomaly_defect_type else ""
-        variant = f" [{self.variant}]" if self.variant != "default" else ""
-        return f"{c.dataset}/{c.category}{extra} {c.method} seed {c.seed}{variant}"
+        point = f" [{self.grid_label}]" if self.grid_label else ""
+        return f"{c.dataset}/{c.category}{extra} {c.method} seed {c.seed}{point}"
 
 
-def cell_id(cfg: RunConfig, manifest_sha256: str) -> str:
-    """Readable prefix + hash of (resolved config, data manifest, code result version)."""
-    digest = hashlib.sha256(
-        f"{cfg.result_hash()}|{manifest_sha256}|{bgad.RESULT_VERSION}".encode()
-    ).hexdigest()[:16]
-    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
+def _grid_label(grid_point: dict[str, Any], variant: Variant) -> str:
+    parts = [] if variant.name == "default" else [variant.name]
+    parts += [f"{k}={v}" for k, v in grid_point.items()]
+    return " ".join(parts)
+
+
+def check_overrides_apply(overrides: dict[str, Any], methods: list[str]) -> None:
+    """A --set that no planned method uses is a mistake (e.g. ``lr`` for PaDiM alone): say so."""
+    for key in overrides:
+        if key in CELL_SETTINGS or key in RUN_SETTINGS or key not in KNOWN_SETTINGS:
+            continue
+        if not any(key in METHODS.get(m).params.model_fields for m in methods):
+            users = ", ".join(methods_using(key))
+            raise ConfigError(
+                f"--set {key}: none of the planned methods ({', '.join(methods)}) has this setting; "
+                f"it belongs to {users}"
+            )
 
 
 def plan(
@@ -56,15 +68,15 @@ def plan(
     data_root: Path | None = None,
 ) -> list[Cell]:
     """All cells of ``protocol`` on one dataset, narrowed by the given categories, methods and seeds."""
-    from bgad.method import load_builtin_methods
-
-    registry = load_builtin_methods()
+    registry = METHODS
+    run_overrides = dict(overrides or {})
     dataset = _choose_dataset(protocol, dataset)
     if dataset not in DATASETS:
         DATASETS.get(dataset)  # raises with the list of known datasets
     wanted_methods = list(methods or protocol.methods)
     for m in wanted_methods:
         registry.get(m)
+    check_overrides_apply(run_overrides, wanted_methods)
     allowed = protocol.datasets[dataset]
     available = list_dataset_categories(dataset, data_root)
     chosen = list(categories or allowed or available)
@@ -95,21 +107,19 @@ def plan(
             for grid_point, type_point, method, seed in itertools.product(
                 grid_axis, type_axis, variant_methods, list(seeds or protocol.seeds)
             ):
-                settings = {
-                    **protocol.settings,
-                    **variant.settings,
-                    **grid_point,
-                    **type_point,
-                    **subset_settings,
-                    **(overrides or {}),
-                    "method": method,
-                    "dataset": dataset,
-                    "category": category,
-                    "seed": seed,
-                    "data_root": str(data_root) if data_root else None,
-                }
-                cfg = resolve_config(profile or protocol.profile, registry.get(method).defaults, settings)
-                cells.append(Cell(protocol.name, variant.name, cfg, manifest))
+                where = protocol.path
+                layers = [
+                    (f"{where} [settings]", protocol.settings),
+                    (f"{where} variant {variant.name!r}", variant.settings),
+                    (f"{where} [grid]", grid_point),
+                    (f"{where} (defect type)", {**type_point, **subset_settings}),
+                    ("plan", {"method": method, "dataset": dataset, "category": category, "seed": seed}),
+                    ("--data-root", {"data_root": str(data_root)} if data_root else {}),
+                ]
+                cfg = resolve_config(profile or protocol.profile, run_overrides, layers)
+                cells.append(
+                    Cell(protocol.name, variant.name, cfg, manifest, _grid_label(grid_point, variant))
+                )
     return cells
 
 

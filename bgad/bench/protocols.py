@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bgad.config import ConfigError, RunConfig
+from bgad.config import ConfigError, check_settings
 
 PROTOCOL_KEYS = {
     "description",
@@ -120,21 +120,20 @@ def load_protocol(name_or_path: str) -> Protocol:
     for required in ("description", "methods", "datasets"):
         if required not in data:
             raise ConfigError(f"{origin}: missing required key {required!r}")
-    probe = RunConfig()
     settings = dict(data.get("settings", {}))
-    probe.with_overrides(settings, source=f"{origin} [settings]")
+    check_settings(settings, f"{origin} [settings]")
     grid = {k: tuple(v) for k, v in data.get("grid", {}).items()}
     for key, values in grid.items():
         if not values:
             raise ConfigError(f"{origin} [grid]: axis {key!r} has no values")
         for value in values:
-            probe.with_overrides({key: value}, source=f"{origin} [grid]")
+            check_settings({key: value}, f"{origin} [grid]")
     variants = []
     for i, raw in enumerate(data.get("variants", [])):
         _check_keys(raw, VARIANT_KEYS, f"{origin} [[variants]] #{i + 1}")
         if "name" not in raw:
             raise ConfigError(f"{origin} [[variants]] #{i + 1}: missing 'name'")
-        probe.with_overrides(raw.get("settings", {}), source=f"{origin} variant {raw['name']!r}")
+        check_settings(raw.get("settings", {}), f"{origin} variant {raw['name']!r}")
         methods = tuple(raw["methods"]) if "methods" in raw else None
         variants.append(Variant(raw["name"], dict(raw.get("settings", {})), methods))
     expand = data.get("expand")

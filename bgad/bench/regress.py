@@ -160,7 +160,9 @@ def rerun_cell(record: dict, work_dir: Path) -> dict:
     """Run the record's cell again from scratch (no feature cache) and return the new record."""
     from bgad.run import run_cell
 
-    cfg = RunConfig(**{**record["config"], "feature_cache": False})
+    cfg = RunConfig.from_dict(
+        {**record["config"], "feature_cache": False}, source=f"record {record['cell_id']}"
+    )
     folder = run_cell(cfg, work_dir)
     if folder.name != record["cell_id"]:
         raise ConfigError(

@@ -58,7 +58,8 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
             if variant.methods is not None and method not in variant.methods:
                 continue
             required = {**protocol.settings, **variant.settings}
-            if all(cfg.get(k) == v for k, v in required.items()):
+            # a setting the method does not have (e.g. a flow schedule for PaDiM) does not exclude it
+            if all(cfg.get(k, v) == v for k, v in required.items()):
                 break
         else:
             continue
@@ -76,7 +77,7 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
             "backbone": cfg["backbone"],
             "input_size": cfg["input_size"],
             "cell_id": rec["cell_id"],
-            "settings": {k: cfg[k] for k in ("n_known_anomalies", "beta", "tau", "racp", "focal")},
+            "settings": {k: cfg.get(k) for k in ("n_known_anomalies", "beta", "tau", "racp", "focal")},
         }
         for name in METRIC_LABELS:
             row[f"{name}|last"] = rec["metrics"]["last_epoch"].get(name)

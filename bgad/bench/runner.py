@@ -47,7 +47,7 @@ def execute_cell(task: CellTask) -> str:
     if store.is_complete(task.cell_id):
         return task.cell_id
     status, progress = _progress_hook(task) if _progress_hook else (None, None)
-    folder = run_cell(RunConfig(**task.config), store.cells_dir, status=status, progress=progress)
+    folder = run_cell(RunConfig.from_dict(task.config), store.cells_dir, status=status, progress=progress)
     if folder.name != task.cell_id:
         raise RuntimeError(
             f"cell {task.label}: the data changed since planning ({folder.name} != {task.cell_id})"

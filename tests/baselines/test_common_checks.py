@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from bgad.config import RunConfig
-from bgad.method import TrainingData, load_builtin_methods
+from bgad.method import TrainingData
+from bgad.methods import METHODS
 from bgad.run import run_cell
 
 SIZE = 32
@@ -34,7 +35,7 @@ TINY = {
     "racp": False,
     "input_size": SIZE,
 }
-METHOD_NAMES = load_builtin_methods().names()
+METHOD_NAMES = METHODS.names()
 
 
 def _data(seed: int) -> tuple[TrainingData, list[torch.Tensor]]:
@@ -56,8 +57,8 @@ def _data(seed: int) -> tuple[TrainingData, list[torch.Tensor]]:
 
 
 def _fit_score(name: str, seed: int = 0):
-    spec = load_builtin_methods().get(name)
-    cfg = RunConfig(method=name, seed=seed).with_overrides({**spec.defaults, **TINY})
+    spec = METHODS.get(name)
+    cfg = RunConfig.of(method=name, seed=seed).with_overrides({**spec.defaults, **TINY})
     detector = spec.build(cfg, SHAPES, "cpu")
     evaluated: list[int] = []
     data, test = _data(seed)
@@ -91,12 +92,8 @@ def test_method_is_deterministic_for_a_seed(name: str) -> None:
 def test_reference_baseline_end_to_end_cell(name: str, tmp_path: Path) -> None:
     from bgad.config import resolve_config
 
-    spec = load_builtin_methods().get(name)
-    cfg = resolve_config(
-        "quick",
-        spec.defaults,
-        {"method": name, "category": "widget", "input_size": 64, "n_known_anomalies": 2},
-    )
+    settings = {"method": name, "category": "widget", "input_size": 64, "n_known_anomalies": 2}
+    cfg = resolve_config("quick", layers=[("test", settings)])
     folder = run_cell(cfg, tmp_path)
     rec = json.loads((folder / "result.json").read_text())
     assert rec["status"] == "complete" and rec["method"]["name"] == name

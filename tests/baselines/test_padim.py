@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from bgad.baselines.padim import PaDiM
 
 from bgad.config import RunConfig
-from bgad.method import METHODS, TrainingData
+from bgad.method import TrainingData
+from bgad.methods import METHODS
 
 SHAPES = [(3, 8, 8), (5, 4, 4), (6, 2, 2)]
 
@@ -41,7 +42,9 @@ def _numpy_reference(
 def test_mahalanobis_equals_numpy_per_position() -> None:
     gen = torch.Generator().manual_seed(0)
     train, test = _feats(20, gen), _feats(4, gen)
-    det = PaDiM(RunConfig(seed=3), METHODS.get("padim"), SHAPES, n_channels=7, chunk_images=6)
+    det = PaDiM(
+        RunConfig.of(method="padim", seed=3), METHODS.get("padim"), SHAPES, n_channels=7, chunk_images=6
+    )
     det.fit(TrainingData(train, None, None, None, None, "object", None))
     ours = det.mahalanobis(test).numpy()
     ref = _numpy_reference(train, test, det.channel_indices_.numpy(), 0.01)
@@ -53,10 +56,12 @@ def test_mahalanobis_equals_numpy_per_position() -> None:
 
 def test_channel_subset_is_seeded_sorted_and_capped() -> None:
     spec = METHODS.get("padim")
-    a = PaDiM(RunConfig(seed=1), spec, SHAPES, n_channels=5).channel_indices_
-    b = PaDiM(RunConfig(seed=1), spec, SHAPES, n_channels=5).channel_indices_
-    c = PaDiM(RunConfig(seed=2), spec, SHAPES, n_channels=5).channel_indices_
+    a = PaDiM(RunConfig.of(method="padim", seed=1), spec, SHAPES, n_channels=5).channel_indices_
+    b = PaDiM(RunConfig.of(method="padim", seed=1), spec, SHAPES, n_channels=5).channel_indices_
+    c = PaDiM(RunConfig.of(method="padim", seed=2), spec, SHAPES, n_channels=5).channel_indices_
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a, a.sort().values) and len(a.unique()) == 5
-    full = PaDiM(RunConfig(seed=1), spec, SHAPES).channel_indices_  # default 100 > 14 channels: all
+    full = PaDiM(
+        RunConfig.of(method="padim", seed=1), spec, SHAPES
+    ).channel_indices_  # default 100 > 14 channels: all
     assert full.tolist() == list(range(14))

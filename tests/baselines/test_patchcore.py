@@ -12,7 +12,8 @@ import torch
 from bgad.baselines.patchcore import PatchCore, greedy_coreset, sparse_random_projection
 
 from bgad.config import RunConfig
-from bgad.method import METHODS, TrainingData
+from bgad.method import TrainingData
+from bgad.methods import METHODS
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "coreset.py"
 
@@ -67,7 +68,10 @@ def test_patchcore_scores_a_training_image_near_zero_with_the_full_bank() -> Non
     train = _feats(5, gen)
     data = TrainingData(train, None, None, None, None, "object", None)
     det = PatchCore(
-        RunConfig(seed=0), METHODS.get("patchcore"), [(4, 16, 16), (6, 8, 8), (8, 4, 4)], coreset_ratio=1.0
+        RunConfig.of(method="patchcore", seed=0),
+        METHODS.get("patchcore"),
+        [(4, 16, 16), (6, 8, 8), (8, 4, 4)],
+        coreset_ratio=1.0,
     )
     det.fit(data)
     assert det.counters_["coreset_size"] == det.counters_["memory_bank_patches"] == 5 * 8 * 8
@@ -85,11 +89,19 @@ def test_patchcore_reweighting_changes_only_the_image_scores() -> None:
     test = _feats(3, gen)
     shapes = [(4, 16, 16), (6, 8, 8), (8, 4, 4)]
     plain = (
-        PatchCore(RunConfig(seed=0), METHODS.get("patchcore"), shapes, coreset_ratio=0.3)
+        PatchCore(
+            RunConfig.of(method="patchcore", seed=0), METHODS.get("patchcore"), shapes, coreset_ratio=0.3
+        )
         .fit(data)
         .score(test, (16, 16))
     )
-    rew = PatchCore(RunConfig(seed=0), METHODS.get("patchcore"), shapes, coreset_ratio=0.3, reweight=True)
+    rew = PatchCore(
+        RunConfig.of(method="patchcore", seed=0),
+        METHODS.get("patchcore"),
+        shapes,
+        coreset_ratio=0.3,
+        reweight=True,
+    )
     rew = rew.fit(data).score(test, (16, 16))
     np.testing.assert_array_equal(plain.maps, rew.maps)
     assert (rew.image_scores <= plain.image_scores).all() and (rew.image_scores > 0).all()

@@ -8,7 +8,7 @@ import pytest
 
 from bgad.bench.protocols import load_protocol, protocol_names
 from bgad.config import ConfigError
-from bgad.method import load_builtin_methods
+from bgad.methods import METHODS
 
 EXPECTED = {
     "multi_class",
@@ -29,7 +29,7 @@ def test_every_protocol_of_the_paper_is_there() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_protocol_validates_and_names_only_registered_methods(name: str) -> None:
     proto = load_protocol(name)
-    methods = load_builtin_methods()
+    methods = METHODS
     for method in proto.methods:
         assert method in methods, f"{name}: {method}"
     for variant in proto.variants:

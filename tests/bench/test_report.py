@@ -21,8 +21,8 @@ from bgad.bench.report import (
     summarize,
     write_report,
 )
-from bgad.store import ResultStore
 from bgad.metrics import METRIC_VARIANTS
+from bgad.store import ResultStore
 
 GOLDEN = Path(__file__).parent / "golden"
 

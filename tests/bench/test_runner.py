@@ -15,8 +15,8 @@ from bgad.bench.executors import LocalExecutor
 from bgad.bench.planner import plan
 from bgad.bench.protocols import load_protocol
 from bgad.bench.runner import execute_cell, pending_tasks
-from bgad.store import ResultStore
 from bgad.cli import app
+from bgad.store import ResultStore
 
 TINY = {
     "input_size": 64,
@@ -112,10 +112,29 @@ def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
     assert again.output.count("done  synthetic-weave-nfad") == 2
 
 
-def test_failed_cells_are_listed_and_exit_non_zero(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, _run_args(tmp_path, "--max-retries", "1", "--set", "lr=nan"))
+def test_failed_cells_are_listed_with_their_log_and_exit_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bgad.run
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("the backbone broke")
+
+    monkeypatch.setattr(bgad.run, "compute_features", broken)
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--max-retries", "0"))
     assert result.exit_code == 1
-    assert "1 cell(s) failed" in result.output and "Invalid learning rate" in result.output
+    assert "1 cell(s) failed" in result.output and "the backbone broke" in result.output
+    failed = next((tmp_path / "cells").glob("*.failed"))
+    assert "computing features" in (failed / "run.log").read_text()  # the log's last lines are shown
+    assert "| " in result.output and str(failed / "run.log") in result.output.replace("\n", "")
+    traceback_text = (failed / "error.txt").read_text()
+    assert traceback_text.startswith("Traceback") and "the backbone broke" in traceback_text
+
+
+def test_bad_setting_stops_the_plan_before_any_cell(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--set", "lr=nan", "--dry-run"))
+    assert result.exit_code == 2 and "lr=" in result.output and "--set" in result.output
+    assert not (tmp_path / "cells").exists()
 
 
 @pytest.mark.slurm

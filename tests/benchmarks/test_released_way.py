@@ -21,7 +21,7 @@ from bgad.metrics import pro_auc_paper  # noqa: E402
 
 
 def test_released_encoder_keeps_every_stage_and_gives_our_features() -> None:
-    cfg = RunConfig(backbone="tf_efficientnet_lite0", random_weights=True, input_size=64)
+    cfg = RunConfig.of(backbone="tf_efficientnet_lite0", random_weights=True, input_size=64)
     torch.manual_seed(0)
     encoder = ReleasedEncoder(cfg)
     torch.manual_seed(0)

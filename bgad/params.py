@@ -1,0 +1,166 @@
+"""Typed settings: what a run needs (``RunSettings``), what defines a cell (``CellSettings``) and each
+method's own parameters (``FlowParams``, ``PatchCoreParams``, ``PaDiMParams``).
+
+Each model is the single definition of its settings: name, type, default, allowed range and a
+one-line description (shown by ``bgad-bench config --describe``). pydantic validates every value
+where it enters (profile file, protocol, ``--set``), so a bad value stops the plan before any cell
+runs, with the setting's name, the allowed range and where the value came from. Defaults are the
+released code's (METHOD.md); changing one changes cell ids (``RunConfig.result_hash``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Settings(BaseModel):
+    """Frozen, strict about names (unknown keys are errors), lenient about ``"3"`` → 3 from the command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RunSettings(Settings):
+    """How and where a cell runs. None of these can change its numbers, so none is part of a cell's id."""
+
+    data_root: str | None = Field(
+        None, description="dataset folder in the MVTec layout (default: the prepared copy)"
+    )
+    backbone_weights: str | None = Field(
+        None, description="local weights file for the backbone (no download)"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; None: fitted to the free cores while the cell runs"
+    )
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto, cpu, cuda or cuda:N"
+    )
+    malloc_tuning: bool = Field(
+        True, description="raise glibc's malloc thresholds (same numbers, fewer page faults)"
+    )
+    shared_positions: bool = Field(
+        True,
+        description="compute the positional code's share of each coupling once per grid row/column (same math)",
+    )
+    feature_cache: bool = Field(True, description="keep backbone features on disk for later runs")
+    loglik_samples: int = Field(
+        5000, ge=0, description="log-likelihood samples per level kept for histograms"
+    )
+    map_samples: int = Field(4, ge=1, description="test images whose anomaly maps are kept for panels")
+
+
+AnomalySelection = Literal["multi_class", "one_class"]
+
+
+class CellSettings(Settings):
+    """What a cell is: method, data, backbone and input, known anomalies, seed."""
+
+    method: str = Field("bgad", description="registered method (bgad-bench ls)")
+    dataset: str = Field("synthetic", description="registered dataset")
+    category: str = Field("weave", description="category of the dataset")
+    seed: int = Field(0, ge=0, description="seed of every random choice of the cell")
+    profile: str = Field(
+        "quick", description="the profile the settings were resolved from (set by --profile)"
+    )
+    backbone: str = Field("tf_efficientnet_lite0", description="backbone preset (bgad-bench ls)")
+    random_weights: bool = Field(False, description="random backbone weights (timing only; recorded)")
+    input_size: int = Field(256, ge=32, le=2048, multiple_of=32, description="square input size in pixels")
+    feature_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of cached features")
+    n_known_anomalies: int = Field(10, ge=0, description="known anomalies drawn from the test set (-k)")
+    anomaly_selection: AnomalySelection = Field(
+        "multi_class",
+        description="multi_class: from all defect types; one_class: from anomaly_defect_type only",
+    )
+    anomaly_defect_type: str | None = Field(
+        None, description="defect type of the known anomalies (one_class)"
+    )
+    train_types: str | None = Field(
+        None, description="comma-separated defect types known anomalies come from"
+    )
+    test_types: str | None = Field(None, description="comma-separated anomalous types kept in the test set")
+
+
+class FlowParams(Settings):
+    """BGAD's flows, schedule, known-anomaly data and boundary-guided loss (METHOD.md §2–4)."""
+
+    n_blocks: int = Field(8, ge=1, le=64, description="coupling blocks per flow")
+    clamp: float = Field(1.9, gt=0, description="affine clamping of the coupling blocks")
+    cond_dim: int = Field(128, ge=4, multiple_of=4, description="dimension of the 2-D positional code")
+    flow_arch: Literal["conditional", "unconditional"] = Field(
+        "conditional", description="positional condition (released default) or none (released flow_model)"
+    )
+    feature_norm: Literal["none", "standardize"] = Field(
+        "none", description="none (released) or a fixed standardising input layer; ℓ keeps its definition"
+    )
+    meta_epochs: int = Field(25, ge=1, description="meta-epochs (an evaluation after each)")
+    sub_epochs: int = Field(8, ge=1, description="passes over the normal images per meta-epoch")
+    min_images_per_meta_epoch: int = Field(
+        0, ge=0, description="raise sub_epochs until a meta-epoch sees this many normal images (0: off)"
+    )
+    phase1_epochs: int = Field(
+        1, ge=0, description="meta-epochs of normal-only training before the boundary loss"
+    )
+    warmup_epochs: int = Field(2, ge=0, description="meta-epochs of linear learning-rate warm-up")
+    batch_size: int = Field(32, ge=1, description="images per batch")
+    lr: float = Field(2e-4, gt=0, le=1, description="Adam learning rate")
+    lr_min_factor: float = Field(1e-3, gt=0, le=1, description="cosine schedule ends at lr·lr_min_factor")
+    warmup_start_factor: float = Field(
+        0.1, gt=0, le=1, description="warm-up starts at lr·warmup_start_factor"
+    )
+    fiber_size: int = Field(4096, ge=2, description="feature positions per optimizer step")
+    repeats: int = Field(5, ge=0, description="copies of each real known anomaly per epoch")
+    racp: bool = Field(True, description="RandAugmented CutPaste anomalies")
+    racp_per_anomaly: int = Field(5, ge=0, description="RACP samples per known anomaly per epoch")
+    racp_transforms: int = Field(3, ge=1, le=10, description="RandAugment transforms per RACP sample")
+    balanced_sampler: bool = Field(False, description="the CVPR text's 2:1 normal:anomalous batches")
+    beta: float = Field(0.01, gt=0, lt=1, description="normal boundary quantile β")
+    tau: float = Field(0.1, ge=0, description="margin τ between the boundaries")
+    normalizer: float = Field(10.0, gt=0, description="log-likelihood normaliser ν")
+    lam: float = Field(1.0, ge=0, description="weight λ of the semi-push-pull loss")
+    focal: bool = Field(True, description="asymmetric focal weighting")
+    focal_clip: float | None = Field(
+        None, gt=0, description="upper clip of the anomalous focal weight (None: unbounded)"
+    )
+    spp_variant: Literal["code", "paper"] = Field(
+        "code", description="per-chunk means (code) or sums (paper)"
+    )
+    eval_every: int = Field(1, ge=1, description="evaluate every this many meta-epochs (and after the last)")
+
+    @model_validator(mode="after")
+    def _phases_fit(self) -> FlowParams:
+        for name in ("phase1_epochs", "warmup_epochs"):
+            if getattr(self, name) > self.meta_epochs:
+                raise ValueError(f"{name}={getattr(self, name)} exceeds meta_epochs={self.meta_epochs}")
+        return self
+
+
+class PatchCoreParams(Settings):
+    """PatchCore (Roth et al., CVPR 2022) on the suite's features: a reference, not in the paper."""
+
+    coreset_ratio: float = Field(
+        0.1, gt=0, le=1, description="fraction of patches kept by the greedy coreset"
+    )
+    coreset_projection_dim: int = Field(128, ge=1, description="random projection for the coreset distances")
+    patchcore_reweight: bool = Field(
+        False, description="the paper's image-score re-weighting over 9 neighbours"
+    )
+    patchcore_neighbors: int = Field(9, ge=1, description="coreset neighbours of the re-weighting")
+    smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the maps (σ in pixels)")
+
+
+class PaDiMParams(Settings):
+    """PaDiM (Defard et al., ICPR 2021) on the suite's features: a reference, not in the paper."""
+
+    padim_channels: int = Field(100, ge=1, description="random channel subset of the concatenated levels")
+    padim_ridge: float = Field(0.01, gt=0, description="ridge added to each covariance")
+    smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the maps (σ in pixels)")
+
+
+#: Every method-parameter model (a setting named in any of them is a known setting).
+PARAMETER_MODELS: tuple[type[Settings], ...] = (FlowParams, PatchCoreParams, PaDiMParams)
+
+
+def fields_of(model: type[Settings]) -> dict[str, object]:
+    """Field name -> pydantic FieldInfo of a settings model."""
+    return dict(model.model_fields)

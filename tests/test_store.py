@@ -1,0 +1,81 @@
+"""The result store: cell ids, the atomic cell folder, re-keying records after an id change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bgad.config import RunConfig
+from bgad.store import ResultStore, cell_folder, cell_id, migrate_cell_ids
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_committed_record_has_the_id_the_code_computes() -> None:
+    """Committed results stay valid across releases (or were re-keyed by ``bgad-bench store migrate``)."""
+    store = ResultStore(REPO / "results")
+    records = list(store.records())
+    if not records:
+        pytest.skip("no committed results in this checkout")
+    for record in records:
+        cfg = RunConfig.from_dict(record["config"])
+        assert cell_id(cfg, record["dataset"]["manifest_sha256"]) == record["cell_id"]
+
+
+def _old_padim_record(store: ResultStore) -> str:
+    """A record as an older release wrote it: PaDiM's config still carrying the flows' schedule."""
+    cfg = RunConfig.of(method="padim", dataset="aitex", category="aitex", input_size=128)
+    config = {**cfg.to_dict(), "meta_epochs": 1, "sub_epochs": 1, "lr": 2e-4, "phase1_epochs": 2}
+    old_id = "aitex-aitex-padim-seed0-0123456789abcdef"
+    folder = store.cell_dir(old_id)
+    folder.mkdir(parents=True)
+    record = {
+        "cell_id": old_id,
+        "status": "complete",
+        "config": config,
+        "config_hash": "old",
+        "dataset": {"manifest_sha256": "m" * 64},
+        "metrics": {"last_epoch": {"image_auroc": 0.8}, "best_per_metric_paper_compatible": {}},
+    }
+    (folder / "result.json").write_text(json.dumps(record))
+    return old_id
+
+
+def test_migration_rekeys_and_keeps_the_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ResultStore(tmp_path)
+    old_id = _old_padim_record(store)
+    expectations = tmp_path / "expectations.csv"
+    pd.DataFrame(
+        {"cell_id": [old_id], "profile": ["quick"], "metric": ["image_auroc"], "value": [0.8]}
+    ).to_csv(expectations, index=False)
+    monkeypatch.setattr(ResultStore, "rebuild_table", lambda self: None)  # minimal records: no table
+    moves = migrate_cell_ids(store, expectations)
+    assert len(moves) == 1 and moves[0][0] == old_id
+    new_id = moves[0][1]
+    record = store.record(new_id)
+    assert record["cell_id"] == new_id and record["migrated_from"] == [old_id]
+    assert record["metrics"]["last_epoch"]["image_auroc"] == 0.8
+    assert "lr" not in record["config"]
+    assert not store.cell_dir(old_id).exists()
+    assert pd.read_csv(expectations)["cell_id"].tolist() == [new_id]
+    assert migrate_cell_ids(store, expectations) == []  # idempotent
+
+
+def test_cell_folder_renames_on_success_and_keeps_failures_aside(tmp_path: Path) -> None:
+    with cell_folder(tmp_path, "cell-a") as work:
+        (work / "result.json").write_text("{}")
+    assert (tmp_path / "cell-a" / "result.json").exists()
+    assert stat.S_IMODE((tmp_path / "cell-a").stat().st_mode) == 0o755
+    with pytest.raises(RuntimeError), cell_folder(tmp_path, "cell-b") as work:
+        (work / "run.log").write_text("started\n")
+        raise RuntimeError("boom")
+    assert (tmp_path / "cell-b.failed" / "run.log").exists() and not (tmp_path / "cell-b").exists()
+    with cell_folder(tmp_path, "cell-b") as work:  # a later success clears the old failure
+        (work / "result.json").write_text("{}")
+    assert (tmp_path / "cell-b").exists() and not (tmp_path / "cell-b.failed").exists()
+    shutil.rmtree(tmp_path / "cell-a")
