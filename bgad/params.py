@@ -65,6 +65,10 @@ class CellSettings(Settings):
     )
     backbone: str = Field("tf_efficientnet_lite0", description="backbone preset (bgad-bench ls)")
     random_weights: bool = Field(False, description="random backbone weights (timing only; recorded)")
+    category_kind: Literal["auto", "texture", "object"] = Field(
+        "auto",
+        description="texture (RACP pastes anywhere) or object; auto: the dataset's facts or bgad_dataset.json",
+    )
     input_size: int = Field(256, ge=32, le=2048, multiple_of=32, description="square input size in pixels")
     feature_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of cached features")
     n_known_anomalies: int = Field(10, ge=0, description="known anomalies drawn from the test set (-k)")

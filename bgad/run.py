@@ -10,6 +10,7 @@ looks like a result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -30,7 +31,7 @@ from bgad.cell_log import CellLog, log_to_file
 from bgad.config import ConfigError, RunConfig
 from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
-from bgad.data.samples import CategoryData, Sample
+from bgad.data.samples import MIN_TEST_IMAGES, CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
 from bgad.fileio import atomic_write_text
 from bgad.method import Detector, TrainingData, downsample_masks
@@ -174,8 +175,10 @@ def cell_label(cfg: RunConfig) -> str:
     return f"{cfg.dataset}/{cfg.category} {cfg.method} seed {cfg.seed}"
 
 
-def load_inputs(cfg: RunConfig, data: CategoryData) -> CellInputs:
+def load_inputs(cfg: RunConfig, data: CategoryData, log: CellLog | None = None) -> CellInputs:
     """Stage 1: the cell's known anomalies, reduced test set, labels and test masks."""
+    if cfg.category_kind != "auto":
+        data = dataclasses.replace(data, kind=cfg.category_kind)
     known, test = known_and_test(cfg, data)
     if not any(s.is_anomalous for s in test) or all(s.is_anomalous for s in test):
         raise DatasetError(
@@ -183,6 +186,15 @@ def load_inputs(cfg: RunConfig, data: CategoryData) -> CellInputs:
         )
     labels = np.array([s.label for s in test])
     masks = np.stack([load_mask(s, cfg.input_size)[0] for s in test]) if data.has_pixel_masks else None
+    small = {"normal": int((labels == 0).sum()), "anomalous": int(labels.sum())}
+    for what, count in small.items():
+        if count < MIN_TEST_IMAGES and log is not None:
+            log.warning(
+                f"only {count} {what} test image(s) in {data.dataset}/{data.category}: one image moves the AUROC "
+                f"by {1 / max(count, 1):.2f} or more; read its metrics as rough"
+            )
+    if not data.has_pixel_masks and log is not None:
+        log.info(f"{data.dataset}/{data.category} has no pixel masks: image-level metrics only")
     return CellInputs(data, known, test, labels, masks)
 
 
@@ -380,7 +392,7 @@ def _run(
     if cfg.malloc_tuning:
         tune_malloc()
     seed_everything(cfg.seed)
-    inputs = load_inputs(cfg, data)
+    inputs = load_inputs(cfg, data, log)
     device = resolve_device(cfg.device)
     log.phase("computing features")
     start = time.perf_counter()

@@ -82,7 +82,7 @@ def _protocol_dir():
 
 
 # Data files beside the protocols that are not protocols themselves.
-NOT_PROTOCOLS = {"mvtec_defect_subsets", "regression"}
+NOT_PROTOCOLS = {"mvtec_defect_subsets", "regression", "datasets"}
 
 
 def protocol_names() -> list[str]:

@@ -34,6 +34,7 @@ from bgad.data.manifest import (
 )
 from bgad.data.mvtec import MVTEC_CATEGORIES, MVTEC_TEXTURE_CATEGORIES, load_mvtec_category
 from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
+from bgad.data.specs import DATASET_SPECS
 
 __all__ = [
     "BTAD_CATEGORIES",
@@ -45,29 +46,15 @@ __all__ = [
     "prepare_mvtec",
 ]
 
-BTAD_CATEGORIES = ("01", "02", "03")
-BTAD_TRAIN_COUNTS = {"01": 400, "02": 1000, "03": 399}
+_BTAD = DATASET_SPECS.get("btad")
+_MVTEC = DATASET_SPECS.get("mvtec")
+BTAD_CATEGORIES = _BTAD.categories
+BTAD_TRAIN_COUNTS = {c: n.train for c, n in _BTAD.counts.items()}
 BTAD_DEFECT = "ko"
-
-#: MVTec AD per category: (train, test, test good) from DATASETS.md.
+#: MVTec AD per category: (train, test, test good), from protocols/datasets.toml.
 MVTEC_COUNTS: dict[str, tuple[int, int, int]] = {
-    "bottle": (209, 83, 20),
-    "cable": (224, 150, 58),
-    "capsule": (219, 132, 23),
-    "carpet": (280, 117, 28),
-    "grid": (264, 78, 21),
-    "hazelnut": (391, 110, 40),
-    "leather": (245, 124, 32),
-    "metal_nut": (220, 115, 22),
-    "pill": (267, 167, 26),
-    "screw": (320, 160, 41),
-    "tile": (230, 117, 33),
-    "toothbrush": (60, 42, 12),
-    "transistor": (213, 100, 60),
-    "wood": (247, 79, 19),
-    "zipper": (240, 151, 32),
+    c: (n.train, n.test_normal + n.test_anomalous, n.test_normal) for c, n in _MVTEC.counts.items()
 }
-assert sum(v[0] for v in MVTEC_COUNTS.values()) == 3629 and sum(v[1] for v in MVTEC_COUNTS.values()) == 1725
 
 
 def _hint() -> str:

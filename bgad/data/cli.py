@@ -19,6 +19,7 @@ from rich.console import Console
 
 from bgad.data.images import DatasetError
 from bgad.data.manifest import DATASET_INFO_FILE
+from bgad.data.specs import dataset_names
 from bgad.paths import data_dir
 
 __all__ = ["data_app"]
@@ -27,9 +28,10 @@ data_app = typer.Typer(help="Download, prepare (convert) and verify datasets.", 
 console = Console()
 err = Console(stderr=True)
 
-DOWNLOADABLE = ("mvtec", "btad")
-CONVERTIBLE = ("aitex", "elpv", "brainmri", "headct")
+DOWNLOADABLE = dataset_names("archive")
+CONVERTIBLE = dataset_names("raw")
 ALL = (*DOWNLOADABLE, *CONVERTIBLE)
+VERIFIABLE = (*ALL, "folder")
 
 
 def _root(name: str, root: Path | None) -> Path:
@@ -70,7 +72,7 @@ def _summary(root: Path) -> None:
 def download(
     name: Annotated[str, typer.Argument(help="mvtec or btad")],
     root: Annotated[
-        Path | None, typer.Option("--root", help="dataset folder (default: data_dir()/NAME)")
+        Path | None, typer.Option("--data-root", "--root", help="dataset folder (default: data_dir()/NAME)")
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
 ) -> None:
@@ -98,7 +100,8 @@ def prepare(
         Path | None, typer.Option("--archive", help="downloaded archive (mvtec, btad)")
     ] = None,
     root: Annotated[
-        Path | None, typer.Option("--root", help="dataset folder to create (default: data_dir()/NAME)")
+        Path | None,
+        typer.Option("--data-root", "--root", help="dataset folder to create (default: data_dir()/NAME)"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed of the 75/25 normal train/test split")] = 42,
     no_checksum: Annotated[
@@ -140,9 +143,11 @@ def prepare(
 
 @data_app.command()
 def verify(
-    name: Annotated[str, typer.Argument(help=f"one of {', '.join(ALL)}")],
+    name: Annotated[
+        str, typer.Argument(help=f"one of {', '.join(VERIFIABLE)} (folder: your own, with --data-root)")
+    ],
     root: Annotated[
-        Path | None, typer.Option("--root", help="dataset folder (default: data_dir()/NAME)")
+        Path | None, typer.Option("--data-root", "--root", help="dataset folder (default: data_dir()/NAME)")
     ] = None,
     no_counts: Annotated[
         bool, typer.Option("--no-counts", help="do not compare with the official counts")
@@ -151,7 +156,12 @@ def verify(
     """Check NAME at --root: layout, counts, readable images, binary masks of the right size, manifest."""
     from bgad.data.verify import verify_dataset
 
-    name = _check_name(name, ALL)
+    name = _check_name(name, VERIFIABLE)
+    if name == "folder" and root is None:
+        err.print(
+            "error: `verify folder` checks your own folder: give it with --data-root DIR.", markup=False
+        )
+        raise typer.Exit(2)
     dest = _root(name, root)
     problems = verify_dataset(name, dest, check_counts=not no_counts)
     if problems:
@@ -159,4 +169,24 @@ def verify(
         for p in problems:
             err.print(f"- {p}", soft_wrap=True, markup=False, highlight=False)
         raise typer.Exit(1)
+    for warning in small_test_sets(name, dest):
+        console.print(f"warning: {warning}", markup=False, highlight=False)
     console.print(f"{name} at {dest}: OK", markup=False, highlight=False)
+
+
+def small_test_sets(name: str, root: Path) -> list[str]:
+    """Categories whose test set is too small for an AUROC to mean much (fewer than 10 of a class)."""
+    from bgad.data.registry import list_dataset_categories, load_category
+    from bgad.data.samples import MIN_TEST_IMAGES
+
+    out = []
+    for cat in list_dataset_categories(name, root):
+        data = load_category(name, cat, root)
+        normal = sum(1 for s in data.test if not s.is_anomalous)
+        anomalous = len(data.test) - normal
+        if min(normal, anomalous) < MIN_TEST_IMAGES:
+            out.append(
+                f"{cat}: {normal} normal and {anomalous} anomalous test images; with fewer than "
+                f"{MIN_TEST_IMAGES} of either, one image moves an AUROC by 0.1 or more"
+            )
+    return out

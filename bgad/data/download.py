@@ -20,10 +20,10 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from bgad.data.images import DatasetError
+from bgad.data.specs import DATASET_SPECS, ArchiveSpec, dataset_names
 from bgad.paths import cache_dir
 
 __all__ = [
@@ -55,34 +55,8 @@ class UnsafeArchiveError(DatasetError):
     """An archive member would be written outside the extraction folder (or is a device/odd file)."""
 
 
-@dataclass(frozen=True)
-class ArchiveSpec:
-    name: str
-    filename: str
-    sha256: str
-    mirrors: tuple[str, ...]
-    homepage: str
-
-
-ARCHIVES: dict[str, ArchiveSpec] = {
-    "mvtec": ArchiveSpec(
-        name="mvtec",
-        filename="mvtec_anomaly_detection.tar.xz",
-        sha256="cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d",
-        mirrors=(
-            "https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/420938113-1629952094/"
-            "mvtec_anomaly_detection.tar.xz",
-        ),
-        homepage="https://www.mvtec.com/company/research/datasets/mvtec-ad",
-    ),
-    "btad": ArchiveSpec(
-        name="btad",
-        filename="btad.zip",
-        sha256="461c9387e515bfed41ecaae07c50cf6b10def647b36c9e31d239ab2736b10d2a",
-        mirrors=("https://avires.dimi.uniud.it/papers/btad/btad.zip",),
-        homepage="https://avires.dimi.uniud.it/papers/btad/",
-    ),
-}
+#: The downloadable datasets' archives (facts in protocols/datasets.toml).
+ARCHIVES: dict[str, ArchiveSpec] = {n: DATASET_SPECS.get(n).archive for n in dataset_names("archive")}
 
 
 def default_archive_path(name: str) -> Path:

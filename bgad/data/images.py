@@ -46,7 +46,7 @@ def _open_decoded(path: Path, what: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(
             f"cannot read {what} {path}: {exc.__class__.__name__}: {exc}. The file is corrupt, truncated or "
-            "not an image; re-download or re-convert the dataset (or delete the file)."
+            "not an image; re-download or re-convert the dataset (or move the file out of the dataset folder)."
         ) from exc
     return img
 

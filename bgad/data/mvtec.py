@@ -25,6 +25,7 @@ from typing import Any
 
 from bgad.data.images import IMAGE_EXTENSIONS, DatasetError, is_image_file
 from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
+from bgad.data.specs import DATASET_SPECS
 
 __all__ = [
     "DATASET_INFO_FILE",
@@ -37,11 +38,8 @@ __all__ = [
 
 DATASET_INFO_FILE = "bgad_dataset.json"
 
-MVTEC_TEXTURE_CATEGORIES: frozenset[str] = frozenset({"carpet", "grid", "leather", "tile", "wood"})
-MVTEC_CATEGORIES: tuple[str, ...] = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)  # fmt: skip
+MVTEC_TEXTURE_CATEGORIES: frozenset[str] = DATASET_SPECS.get("mvtec").texture
+MVTEC_CATEGORIES: tuple[str, ...] = DATASET_SPECS.get("mvtec").categories
 
 _KINDS = ("texture", "object")
 
@@ -127,13 +125,13 @@ def _list_images(folder: Path) -> list[Path]:
         if _is_dir(e):
             raise DatasetError(
                 f"unexpected folder {p} inside image folder {folder}; image folders must hold image files only "
-                "(move or delete it)."
+                "(move it out of the dataset folder)."
             )
         if not is_image_file(p):
             raise DatasetError(
                 f"unexpected file {p} in image folder {folder}: extension {p.suffix or '(none)'!r} is not one of "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Convert or delete it; files are never silently "
-                "skipped."
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Convert it or move it out of the dataset folder; "
+                "files are never silently skipped."
             )
         images.append(p)
     return images
@@ -154,12 +152,13 @@ def _mask_index(folder: Path) -> dict[str, Path]:
     return index
 
 
-def _category_kind(category: str, info: dict[str, Any] | None) -> str:
+def _category_kind(dataset: str, category: str, info: dict[str, Any] | None) -> str:
+    """The folder's own ``bgad_dataset.json`` first, then the dataset's spec, else ``object``."""
     spec = (info or {}).get("categories", {}).get(category)
     if isinstance(spec, dict) and spec.get("kind") in _KINDS:
         return spec["kind"]
-    if category in MVTEC_TEXTURE_CATEGORIES:
-        return "texture"
+    if dataset in DATASET_SPECS:
+        return DATASET_SPECS.get(dataset).kind(category)
     return "object"
 
 
@@ -197,7 +196,7 @@ def load_mvtec_category(
         if e.name != NORMAL_TYPE:
             raise DatasetError(
                 f"unexpected entry {Path(e.path)} in {train_dir}; training data must be normal images in "
-                f"{good_dir} only (move or delete it)."
+                f"{good_dir} only (move it out of the dataset folder)."
             )
     train_imgs = _list_images(good_dir)
     if not train_imgs:
@@ -232,7 +231,7 @@ def load_mvtec_category(
         if not _is_dir(e):
             raise DatasetError(
                 f"unexpected file {p} directly in {test_dir}; test images belong in test/good or test/<defect> "
-                "(move or delete it)."
+                "(move it out of the dataset folder)."
             )
         defect = e.name
         images = _list_images(p)
@@ -252,7 +251,7 @@ def load_mvtec_category(
         more = f"; and {len(missing_masks) - 5} more" if len(missing_masks) > 5 else ""
         raise DatasetError(
             f"{len(missing_masks)} defect image(s) of {dataset} category {category!r} have no mask: {shown}{more}. "
-            "Restore the masks (re-extract / re-convert the dataset) or remove those images."
+            "Restore the masks (re-extract / re-convert the dataset) or move those images out of the dataset folder."
         )
     if not test:
         raise DatasetError(
@@ -265,7 +264,7 @@ def load_mvtec_category(
         root=root,
         train=train,
         test=tuple(test),
-        kind=_category_kind(category, info),  # type: ignore[arg-type]
+        kind=_category_kind(dataset, category, info),  # type: ignore[arg-type]
         has_pixel_masks=bool(has_pixel_masks),
         extra={"layout": "mvtec"},
     )

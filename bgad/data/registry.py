@@ -13,6 +13,7 @@ from pathlib import Path
 from bgad.data.images import DatasetError
 from bgad.data.mvtec import list_categories, load_mvtec_category
 from bgad.data.samples import CategoryData
+from bgad.data.specs import DATASET_SPECS
 from bgad.data.synthetic import ensure_synthetic_dataset
 from bgad.paths import data_dir
 from bgad.registry import Registry
@@ -27,12 +28,15 @@ __all__ = [
 
 Loader = Callable[[Path | None, str], CategoryData]
 
+#: dataset name -> loader; the names and facts are those of ``DATASET_SPECS`` (a test keeps them equal).
 DATASETS: Registry[Loader] = Registry("dataset")
 _LISTERS: dict[str, Callable[[Path | None], list[str]]] = {}
 
 #: Datasets with image-level labels only (no pixel masks, so no pixel metrics).
-IMAGE_LEVEL_ONLY: frozenset[str] = frozenset({"elpv", "brainmri", "headct"})
-_MVTEC_LAYOUT = ("mvtec", "aitex", "elpv", "brainmri", "headct")
+IMAGE_LEVEL_ONLY: frozenset[str] = frozenset(
+    n for n in DATASET_SPECS.names() if not DATASET_SPECS.get(n).pixel_masks
+)
+_MVTEC_LAYOUT = tuple(n for n in DATASET_SPECS.names() if DATASET_SPECS.get(n).layout == "mvtec")
 
 
 def default_root(dataset: str) -> Path:
@@ -97,6 +101,24 @@ def _list_btad(root: Path | None) -> list[str]:
 
 DATASETS.register("btad", _load_btad)
 _LISTERS["btad"] = _list_btad
+
+
+def _user_root(root: Path | None) -> Path:
+    if root is None:
+        raise DatasetError(
+            "the folder dataset is your own MVTec-layout folder: give it with --data-root DIR "
+            "(DIR/<category>/train/good, DIR/<category>/test/<type>, optional DIR/<category>/ground_truth/<type>)"
+        )
+    return root
+
+
+def _load_folder(root: Path | None, category: str) -> CategoryData:
+    """Your own folder in the MVTec layout: any category names, pixel masks optional."""
+    return load_mvtec_category(_user_root(root), category, "folder")
+
+
+DATASETS.register("folder", _load_folder)
+_LISTERS["folder"] = lambda root: list_categories(_user_root(root), dataset="folder")
 
 
 def load_category(dataset: str, category: str, root: Path | None = None) -> CategoryData:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 NORMAL_TYPE = "good"
+#: Below this many normal or anomalous test images an AUROC moves in steps too coarse to compare.
+MIN_TEST_IMAGES = 10
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,12 @@ What is checked (every problem names the file and says what to do):
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from bgad.data.btad import (
-    BTAD_CATEGORIES,
-    BTAD_TRAIN_COUNTS,
-    MVTEC_COUNTS,
     list_btad_categories,
     load_btad_category,
 )
@@ -30,19 +28,17 @@ from bgad.data.images import DatasetError, is_image_file, read_image, read_mask
 from bgad.data.manifest import DATASET_INFO_FILE, MANIFEST_FILE, read_manifest, sha256_file
 from bgad.data.mvtec import list_categories, load_mvtec_category
 from bgad.data.samples import CategoryData
+from bgad.data.specs import DATASET_SPECS
 
 __all__ = ["IMAGE_LEVEL_ONLY", "OFFICIAL_COUNTS", "verify_dataset"]
 
-IMAGE_LEVEL_ONLY = frozenset({"elpv", "brainmri", "headct"})
+IMAGE_LEVEL_ONLY = frozenset(n for n in DATASET_SPECS.names() if not DATASET_SPECS.get(n).pixel_masks)
 
-#: dataset -> category -> (train, test normal, test anomalous); None = not known.
+#: dataset -> category -> (train, test normal, test anomalous); None = not fixed (protocols/datasets.toml).
 OFFICIAL_COUNTS: dict[str, dict[str, tuple[int | None, int | None, int | None]]] = {
-    "mvtec": {c: (tr, good, te - good) for c, (tr, te, good) in MVTEC_COUNTS.items()},
-    "btad": {c: (n, None, None) for c, n in BTAD_TRAIN_COUNTS.items()},
-    "brainmri": {"brainmri": (73, 25, 155)},
-    "headct": {"headct": (75, 25, 100)},
-    "elpv": {"elpv": (1131, 377, None)},
-    "aitex": {"aitex": (1692, 564, 183)},
+    n: {c: (k.train, k.test_normal, k.test_anomalous) for c, k in DATASET_SPECS.get(n).counts.items()}
+    for n in DATASET_SPECS.names()
+    if DATASET_SPECS.get(n).source in ("archive", "raw")
 }
 
 
@@ -58,16 +54,16 @@ def _scan_layout(cat_dir: Path) -> list[str]:
             p = d / f
             if depth < 2:
                 problems.append(
-                    f"unexpected file {p}: files belong in <split>/<type>/ folders; move or delete it."
+                    f"unexpected file {p}: files belong in <split>/<type>/ folders; move it out of the dataset folder."
                 )
             elif not is_image_file(p):
                 problems.append(
                     f"unexpected file {p}: extension {p.suffix or '(none)'!r} is not an image type; "
-                    "convert or delete it."
+                    "convert it or move it out of the dataset folder."
                 )
         if depth == 2 and not visible and not dirnames:
             problems.append(
-                f"empty folder {d}: it holds no images; re-prepare the dataset or delete the folder."
+                f"empty folder {d}: it holds no images; re-prepare the dataset, or move the empty folder out."
             )
         if depth >= 2 and dirnames:
             problems.append(
@@ -153,6 +149,35 @@ def _check_manifest(root: Path) -> list[str]:
     return problems
 
 
+def _identity_problem(name: str, root: Path) -> str | None:
+    """A prepared dataset says what it is in its own ``bgad_dataset.json``: check it is ``name``."""
+    spec = DATASET_SPECS.get(name)
+    if spec.source not in ("archive", "raw"):
+        return None  # generated or the user's own folder: no identity to check
+    info_path = root / DATASET_INFO_FILE
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if spec.source == "archive":
+            return None  # an extracted official copy: its categories and counts are checked instead
+        return (
+            f"{root} has no {DATASET_INFO_FILE}: it was not prepared by bgad-bench, so it cannot be checked "
+            f"as {spec.title}; prepare it with `bgad-bench data prepare {name}`, or use it as your own data "
+            f"(`--dataset folder --data-root {root}`, `bgad-bench data verify folder --data-root {root}`)."
+        )
+    except (OSError, json.JSONDecodeError) as exc:
+        return (
+            f"cannot read {info_path}: {exc}; re-prepare the dataset with `bgad-bench data prepare {name}`."
+        )
+    found = info.get("name")
+    if found != name:
+        return (
+            f"{root} holds the {found!r} dataset (its {DATASET_INFO_FILE} says so), not {name!r}; "
+            f"verify it with `bgad-bench data verify {found} --data-root {root}`, or give the {name} folder."
+        )
+    return None
+
+
 def verify_dataset(
     name: str,
     root: Path,
@@ -167,14 +192,17 @@ def verify_dataset(
             f"dataset folder {root} does not exist; prepare it with `bgad-bench data prepare {name}` "
             f"(or `bgad-bench data download {name}` for mvtec/btad)."
         ]
+    identity = _identity_problem(name, root)
+    if identity:
+        return [identity]
     problems: list[str] = []
     try:
         cats = list_btad_categories(root) if name == "btad" else list_categories(root, dataset=name)
     except DatasetError as exc:
         return [str(exc)]
     official = OFFICIAL_COUNTS.get(name)
-    if check_counts and official and name in ("mvtec", "btad"):
-        expected = sorted(official) if name == "mvtec" else list(BTAD_CATEGORIES)
+    if check_counts and official:
+        expected = sorted(official)
         missing = sorted(set(expected) - set(cats))
         extra = sorted(set(cats) - set(expected))
         if missing:
