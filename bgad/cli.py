@@ -295,19 +295,10 @@ def _fmt(value: float | None) -> str:
 
 def results_table(records: list[dict]) -> Table:
     """Each run's metrics at the last epoch, with the best epoch per metric (chosen on the test set) in brackets."""
-    from bgad.metrics import METRIC_NAMES
+    from bgad.metrics import METRIC_LABELS, METRIC_NAMES
 
     table = Table(title="Results: last epoch (best epoch per metric, paper-compatible)")
-    for col in (
-        "dataset/category",
-        "method",
-        "seed",
-        "image AUROC",
-        "pixel AUROC",
-        "AU-PRO",
-        "PRO (released code)",
-        "time",
-    ):
+    for col in ("dataset/category", "method", "seed", *(METRIC_LABELS[m] for m in METRIC_NAMES), "time"):
         table.add_column(col, justify="left" if col in {"dataset/category", "method"} else "right")
     for rec in records:
         last = rec["metrics"]["last_epoch"]

@@ -31,8 +31,12 @@ from sklearn.metrics import auc as _sk_auc
 from sklearn.metrics import roc_auc_score
 
 __all__ = [
+    "METRICS",
+    "METRIC_LABELS",
     "METRIC_NAMES",
+    "METRIC_SPECS",
     "METRIC_VARIANTS",
+    "MetricSpec",
     "compute_metrics",
     "image_auroc",
     "pixel_auroc",
@@ -40,18 +44,52 @@ __all__ = [
     "pro_auc_paper",
 ]
 
-#: Which definition each reported metric uses. Store this next to every result so that numbers
-#: computed with different definitions are never compared silently. Bump the version on any change.
-METRIC_VARIANTS: dict[str, str] = {
-    "image_auroc": "sklearn-roc-auc(image score = max of map, ties count 1/2) v1",
-    "pixel_auroc": "pooled-pixel-roc-auc(all test pixels, ties count 1/2, == sklearn roc_auc_score) v1",
-    "pro": "mvtec-au-pro(fpr<=0.3, /0.3, 8-conn, score>=t, all distinct thresholds) v1",
-    "pro_paper": "bgad-code-pro(calculate_pro_metric: 1000 thresholds max-k*delta, score>t, overlap on "
-    "hole-filled region / area, fpr<=0.3 min-max rescaled, sklearn auc) v2",
-}
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """A reported metric: its key, how tables and logs name it, its exact definition, its direction.
+
+    ``definition`` is stored next to every result, so that numbers computed with different
+    definitions are never compared silently (``bgad-bench regress`` fails on a mismatch); bump its
+    version on any change.
+    """
+
+    name: str
+    label: str
+    definition: str
+    higher_is_better: bool = True
+    needs_pixel_masks: bool = False
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("image_auroc", "image AUROC", "sklearn-roc-auc(image score = max of map, ties count 1/2) v1"),
+    MetricSpec(
+        "pixel_auroc",
+        "pixel AUROC",
+        "pooled-pixel-roc-auc(all test pixels, ties count 1/2, == sklearn roc_auc_score) v1",
+        needs_pixel_masks=True,
+    ),
+    MetricSpec(
+        "pro",
+        "AU-PRO",
+        "mvtec-au-pro(fpr<=0.3, /0.3, 8-conn, score>=t, all distinct thresholds) v1",
+        needs_pixel_masks=True,
+    ),
+    MetricSpec(
+        "pro_paper",
+        "PRO (released code)",
+        "bgad-code-pro(calculate_pro_metric: 1000 thresholds max-k*delta, score>t, overlap on "
+        "hole-filled region / area, fpr<=0.3 min-max rescaled, sklearn auc) v2",
+        needs_pixel_masks=True,
+    ),
+)
+METRIC_SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+#: Which definition each reported metric uses (stored next to every result).
+METRIC_VARIANTS: dict[str, str] = {m.name: m.definition for m in METRICS}
 #: The metrics every evaluation reports (where defined), in the order tables show them.
-METRIC_NAMES: tuple[str, ...] = tuple(METRIC_VARIANTS)
+METRIC_NAMES: tuple[str, ...] = tuple(METRIC_SPECS)
+#: How tables, figures and logs name each metric.
+METRIC_LABELS: dict[str, str] = {m.name: m.label for m in METRICS}
 
 # 8-connectivity, as MVTec's evaluation code (scipy, 3x3 ones) and skimage.measure.label(mask)
 # (default connectivity = ndim = 2) in the released code both use.

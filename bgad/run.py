@@ -36,7 +36,7 @@ from bgad.features import FeatureCache, resize_mask
 from bgad.fileio import atomic_write_text
 from bgad.method import Detector, TrainingData, downsample_masks
 from bgad.methods import METHODS
-from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS, compute_metrics
+from bgad.metrics import METRIC_LABELS, METRIC_NAMES, METRIC_VARIANTS, compute_metrics
 from bgad.paths import cache_dir
 from bgad.provenance import environment
 from bgad.scoring import Scores
@@ -299,13 +299,9 @@ def epoch_line(entry: dict, meta_epochs: int, elapsed: float) -> str:
     if "train_loss" in entry:
         levels = "/".join(f"{x:.2f}" for x in entry.get("train_ll", []))
         parts.append(f"loss {entry['train_loss']:.3f}, train ℓ per level {levels}")
-    labels = {
-        "image_auroc": "image AUROC",
-        "pixel_auroc": "pixel AUROC",
-        "pro": "AU-PRO",
-        "pro_paper": "PRO (code)",
-    }
-    parts += [f"{label} {entry[k]:.3f}" for k, label in labels.items() if k in entry and entry[k] == entry[k]]
+    parts += [
+        f"{label} {entry[k]:.3f}" for k, label in METRIC_LABELS.items() if k in entry and entry[k] == entry[k]
+    ]
     return f"{head} {', '.join(parts)} ({elapsed:.0f} s)"
 
 

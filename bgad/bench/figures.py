@@ -14,7 +14,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-METRICS = {"image_auroc": "Image AUROC", "pixel_auroc": "Pixel AUROC", "pro": "AU-PRO"}
+from bgad.metrics import METRIC_LABELS  # noqa: E402
+
+METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves: one PRO is enough
 
 
 def _save(fig: plt.Figure, path: Path) -> list[Path]:

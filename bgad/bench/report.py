@@ -18,18 +18,19 @@ import pandas as pd
 from scipy import stats
 
 from bgad.bench.protocols import Protocol, defect_subsets
+from bgad.methods import METHODS
+from bgad.metrics import METRIC_LABELS
 from bgad.published import published_value
 
-METRIC_LABELS = {
-    "image_auroc": "Image AUROC",
-    "pixel_auroc": "Pixel AUROC",
-    "pro": "AU-PRO",
-    "pro_paper": "PRO (code)",
-}
 # Our method names where the paper's tables name the same thing differently.
 PAPER_METHOD_NAMES = {"bgad_cc": "bgad_dagger"}
-REFERENCE_METHODS = {"patchcore", "padim"}  # baselines we add: not in the paper
+REFERENCE_METHODS = {n for n in METHODS.names() if METHODS.get(n).reference}  # baselines we add
 MEAN_ROW = "mean"
+
+
+def _heading(label: str) -> str:
+    """A metric label at the start of a heading or caption ("image AUROC" -> "Image AUROC")."""
+    return label[:1].upper() + label[1:]
 
 
 def _label(value: object) -> str:
@@ -313,7 +314,7 @@ def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataF
     lines += _provenance_lines(matched)
     for (metric, selection), part in _groups(summary):
         layout = _layout(part)
-        lines += [f"## {METRIC_LABELS[metric]}, {_selection_title(selection)}", ""]
+        lines += [f"## {_heading(METRIC_LABELS[metric])}, {_selection_title(selection)}", ""]
         header = [
             "dataset/category",
             *(["defect type"] if protocol.expand else []),
@@ -385,7 +386,7 @@ def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
             *(["Defect type"] if protocol.expand else []),
             *(_column_title(m, c) for m, c in layout.columns),
         ]
-        caption = f"{protocol.name}: {METRIC_LABELS[metric]}, {_selection_title(selection)}"
+        caption = f"{protocol.name}: {_heading(METRIC_LABELS[metric])}, {_selection_title(selection)}"
         body = []
         for row, texts in zip(layout.rows, _table_rows(part, layout, latex=True), strict=True):
             lead = [
