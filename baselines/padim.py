@@ -166,6 +166,23 @@ class PaDiM:
             out.append(m.clamp_min(0).sqrt().T.cpu())
         return torch.cat(out).reshape(-1, *self.grid_)
 
+    def model_state(self) -> dict:
+        """The fitted Gaussians (and the channel subset they are over)."""
+        return {
+            "mean": self.mean_,
+            "inv_cov": self.inv_cov_,
+            "grid": self.grid_,
+            "channels": self.channel_indices_,
+        }
+
+    def load_model_state(self, state: dict) -> PaDiM:
+        if not torch.equal(state["channels"], self.channel_indices_):
+            raise ValueError(
+                "saved PaDiM statistics are over another channel subset (seed or backbone differs)"
+            )
+        self.mean_, self.inv_cov_, self.grid_ = state["mean"], state["inv_cov"], tuple(state["grid"])
+        return self
+
     def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
         start = time.perf_counter()
         dist = self.mahalanobis(feats)

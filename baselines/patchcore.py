@@ -181,6 +181,17 @@ class PatchCore:
         report_one_shot_fit(after_meta_epoch, on_sub_epoch)
         return self
 
+    # --- persistence ------------------------------------------------------------------------------
+
+    def model_state(self) -> dict:
+        """The coreset memory bank (and which patches it kept)."""
+        return {"memory_bank": self.memory_bank_, "coreset_indices": self.coreset_indices_}
+
+    def load_model_state(self, state: dict) -> PatchCore:
+        self.memory_bank_ = state["memory_bank"].to(self.device)
+        self.coreset_indices_ = state["coreset_indices"]
+        return self
+
     # --- scoring ----------------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +35,8 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-ADHOC_PROTOCOL = "adhoc"
+def _results_option(help_text: str = "Result store folder (one folder per finished cell).") -> object:
+    return typer.Option(help=f"{help_text} Default: $BGAD_WORK_DIR/results (~/bgad-bench/results).")
 
 
 @app.command()
@@ -63,7 +65,9 @@ def run(
     ] = None,
     profile: Annotated[
         str | None,
-        typer.Option(help="Profile name or TOML file (quick, paper). Default: the protocol's, or quick."),
+        typer.Option(
+            help="Profile name or TOML file (quick, cpu, paper). Default: the protocol's, or quick."
+        ),
     ] = None,
     backbone: Annotated[str | None, typer.Option(help="Backbone preset (default: the profile's).")] = None,
     backbone_weights: Annotated[
@@ -76,16 +80,25 @@ def run(
         int | None, typer.Option("--known-anomalies", "-k", help="Number of known anomalies.")
     ] = None,
     set_: Annotated[
-        list[str], typer.Option("--set", help="Override any setting: NAME=VALUE (repeatable).")
+        list[str],
+        typer.Option("--set", help="Override any setting: NAME=VALUE (repeatable; see `config --describe`)."),
     ] = [],  # noqa: B006
-    results: Annotated[Path, typer.Option(help="Result store folder (one folder per finished cell).")] = Path(
-        "results"
-    ),
+    results: Annotated[Path | None, _results_option()] = None,
     feature_cache: Annotated[
-        bool, typer.Option(help="Keep backbone features on disk for later runs.")
+        bool,
+        typer.Option(
+            "--feature-cache/--no-feature-cache", help="Keep backbone features on disk for later runs."
+        ),
     ] = True,
+    save_model: Annotated[
+        bool, typer.Option("--save-model", help="Keep each trained model in its cell folder (for `predict`).")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch CPU threads per cell (default: fitted to the free cores).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print one line per cell (done/to do) and stop.")
+        bool, typer.Option("--dry-run", help="Print one line per cell (done/to do) and stop; needs no data.")
     ] = False,
     executor: Annotated[
         str, typer.Option(help="local (in-process), joblib (local parallel) or slurm.")
@@ -95,84 +108,89 @@ def run(
     time_min: Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")] = 120,
     gpus: Annotated[int, typer.Option(help="GPUs per Slurm job.")] = 0,
     cpus: Annotated[int, typer.Option(help="CPUs per Slurm job.")] = 1,
-    max_retries: Annotated[int, typer.Option(help="Retries of a failed cell before it is reported.")] = 1,
+    max_retries: Annotated[
+        int, typer.Option(help="Retries of a cell that crashed (not of a bad setting or missing data).")
+    ] = 1,
 ) -> None:
     """Run a protocol's grid (or an ad-hoc one); cells already in the store are skipped, so a rerun resumes.
 
     With no arguments: BGAD and NFAD on the built-in synthetic dataset, offline Lite0 weights, quick profile.
     """
-    from bgad.bench.planner import plan
-    from bgad.bench.protocols import Protocol, Variant, load_protocol
+    from bgad.api import default_results, plan_grid
     from bgad.bench.runner import pending_tasks
-    from bgad.data.images import DatasetError
-    from bgad.registry import UnknownNameError
-    from bgad.selection import SelectionError
     from bgad.store import ResultStore
 
-    overrides: dict = {"feature_cache": feature_cache}
-    # A Slurm job owns its CPUs: a fixed thread count. Elsewhere each cell fits its thread count to
-    # the cores that are free while it runs (bgad/threads.py), so parallel workers share fairly.
-    if executor == "slurm":
-        overrides["threads"] = max(1, cpus)
-    try:
-        overrides.update(parse_set_options(set_))
-        if backbone:
-            overrides["backbone"] = backbone
-        if backbone_weights:
-            overrides["backbone_weights"] = str(backbone_weights)
-        if random_weights:
-            overrides["random_weights"] = True
-        if known_anomalies is not None:
-            overrides["n_known_anomalies"] = known_anomalies
-        if protocol is None:
-            dataset = dataset or "synthetic"
-            proto = Protocol(
-                name=ADHOC_PROTOCOL,
-                description="ad-hoc grid from the command line",
-                source="",
-                methods=("bgad", "nfad"),
-                seeds=(0,),
-                profile="quick",
-                datasets={dataset: None},
-                settings={},
-                grid={},
-                variants=(Variant("default"),),
-                expand=None,
-                subsets=None,
-                metrics=("image_auroc", "pixel_auroc", "pro"),
-                path="command line",
-            )
-        else:
-            proto = load_protocol(protocol)
-        cells = plan(
-            proto, dataset, category or None, method or None, seed or None, profile, overrides, data_root
+    options = {
+        "feature_cache": feature_cache,
+        "save_model": save_model,
+        "threads": max(1, cpus) if executor == "slurm" and threads is None else threads,
+        "device": device,
+        "backbone": backbone,
+        "backbone_weights": str(backbone_weights) if backbone_weights else None,
+        "random_weights": random_weights or None,
+        "n_known_anomalies": known_anomalies,
+    }
+    with _clear_errors():
+        overrides = {k: v for k, v in options.items() if v is not None} | parse_set_options(set_)
+        cells = plan_grid(
+            protocol,
+            dataset=dataset,
+            categories=category or None,
+            methods=method or None,
+            seeds=seed or None,
+            profile=profile,
+            settings=overrides,
+            data_root=data_root,
+            require_data=not dry_run,
         )
-    except (ConfigError, UnknownNameError, DatasetError, SelectionError) as exc:
-        raise _fail(str(exc)) from None
-
-    store = ResultStore(results)
+    store = ResultStore(results or default_results())
     todo, done = pending_tasks(cells, store)
+    name = protocol or "adhoc"
     console.print(
-        f"[bold]{proto.name}[/]: {len(todo) + len(done)} cell(s), {len(done)} already in {store.root.resolve()}, {len(todo)} to run"
+        f"[bold]{name}[/]: {len(todo) + len(done)} cell(s), {len(done)} already in {store.root.resolve()}, {len(todo)} to run"
     )
     if dry_run:
-        done_ids = {c.id for c in done}
-        for cell in cells:
-            console.print(
-                f"{'done' if cell.id in done_ids else 'todo'}  {cell.id}  {cell.label}",
-                highlight=False,
-                soft_wrap=True,
-            )
+        _print_plan(cells, {c.id for c in done})
         return
-    failures = _run_tasks(todo, executor, workers, partition, time_min, gpus, cpus, max_retries, store)
+    with _clear_errors():
+        failures = _run_tasks(todo, executor, workers, partition, time_min, gpus, cpus, max_retries, store)
     store.rebuild_table()
     ids = {c.id for c in cells}
-    records = [r for r in store.records() if r["cell_id"] in ids]
-    console.print(results_table(records))
+    console.print(results_table([r for r in store.records() if r["cell_id"] in ids]))
     console.print(TABLE_NOTES, highlight=False)
     if failures:
         _print_failures(failures, store, max_retries)
         raise typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def _clear_errors():  # noqa: ANN202
+    """Errors a user can fix (a setting, the data, a name, the cluster) as one line; exit code 2."""
+    from bgad.bench.executors import SubmissionError
+    from bgad.data.images import DatasetError
+    from bgad.registry import UnknownNameError
+    from bgad.selection import SelectionError
+
+    try:
+        yield
+    except (ConfigError, UnknownNameError, DatasetError, SelectionError, SubmissionError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_plan(cells: list, done_ids: set[str]) -> None:
+    """One line per cell (done/todo, id, label with its grid point), then the grid's size."""
+    for cell in cells:
+        state = "done" if cell.id in done_ids else "todo"
+        console.print(f"{state}  {cell.id}  {cell.label}", highlight=False, soft_wrap=True)
+    axes = {
+        "method(s)": {c.config.method for c in cells},
+        "categor(ies)": {(c.config.dataset, c.config.category) for c in cells},
+        "seed(s)": {c.config.seed for c in cells},
+        "grid point(s)": {c.grid_label for c in cells},
+    }
+    sizes = " × ".join(f"{len(v)} {k}" for k, v in axes.items())
+    unique = len({c.id for c in cells})
+    console.print(f"grid: {sizes} = {len(cells)} cell(s), {unique} distinct", highlight=False)
 
 
 def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, max_retries, store) -> list:  # noqa: ANN001
@@ -316,10 +334,14 @@ def results_table(records: list[dict]) -> Table:
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Option(help="Result store to read.")] = Path("results"),
+    results: Annotated[Path | None, _results_option("Result store to read.")] = None,
     out: Annotated[
-        Path, typer.Option(help="Folder for tables (Markdown, LaTeX, CSV) and figures (PNG, PDF).")
-    ] = Path("reports"),
+        Path | None,
+        typer.Option(
+            help="Folder for tables (Markdown, LaTeX, CSV) and figures (PNG, PDF). "
+            "Default: $BGAD_WORK_DIR/reports (~/bgad-bench/reports)."
+        ),
+    ] = None,
     protocol: Annotated[
         list[str],
         typer.Option("--protocol", "-p", help="Protocol(s) to render; default: every one with results."),
@@ -327,23 +349,13 @@ def report(
     figures: Annotated[bool, typer.Option(help="Also draw the figures.")] = True,
 ) -> None:
     """Regenerate the paper's tables (and figures) from the result store; never trains or scores."""
-    from bgad.bench.figures import write_figures
-    from bgad.bench.protocols import load_protocol, protocol_names
-    from bgad.bench.report import write_report
-    from bgad.store import ResultStore
+    from bgad.api import default_reports, default_results
+    from bgad.bench.report import render_reports
 
-    try:
-        protocols = [load_protocol(p) for p in (protocol or protocol_names())]
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    store = ResultStore(results)
-    records = list(store.records())
-    if not records:
-        raise _fail(f"no results in {store.cells_dir}; run `bgad-bench run ...` first, or pass --results DIR")
-    written = write_report(protocols, records, out)
-    if figures:
-        written += write_figures(records, store.cells_dir, out / "figures")
-    console.print(f"{len(records)} result(s) → {len(written)} file(s) in {out.resolve()}")
+    out = out or default_reports()
+    with _clear_errors():
+        written = render_reports(results or default_results(), out, protocol or None, figures)
+    console.print(f"{len(written)} file(s) in {out.resolve()}")
     for path in written:
         if path.suffix in {".md", ".png"}:
             console.print(f"  {path}", highlight=False)
@@ -351,7 +363,7 @@ def report(
 
 @app.command()
 def regress(
-    results: Annotated[Path, typer.Option(help="Result store to check.")] = Path("results"),
+    results: Annotated[Path | None, _results_option("Result store to check.")] = None,
     expectations: Annotated[
         Path | None, typer.Option(help="Expectations file (default: RESULTS/expectations.csv).")
     ] = None,
@@ -369,6 +381,7 @@ def regress(
 
     import pandas as pd
 
+    from bgad.api import default_results
     from bgad.bench.protocols import load_protocol, protocol_names
     from bgad.bench.regress import (
         check_definitions,
@@ -379,16 +392,15 @@ def regress(
         rerun_cell,
         tolerances,
     )
+    from bgad.fileio import atomic_write_with
     from bgad.store import ResultStore
 
-    store = ResultStore(results)
+    store = ResultStore(results or default_results())
     records = list(store.records())
     expectations = expectations or store.root / "expectations.csv"
     if update_expectations:
         frame = expectations_frame(records)
-        tmp = expectations.with_suffix(".csv.tmp")
-        frame.to_csv(tmp, index=False)
-        tmp.replace(expectations)
+        atomic_write_with(expectations, lambda tmp: frame.to_csv(tmp, index=False))
         console.print(
             f"wrote {len(frame)} expectation(s) of {frame['cell_id'].nunique() if len(frame) else 0} cell(s) to {expectations}"
         )
@@ -434,16 +446,18 @@ app.add_typer(store_app, name="store")
 
 @store_app.command("migrate")
 def store_migrate(
-    results: Annotated[Path, typer.Option(help="Result store folder.")] = Path("results"),
+    results: Annotated[Path | None, _results_option()] = None,
     expectations: Annotated[
         Path | None,
         typer.Option(help="Expectations CSV whose cell ids follow (default: <results>/expectations.csv)."),
     ] = None,
 ) -> None:
     """Re-key records whose cell id changed with a new release (metrics untouched)."""
+    from bgad.api import default_results
     from bgad.store import ResultStore, migrate_cell_ids
 
-    moves = migrate_cell_ids(ResultStore(results), expectations or results / "expectations.csv")
+    store = ResultStore(results or default_results())
+    moves = migrate_cell_ids(store, expectations or store.root / "expectations.csv")
     for old, new in moves:
         console.print(f"{old} -> {new}", highlight=False)
     console.print(f"{len(moves)} record(s) re-keyed", highlight=False)
@@ -451,27 +465,35 @@ def store_migrate(
 
 @app.command("ls")
 def list_things() -> None:
-    """List methods, backbones, datasets and profiles."""
+    """List methods, backbones, datasets (and whether each is prepared here), profiles and protocols."""
     from bgad.backbones import BACKBONES
-    from bgad.data.registry import DATASETS
+    from bgad.bench.protocols import load_protocol, protocol_names
+    from bgad.config import load_profile_description
+    from bgad.data.registry import default_root
+    from bgad.data.specs import DATASET_SPECS
     from bgad.methods import METHODS
 
-    methods = METHODS
     table = Table(title="bgad-bench registry")
-    table.add_column("kind")
-    table.add_column("name")
-    table.add_column("description")
-    for name in methods.names():
-        table.add_row("method", name, methods.get(name).description)
+    for col in ("kind", "name", "description"):
+        table.add_column(col)
+    for name in METHODS.names():
+        spec = METHODS.get(name)
+        table.add_row(
+            "method", name, spec.description + (" [reference, not in the paper]" if spec.reference else "")
+        )
     for name in BACKBONES.names():
         preset = BACKBONES.get(name)
         table.add_row("backbone", name, f"{preset.timm_name}.{preset.weights_tag} ({preset.source})")
-    for name in DATASETS.names():
-        table.add_row("dataset", name, "")
+    for name in DATASET_SPECS.names():
+        spec = DATASET_SPECS.get(name)
+        if spec.source in ("archive", "raw"):
+            where = default_root(name)
+            state = f"prepared in {where}" if (where / "bgad_dataset.json").is_file() else "not prepared here"
+        else:
+            state = {"generated": "built in", "user": "--data-root DIR"}[spec.source]
+        table.add_row("dataset", name, f"{spec.describe()} — {state}")
     for name in profile_names():
-        table.add_row("profile", name, "")
-    from bgad.bench.protocols import load_protocol, protocol_names
-
+        table.add_row("profile", name, load_profile_description(name))
     for name in protocol_names():
         table.add_row("protocol", name, load_protocol(name).description)
     console.print(table)
@@ -480,19 +502,78 @@ def list_things() -> None:
 @app.command("config")
 def show_config(
     profile: Annotated[str, typer.Option(help="Profile name or TOML file.")] = "quick",
-    method: Annotated[str, typer.Option("--method", "-m")] = "bgad",
+    method: Annotated[str, typer.Option("--method", "-m", help="Method whose settings to resolve.")] = "bgad",
     set_: Annotated[list[str], typer.Option("--set", help="NAME=VALUE overrides.")] = [],  # noqa: B006
+    describe: Annotated[
+        bool, typer.Option("--describe", help="List every setting: group, default, limits, meaning.")
+    ] = False,
 ) -> None:
     """Print the resolved configuration (profile < method defaults < overrides) as JSON."""
-    from bgad.methods import METHODS
-    from bgad.registry import UnknownNameError
+    from bgad.config import describe_settings
 
-    try:
-        METHODS.get(method)
+    if describe:
+        table = Table(title="settings (--set NAME=VALUE)")
+        for col in ("name", "for", "default", "limits", "meaning"):
+            table.add_column(col)
+        for row in describe_settings():
+            table.add_row(
+                row["name"], row["methods"], repr(row["default"]), row["limits"], row["description"]
+            )
+        console.print(table)
+        return
+    with _clear_errors():
         cfg: RunConfig = resolve_config(profile, parse_set_options(set_), [("--method", {"method": method})])
-    except (ConfigError, UnknownNameError) as exc:
-        raise _fail(str(exc)) from None
     console.print_json(json.dumps(cfg.to_dict()))
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Cell folder of a model saved with `run --save-model`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to score.")],
+    out: Annotated[Path, typer.Option(help="Folder for scores.csv and the PNG anomaly maps.")],
+    threshold: Annotated[
+        str | None,
+        typer.Option(help="Image-score threshold: a number, or 'auto' (F1-best on the model's test set)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Score new images with a saved model: anomaly maps (PNG) and image scores (CSV)."""
+    from bgad.api import load_model
+    from bgad.api import predict as predict_images
+    from bgad.data.images import is_image_file
+
+    files = [p for i in images for p in (sorted(i.iterdir()) if i.is_dir() else [i]) if is_image_file(p)]
+    if not files:
+        raise _fail("no image files given (png, jpg, bmp, tif…)")
+    if threshold not in (None, "auto"):
+        try:
+            float(threshold)
+        except ValueError:
+            raise _fail(f"--threshold {threshold!r}: give a number or 'auto'") from None
+    with _clear_errors():
+        try:
+            trained = load_model(model, device)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+        frame = predict_images(trained, files, out, threshold)
+    console.print(f"{len(frame)} image(s) scored → {out / 'scores.csv'} and {out}/*_map.png", highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        import bgad
+
+        console.print(f"bgad-bench {bgad.__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """BGAD benchmark reproduction suite."""
 
 
 if __name__ == "__main__":  # pragma: no cover

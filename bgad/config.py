@@ -192,6 +192,12 @@ def _profile_source(name_or_path: str) -> tuple[str, str, str]:
     return res.read_text(), f"profile {name_or_path} (protocols/profiles/{name_or_path}.toml)", name_or_path
 
 
+def load_profile_description(name_or_path: str) -> str:
+    """A profile's one-line description (its ``description`` key)."""
+    text, origin, _ = _profile_source(name_or_path)
+    return str(tomllib.loads(text).get("description", ""))
+
+
 def load_profile(name_or_path: str) -> dict[str, Any]:
     """Settings of a profile: a name under protocols/profiles/ or a path to a TOML file (validated)."""
     text, origin, _ = _profile_source(name_or_path)

@@ -7,6 +7,7 @@ files: the cell runner (``bgad.run``) hands in features, images and masks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import defaultdict
@@ -24,7 +25,7 @@ from bgad.config import RunConfig
 from bgad.flows import ConditionalFlow
 from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
 from bgad.methods import MethodSpec
-from bgad.scoring import Scores, anomaly_maps
+from bgad.scoring import ScoreReference, Scores, anomaly_maps
 
 
 class Detector(Protocol):
@@ -41,6 +42,10 @@ class Detector(Protocol):
     ) -> Detector: ...
 
     def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores: ...
+
+    def model_state(self) -> dict: ...
+
+    def load_model_state(self, state: dict) -> Detector: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -134,6 +139,8 @@ class FlowDetector:
         self.timings_: dict[str, float] = defaultdict(float)
         self.counters_: dict[str, int] = defaultdict(int)
         self._stats: dict[int, torch.Tensor] = {}
+        self.score_reference_: ScoreReference | None = None
+        self.loaded_reference_: ScoreReference | None = None
 
     # --- training ---------------------------------------------------------------------------------
 
@@ -314,8 +321,33 @@ class FlowDetector:
     # --- scoring ----------------------------------------------------------------------------------
 
     def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
-        """Anomaly maps of a whole test set from its per-level log-likelihoods."""
-        return anomaly_maps(self.log_likelihoods(feats), size)
+        """Anomaly maps of a whole test set from its per-level log-likelihoods.
+
+        A loaded model scores on the scale of the set it was evaluated on (``score_reference_``);
+        otherwise the set's own maxima are used and remembered for saving.
+        """
+        scores = anomaly_maps(self.log_likelihoods(feats), size, self.loaded_reference_)
+        self.score_reference_ = scores.reference
+        return scores
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def model_state(self) -> dict:
+        """What a saved model needs: the flows (input layers included) and the scoring constants."""
+        reference = self.score_reference_
+        return {
+            "flows": [flow.state_dict() for flow in self.flows_],
+            "score_reference": None if reference is None else dataclasses.asdict(reference),
+        }
+
+    def load_model_state(self, state: dict) -> FlowDetector:
+        for flow, flow_state in zip(self.flows_, state["flows"], strict=True):
+            flow.load_state_dict(flow_state)
+        ref = state.get("score_reference")
+        self.loaded_reference_ = (
+            None if ref is None else ScoreReference(tuple(ref["level_max"]), ref["sum_max"])
+        )
+        return self
 
     @torch.no_grad()
     def log_likelihoods(

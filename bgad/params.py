@@ -48,6 +48,7 @@ class RunSettings(Settings):
         5000, ge=0, description="log-likelihood samples per level kept for histograms"
     )
     map_samples: int = Field(4, ge=1, description="test images whose anomaly maps are kept for panels")
+    save_model: bool = Field(False, description="keep the trained model in the cell folder (for predict)")
 
 
 AnomalySelection = Literal["multi_class", "one_class"]

@@ -37,6 +37,7 @@ from bgad.fileio import atomic_write_text
 from bgad.method import Detector, TrainingData, downsample_masks
 from bgad.methods import METHODS
 from bgad.metrics import METRIC_LABELS, METRIC_NAMES, METRIC_VARIANTS, compute_metrics
+from bgad.model import save_model
 from bgad.paths import cache_dir
 from bgad.provenance import environment
 from bgad.scoring import Scores
@@ -404,6 +405,10 @@ def _run(
     timings.update({k: round(v, 4) for k, v in detector.timings_.items()})
     log.phase("writing results")
     artifacts = write_artifacts(cfg, work, inputs, fit.scores, feats.cache)
+    if cfg.save_model:
+        shapes = [tuple(f.shape[1:]) for f in feats.normal]
+        save_model(work, cfg, detector, feats.extractor, shapes, fit.scores, inputs.labels)
+        artifacts["model"] = "model/"
     timings["total"] = time.perf_counter() - t_start
     return _record(cfg, spec, name, inputs, feats, fit, uses_anomalies, timings, artifacts, device)
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import bgad.published as pub
+from bgad.data.specs import DATASET_SPECS
 from bgad.published import COLUMNS, KEY, METRICS, PublishedDataError, load_published, published_value
 
 EXPECTED_FILES = {
@@ -85,41 +86,8 @@ EXPECTED_GAIN_DISCREPANCIES = [
     ("slides_hard_unseen.csv", "Image AUROC", "MVTecAD / BGAD", "0.025", 0.024),
 ]
 
-# MVTec AD defect-type folder names, copied from docs/DATASETS.md (the MVTec table).
-MVTEC_DEFECT_TYPES = {
-    "bottle": ["broken_large", "broken_small", "contamination"],
-    "cable": [
-        "bent_wire",
-        "cable_swap",
-        "combined",
-        "cut_inner_insulation",
-        "cut_outer_insulation",
-        "missing_cable",
-        "missing_wire",
-        "poke_insulation",
-    ],
-    "capsule": ["crack", "faulty_imprint", "poke", "scratch", "squeeze"],
-    "carpet": ["color", "cut", "hole", "metal_contamination", "thread"],
-    "grid": ["bent", "broken", "glue", "metal_contamination", "thread"],
-    "hazelnut": ["crack", "cut", "hole", "print"],
-    "leather": ["color", "cut", "fold", "glue", "poke"],
-    "metal_nut": ["bent", "color", "flip", "scratch"],
-    "pill": ["color", "combined", "contamination", "crack", "faulty_imprint", "pill_type", "scratch"],
-    "screw": ["manipulated_front", "scratch_head", "scratch_neck", "thread_side", "thread_top"],
-    "tile": ["crack", "glue_strip", "gray_stroke", "oil", "rough"],
-    "toothbrush": ["defective"],
-    "transistor": ["bent_lead", "cut_lead", "damaged_case", "misplaced"],
-    "wood": ["color", "combined", "hole", "liquid", "scratch"],
-    "zipper": [
-        "broken_teeth",
-        "combined",
-        "fabric_border",
-        "fabric_interior",
-        "rough",
-        "split_teeth",
-        "squeezed_teeth",
-    ],
-}
+# MVTec AD defect-type folder names, from the dataset facts (protocols/datasets.toml).
+MVTEC_DEFECT_TYPES = {c: list(t) for c, t in DATASET_SPECS.get("mvtec").defect_types.items()}
 
 
 @pytest.fixture(scope="module")

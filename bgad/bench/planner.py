@@ -13,7 +13,9 @@ from typing import Any
 
 from bgad.bench.protocols import Protocol, Variant, defect_subsets
 from bgad.config import CELL_SETTINGS, KNOWN_SETTINGS, RUN_SETTINGS, ConfigError, RunConfig, resolve_config
+from bgad.data.images import DatasetError
 from bgad.data.registry import DATASETS, list_dataset_categories, load_category
+from bgad.data.specs import DATASET_SPECS
 from bgad.methods import METHODS, methods_using
 from bgad.store import cell_id
 
@@ -23,11 +25,14 @@ class Cell:
     protocol: str
     variant: str
     config: RunConfig
-    manifest_sha256: str
+    manifest_sha256: str | None  # None: planned from the dataset's facts, the data is not on disk
     grid_label: str = ""  # the grid point / variant, so two cells never share a label
 
     @property
     def id(self) -> str:
+        if self.manifest_sha256 is None:
+            c = self.config
+            return f"{c.dataset}-{c.category}-{c.method}-seed{c.seed}-(dataset not prepared)"
         return cell_id(self.config, self.manifest_sha256)
 
     @property
@@ -66,8 +71,13 @@ def plan(
     profile: str | None = None,
     overrides: dict[str, Any] | None = None,
     data_root: Path | None = None,
+    require_data: bool = True,
 ) -> list[Cell]:
-    """All cells of ``protocol`` on one dataset, narrowed by the given categories, methods and seeds."""
+    """All cells of ``protocol`` on one dataset, narrowed by the given categories, methods and seeds.
+
+    With ``require_data=False`` (``--dry-run``) a dataset that is not on disk is planned from its
+    facts (official categories and defect types); those cells have no id until the data is there.
+    """
     registry = METHODS
     run_overrides = dict(overrides or {})
     dataset = _choose_dataset(protocol, dataset)
@@ -78,7 +88,13 @@ def plan(
         registry.get(m)
     check_overrides_apply(run_overrides, wanted_methods)
     allowed = protocol.datasets[dataset]
-    available = list_dataset_categories(dataset, data_root)
+    try:
+        available = list_dataset_categories(dataset, data_root)
+        on_disk = True
+    except DatasetError:
+        if require_data or not DATASET_SPECS.get(dataset).categories:
+            raise
+        available, on_disk = list(DATASET_SPECS.get(dataset).categories), False
     chosen = list(categories or allowed or available)
     for c in chosen:
         if c not in available:
@@ -92,11 +108,14 @@ def plan(
     subsets = defect_subsets() if protocol.subsets else None
     cells: list[Cell] = []
     for category in chosen:
-        data = load_category(dataset, category, data_root)
-        manifest = data.manifest_sha256()
+        if on_disk:
+            data = load_category(dataset, category, data_root)
+            manifest, defect_types = data.manifest_sha256(), data.defect_types
+        else:
+            manifest, defect_types = None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
         type_axis: list[dict[str, Any]] = [{}]
         if protocol.expand == "defect_types":
-            type_axis = [{"anomaly_defect_type": t} for t in data.defect_types]
+            type_axis = [{"anomaly_defect_type": t} for t in defect_types]
         subset_settings = _subset_settings(protocol, category, subsets)
         grid_axis = [
             dict(zip(protocol.grid, combo, strict=True))

@@ -186,3 +186,23 @@ def defect_subsets() -> dict[str, dict[str, list[str]]]:
             "protocols/mvtec_defect_subsets.toml is missing: the hard/unseen subset protocols need it"
         )
     return tomllib.loads(res.read_text())["categories"]
+
+
+def adhoc_protocol(dataset: str) -> Protocol:
+    """The grid of a plain ``bgad-bench run`` (no --protocol): BGAD and NFAD, seed 0, quick profile."""
+    return Protocol(
+        name="adhoc",
+        description="ad-hoc grid from the command line",
+        source="",
+        methods=("bgad", "nfad"),
+        seeds=(0,),
+        profile="quick",
+        datasets={dataset: None},
+        settings={},
+        grid={},
+        variants=(Variant("default"),),
+        expand=None,
+        subsets=None,
+        metrics=("image_auroc", "pixel_auroc", "pro"),
+        path="command line",
+    )

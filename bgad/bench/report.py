@@ -415,10 +415,19 @@ def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) 
     """Markdown, LaTeX and CSV per protocol that has results (last and best-epoch selections)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for protocol in protocols:
-        matched = match_records(protocol, records)
+    claimed: set[str] = set()
+    for protocol in [*protocols, None]:
+        if protocol is None:  # records of no protocol (an ad-hoc run): a table of their own
+            rest = [r for r in records if r["cell_id"] not in claimed]
+            if not rest:
+                break
+            protocol = _adhoc_for(rest)
+            matched = match_records(protocol, rest)
+        else:
+            matched = match_records(protocol, records)
         if matched.empty:
             continue
+        claimed |= set(matched["cell_id"])
         summary = pd.concat(
             [summarize(protocol, matched, sel) for sel in ("last", "best")], ignore_index=True
         )
@@ -434,8 +443,46 @@ def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) 
     return written
 
 
+def _adhoc_for(records: list[dict]) -> Protocol:
+    """The ad-hoc protocol covering ``records``: one row per dataset/category, a column per method."""
+    from dataclasses import replace
+
+    from bgad.bench.protocols import adhoc_protocol
+
+    datasets = {r["config"]["dataset"]: None for r in records}
+    methods = tuple(sorted({r["config"]["method"] for r in records}))
+    return replace(
+        adhoc_protocol(next(iter(datasets))),
+        datasets=datasets,
+        methods=methods,
+        description=("Records that belong to no paper protocol (ad-hoc runs), mean ± std over seeds"),
+    )
+
+
 def _write_text(path: Path, text: str) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def render_reports(
+    results: Path, out: Path, protocols: list[str] | None = None, figures: bool = True
+) -> list[Path]:
+    """Every protocol's tables (and the figures) from the store at ``results`` into ``out``."""
+    from bgad.bench.figures import write_figures
+    from bgad.bench.protocols import load_protocol, protocol_names
+    from bgad.config import ConfigError
+    from bgad.store import ResultStore
+
+    chosen = [load_protocol(p) for p in (protocols or protocol_names())]
+    store = ResultStore(results)
+    records = list(store.records())
+    if not records:
+        raise ConfigError(
+            f"no results in {store.cells_dir}; run `bgad-bench run ...` first, or pass --results DIR"
+        )
+    written = write_report(chosen, records, out)
+    if figures:
+        written += write_figures(records, store.cells_dir, out / "figures")
+    return written

@@ -52,6 +52,7 @@ class DatasetSpec:
     pixel_masks: bool
     texture: frozenset[str]
     counts: dict[str, Counts]
+    defect_types: dict[str, tuple[str, ...]]
     archive: ArchiveSpec | None = None
 
     @property
@@ -93,6 +94,7 @@ def _load() -> Registry[DatasetSpec]:
                 pixel_masks=bool(entry["pixel_masks"]),
                 texture=frozenset(entry.get("texture", [])),
                 counts={cat: _counts(v) for cat, v in entry.get("counts", {}).items()},
+                defect_types={cat: tuple(v) for cat, v in entry.get("defect_types", {}).items()},
                 archive=ArchiveSpec(name=name, **{**archive, "mirrors": tuple(archive["mirrors"])})
                 if archive
                 else None,

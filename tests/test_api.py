@@ -1,0 +1,51 @@
+"""The Python API, as the README shows it: run a cell, load the results, keep the model, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bgad
+
+TINY = {"input_size": 64, "meta_epochs": 2, "sub_epochs": 1, "warmup_epochs": 1, "n_known_anomalies": 1}
+
+
+@pytest.fixture(scope="module")
+def saved_cell(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    runs = tmp_path_factory.mktemp("runs")
+    return bgad.run_cell("nfad", "synthetic", "widget", results=runs, save_model=True, feature_cache=False, **TINY)
+
+
+def test_the_readme_example(saved_cell: dict, tmp_path: Path) -> None:
+    runs = Path(saved_cell["folder"]).parents[1]
+    frame = bgad.load_results(runs)
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 1
+    assert frame.loc[0, "method"] == "nfad" and 0 <= frame.loc[0, "image_auroc_last"] <= 1
+    written = bgad.write_report(runs, tmp_path / "reports", figures=False)
+    assert written and all(p.exists() for p in written)
+
+
+def test_predict_on_the_cells_test_images_reproduces_its_scores(saved_cell: dict, tmp_path: Path) -> None:
+    folder = Path(saved_cell["folder"])
+    expected = pd.read_csv(folder / "scores.csv")
+    root = Path(saved_cell["dataset"]["root"])
+    images = [root / p for p in expected["path"]]
+    model = bgad.load_model(folder)
+    got = bgad.predict(model, images)
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-6, atol=1e-9)
+    written = bgad.predict(model, images[:3], out=tmp_path / "pred", threshold="auto")
+    assert (tmp_path / "pred" / "scores.csv").exists() and "anomalous" in written
+    assert all((tmp_path / "pred" / name).exists() for name in written["map"])
+
+
+def test_plan_grid_lists_cells_without_running(tmp_path: Path) -> None:
+    cells = bgad.plan_grid(methods=["nfad", "padim"], seeds=[0, 1], categories=["widget"])
+    assert len(cells) == 4 and {c.config.method for c in cells} == {"nfad", "padim"}
+
+
+def test_a_model_is_needed_to_predict(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--save-model"):
+        bgad.load_model(tmp_path)
