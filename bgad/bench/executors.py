@@ -6,6 +6,13 @@ Every executor has the same contract (:class:`Executor`): ``run(fn, items, keys,
 returns one :class:`Outcome` per item **in the order of ``keys``** (the order they were given). A failure
 never aborts the other items; it is an outcome with ``ok=False`` and the error text (a traceback).
 
+One loop (:meth:`Executor.run`) owns rounds, retries and interrupts; a backend only says how one
+round of attempts runs (``_attempt``) and how to cancel it. Why our own thin interface and not
+submitit's executors alone: joblib's loky workers run locally without any cluster software, and the
+three backends then share one retry rule. Only failures that can pass are retried (a crash, a killed
+job, memory); a bad setting, missing data or weights (``DETERMINISTIC_ERRORS``) fail the same way
+every time, so they are reported at once.
+
 - ``local``  :class:`LocalExecutor`, sequential and in-process (the debug executor).
 - ``joblib`` :class:`JoblibExecutor`, local worker processes (joblib's loky backend).
 - ``slurm``  :class:`SlurmExecutor`, one Slurm job-array task per item through submitit.
@@ -22,10 +29,10 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from bgad.registry import Registry
 
@@ -53,19 +60,6 @@ class Outcome:
     error: str | None
     attempts: int
     job_id: str | None = None
-
-
-@runtime_checkable
-class Executor(Protocol):
-    name: str
-
-    def run(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        keys: Sequence[str],
-        on_done: Callable[[Outcome], None] | None = None,
-    ) -> list[Outcome]: ...
 
 
 class SubmissionError(RuntimeError):
@@ -118,10 +112,79 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> tuple[int, bool, A
         return index, False, None, _format_exception(exc)
 
 
+#: Errors that a retry cannot cure: the same inputs fail the same way (names, as tracebacks cross
+#: process and cluster boundaries as text).
+DETERMINISTIC_ERRORS = (
+    "ConfigError",
+    "DatasetError",
+    "SelectionError",
+    "WeightsUnavailableError",
+    "NonFiniteLossError",
+    "StorageError",
+    "UnknownNameError",
+)
+
+
+def retryable(error: str | None) -> bool:
+    """Whether a failure (its traceback text) can pass on another attempt."""
+    last = (error or "").strip().splitlines()[-1:] or [""]
+    name = last[0].split(":", 1)[0].rsplit(".", 1)[-1].strip()
+    return name not in DETERMINISTIC_ERRORS
+
+
+Attempt = tuple[int, bool, Any, str | None, str | None]  # index, ok, value, error, job id
+
+
+class Executor:
+    """The one retry/interrupt loop; a backend implements ``_attempt`` (one round) and ``_cancel``."""
+
+    name = "base"
+
+    def __init__(self, max_retries: int = 1) -> None:
+        self.max_retries = _check_retries(max_retries)
+
+    def _attempt(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> Iterator[Attempt]:
+        raise NotImplementedError
+
+    def _cancel(self) -> None:
+        """Stop what is still running (called on an interrupt)."""
+
+    def run(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        keys: Sequence[str],
+        on_done: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        items, keys = _check_inputs(items, keys)
+        done: dict[str, Outcome] = {}
+        attempts = [0] * len(items)
+        todo = list(range(len(items)))
+        try:
+            while todo:
+                for index in todo:
+                    attempts[index] += 1
+                again = []
+                for index, ok, value, error, job_id in self._attempt(fn, items, todo):
+                    if not ok and attempts[index] <= self.max_retries and retryable(error):
+                        log.info("item %s failed (attempt %d), will retry", keys[index], attempts[index])
+                        again.append(index)
+                        continue
+                    done[keys[index]] = Outcome(keys[index], ok, value, error, attempts[index], job_id)
+                    if on_done is not None:
+                        on_done(done[keys[index]])
+                todo = sorted(again)
+        except KeyboardInterrupt as exc:
+            self._cancel()
+            _report_interrupt(exc, self.name, keys, done)
+            raise
+        return [done[k] for k in keys]
+
+
 # ---------------------------------------------------------------------------------------------- local
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """Sequential, in-process (the debug executor: breakpoints and profilers just work).
 
     A KeyboardInterrupt is not retried: it propagates after ``on_done`` was called for every finished
@@ -130,44 +193,19 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, max_retries: int = 1) -> None:
-        self.max_retries = _check_retries(max_retries)
-
-    def run(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        keys: Sequence[str],
-        on_done: Callable[[Outcome], None] | None = None,
-    ) -> list[Outcome]:
-        items, keys = _check_inputs(items, keys)
-        done: dict[str, Outcome] = {}
-        try:
-            for index, (item, key) in enumerate(zip(items, keys, strict=True)):
-                for attempt in range(1, self.max_retries + 2):
-                    _, ok, value, error = _call(fn, index, item)
-                    if ok or attempt > self.max_retries:
-                        break
-                    log.info("item %s failed (attempt %d), retrying", key, attempt)
-                outcome = Outcome(key, ok, value, error, attempt)
-                done[key] = outcome
-                if on_done is not None:
-                    on_done(outcome)
-        except KeyboardInterrupt as exc:
-            _report_interrupt(exc, self.name, keys, done)
-            raise
-        return [done[k] for k in keys]
+    def _attempt(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> Iterator[Attempt]:
+        for index in indices:
+            yield (*_call(fn, index, items[index]), None)
 
 
 # --------------------------------------------------------------------------------------------- joblib
 
 
-class JoblibExecutor:
-    """Local worker processes through joblib (loky backend); ``on_done`` fires as items finish.
+class JoblibExecutor(Executor):
+    """Local worker processes through joblib (loky backend); outcomes as items finish.
 
-    Items are run in rounds: round *r* runs every item that still needs its *r*-th attempt; items
-    that failed get another round while they have retries left. A worker that dies (segfault,
-    out of memory) fails the unfinished items of that round, which are retried like any failure.
+    A worker that dies (segfault, out of memory) fails the unfinished items of its round, which are
+    retried like any failure that can pass.
     """
 
     name = "joblib"
@@ -175,56 +213,25 @@ class JoblibExecutor:
     def __init__(self, n_jobs: int, max_retries: int = 1) -> None:
         if not isinstance(n_jobs, int) or n_jobs == 0:
             raise ValueError(f"n_jobs must be a non-zero integer (joblib semantics), got {n_jobs!r}")
+        super().__init__(max_retries)
         self.n_jobs = n_jobs
-        self.max_retries = _check_retries(max_retries)
 
-    def run(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        keys: Sequence[str],
-        on_done: Callable[[Outcome], None] | None = None,
-    ) -> list[Outcome]:
+    def _attempt(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> Iterator[Attempt]:
         import joblib
 
-        items, keys = _check_inputs(items, keys)
         # Results as they finish (joblib >= 1.4); older joblib yields them in submission order.
         return_as = "generator_unordered" if _joblib_at_least(joblib.__version__, 1, 4) else "generator"
-        done: dict[str, Outcome] = {}
-        attempts = [0] * len(items)
-        todo = list(range(len(items)))
-
-        def settle(index: int, ok: bool, value: Any, error: str | None) -> None:
-            if not ok and attempts[index] <= self.max_retries:
-                log.info("item %s failed (attempt %d), will retry", keys[index], attempts[index])
-                return
-            outcome = Outcome(keys[index], ok, value, error, attempts[index])
-            done[keys[index]] = outcome
-            if on_done is not None:
-                on_done(outcome)
-
+        parallel = joblib.Parallel(n_jobs=self.n_jobs, backend="loky", return_as=return_as)
+        seen: set[int] = set()
         try:
-            while todo:
-                for index in todo:
-                    attempts[index] += 1
-                seen: set[int] = set()
-                parallel = joblib.Parallel(n_jobs=self.n_jobs, backend="loky", return_as=return_as)
-                try:
-                    for index, ok, value, error in parallel(
-                        joblib.delayed(_call)(fn, i, items[i]) for i in todo
-                    ):
-                        seen.add(index)
-                        settle(index, ok, value, error)
-                except Exception as exc:  # noqa: BLE001 - a dead worker or an unpicklable item/result
-                    error = f"joblib worker failure: {_format_exception(exc)}"
-                    for index in todo:
-                        if index not in seen:
-                            settle(index, False, None, error)
-                todo = [i for i in todo if keys[i] not in done]
-        except KeyboardInterrupt as exc:
-            _report_interrupt(exc, self.name, keys, done)
-            raise
-        return [done[k] for k in keys]
+            for index, ok, value, error in parallel(joblib.delayed(_call)(fn, i, items[i]) for i in indices):
+                seen.add(index)
+                yield index, ok, value, error, None
+        except Exception as exc:  # noqa: BLE001 - a dead worker or an unpicklable item/result
+            error = f"joblib worker failure: {_format_exception(exc)}"
+            for index in indices:
+                if index not in seen:
+                    yield index, False, None, error, None
 
 
 def _joblib_at_least(version: str, major: int, minor: int) -> bool:
@@ -235,15 +242,15 @@ def _joblib_at_least(version: str, major: int, minor: int) -> bool:
 # ---------------------------------------------------------------------------------------------- slurm
 
 
-class SlurmExecutor:
+class SlurmExecutor(Executor):
     """One Slurm job-array task per item, through submitit.
 
     Every ``run`` submits into a fresh sub-folder ``folder/<timestamp>-<random>/<job id>/`` (job ids
     restart after the accounting database is purged; a reused ``%j`` folder would return stale
     results). Items whose job failed (the function raised: ``FailedJobError``; the job died, timed out
-    or was cancelled: ``UncompletedJobError``) are resubmitted, up to ``max_retries`` times. Each
-    outcome carries the Slurm job id of its last attempt (``"<array id>_<task>"``). On KeyboardInterrupt
-    the unfinished jobs are cancelled before the interrupt propagates.
+    or was cancelled: ``UncompletedJobError``) are resubmitted in the next round when the failure can
+    pass. Each outcome carries the Slurm job id of its last attempt (``"<array id>_<task>"``). On
+    KeyboardInterrupt the unfinished jobs are cancelled before the interrupt propagates.
 
     Jobs run ``sys.executable`` of the submitting process with its environment (sbatch exports it),
     so the cluster sees the same Python installation; ``fn`` must be importable there.
@@ -271,16 +278,18 @@ class SlurmExecutor:
             raise ValueError(f"mem_gb must be positive, got {mem_gb!r}")
         if poll_s <= 0:
             raise ValueError(f"poll_s must be positive, got {poll_s!r}")
+        super().__init__(max_retries)
         self.folder = Path(folder)
         self.partition = partition
         self.time_min = int(time_min)
         self.gpus_per_node = int(gpus_per_node)
         self.cpus_per_task = int(cpus_per_task)
         self.mem_gb = mem_gb
-        self.max_retries = _check_retries(max_retries)
         self.poll_s = float(poll_s)
         self.job_name = job_name
         self.last_run_folder: Path | None = None
+        self._executor: Any = None
+        self._pending: dict[int, Any] = {}
 
     def _parameters(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -296,6 +305,67 @@ class SlurmExecutor:
             params["slurm_partition"] = self.partition
         return params
 
+    def _open(self) -> None:
+        """The run's folder and submitit executor; a clear error when no cluster answers here."""
+        import shutil
+
+        import submitit
+
+        if shutil.which("sbatch") is None:
+            raise SubmissionError(
+                "no Slurm cluster is reachable from this machine (`sbatch` is not on PATH); check with "
+                "`sinfo`, or run with --executor local or --executor joblib"
+            )
+        run_folder = self.folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        run_folder.mkdir(parents=True, exist_ok=False)
+        self.last_run_folder = run_folder
+        self._executor = submitit.AutoExecutor(folder=run_folder / "%j", cluster="slurm")
+        self._executor.update_parameters(**self._parameters())
+
+    def _submit(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> list[Attempt]:
+        """Submit one round as a job array; a refused resubmission fails its items (returned)."""
+        first = self._executor is None
+        if first:
+            self._open()
+        try:
+            jobs = self._executor.map_array(fn, [items[i] for i in indices])
+        except Exception as exc:  # noqa: BLE001 - sbatch refused (submitit raises several types)
+            if first:
+                raise SubmissionError(
+                    f"Slurm refused the job array: {exc}. Check the cluster with `sinfo` (partition, limits)."
+                ) from exc
+            return [(i, False, None, f"resubmission failed: {_format_exception(exc)}", None) for i in indices]
+        self._pending = dict(zip(indices, jobs, strict=True))
+        log.info("submitted %d item(s) as Slurm job %s", len(jobs), jobs[0].job_id.split("_")[0])
+        return []
+
+    def _attempt(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> Iterator[Attempt]:
+        from submitit.core.utils import UncompletedJobError
+
+        yield from self._submit(fn, items, indices)
+        last_force = time.monotonic()
+        while self._pending:
+            time.sleep(self.poll_s)
+            # Result files are checked on every poll; sacct (which sees jobs that died without a
+            # result: time-outs, cancellations, node failures) at most every 5 polls, once for all.
+            if time.monotonic() - last_force >= 5 * self.poll_s:
+                next(iter(self._pending.values())).get_info(mode="force")
+                last_force = time.monotonic()
+            for index, job in list(self._pending.items()):
+                if not job.done():
+                    continue
+                del self._pending[index]
+                try:
+                    value = job.result()
+                except UncompletedJobError as exc:  # FailedJobError included
+                    yield index, False, None, str(exc), job.job_id
+                else:
+                    yield index, True, value, None, job.job_id
+
+    def _cancel(self) -> None:
+        for job in self._pending.values():
+            job.cancel(check=False)
+
     def run(
         self,
         fn: Callable[[Any], Any],
@@ -303,76 +373,11 @@ class SlurmExecutor:
         keys: Sequence[str],
         on_done: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
-        import submitit
-        from submitit.core.utils import UncompletedJobError
-
-        items, keys = _check_inputs(items, keys)
-        if not items:
+        if not list(items):
+            _check_inputs(items, keys)
             return []
-        run_folder = self.folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        run_folder.mkdir(parents=True, exist_ok=False)
-        self.last_run_folder = run_folder
-        executor = submitit.AutoExecutor(folder=run_folder / "%j", cluster="slurm")
-        executor.update_parameters(**self._parameters())
-
-        done: dict[str, Outcome] = {}
-        attempts = [0] * len(items)
-        pending: dict[int, Any] = {}  # item index -> submitit Job of its current attempt
-
-        def settle(index: int, ok: bool, value: Any, error: str | None, job_id: str | None) -> None:
-            outcome = Outcome(keys[index], ok, value, error, attempts[index], job_id)
-            done[keys[index]] = outcome
-            if on_done is not None:
-                on_done(outcome)
-
-        def submit(indices: list[int], first: bool) -> None:
-            for index in indices:
-                attempts[index] += 1
-            try:
-                jobs = executor.map_array(fn, [items[i] for i in indices])
-            except Exception as exc:  # noqa: BLE001 - sbatch refused (submitit raises several types)
-                if first:
-                    raise SubmissionError(f"Slurm refused the job array: {exc}") from exc
-                for index in indices:
-                    settle(index, False, None, f"resubmission failed: {_format_exception(exc)}", None)
-                return
-            for index, job in zip(indices, jobs, strict=True):
-                pending[index] = job
-            log.info("submitted %d item(s) as Slurm job %s", len(jobs), jobs[0].job_id.split("_")[0])
-
-        try:
-            submit(list(range(len(items))), first=True)
-            last_force = time.monotonic()
-            while pending:
-                time.sleep(self.poll_s)
-                # Result files are checked on every poll; sacct (which sees jobs that died without a
-                # result: time-outs, cancellations, node failures) at most every 5 polls, once for all.
-                if time.monotonic() - last_force >= 5 * self.poll_s:
-                    next(iter(pending.values())).get_info(mode="force")
-                    last_force = time.monotonic()
-                retry: list[int] = []
-                for index, job in list(pending.items()):
-                    if not job.done():
-                        continue
-                    del pending[index]
-                    try:
-                        value = job.result()
-                    except UncompletedJobError as exc:  # FailedJobError included
-                        if attempts[index] <= self.max_retries:
-                            log.info("item %s failed in job %s, retrying", keys[index], job.job_id)
-                            retry.append(index)
-                        else:
-                            settle(index, False, None, str(exc), job.job_id)
-                    else:
-                        settle(index, True, value, None, job.job_id)
-                if retry:
-                    submit(retry, first=False)
-        except KeyboardInterrupt as exc:
-            for job in pending.values():
-                job.cancel(check=False)
-            _report_interrupt(exc, self.name, keys, done)
-            raise
-        return [done[k] for k in keys]
+        self._executor, self._pending = None, {}
+        return super().run(fn, items, keys, on_done)
 
 
 # ------------------------------------------------------------------------------------------- registry

@@ -191,3 +191,31 @@ def test_slurm_job_sees_the_same_python_environment(
     first_folder = executor.last_run_folder
     assert executor.run(square, [5], ["five"])[0].value == 25
     assert executor.last_run_folder != first_folder  # a fresh submitit folder per run
+
+
+def bad_setting(x: int) -> int:
+    from bgad.config import ConfigError
+
+    raise ConfigError(f"setting lr={x} is out of range")
+
+
+@pytest.mark.parametrize("executor", _local_executors(max_retries=3), ids=lambda e: e.name)
+def test_deterministic_errors_are_not_retried(executor: Executor) -> None:
+    (outcome,) = executor.run(bad_setting, [5], ["bad"])
+    assert not outcome.ok and outcome.attempts == 1 and "ConfigError" in outcome.error
+
+
+def test_retryable_reads_the_exception_name_of_a_traceback() -> None:
+    from bgad.bench.executors import retryable
+
+    assert not retryable("Traceback (most recent call last):\n  ...\nbgad.data.images.DatasetError: no such folder")
+    assert retryable("Traceback ...\nMemoryError")
+    assert retryable("joblib worker failure: ... TerminatedWorkerError: killed")
+
+
+def test_slurm_without_a_cluster_says_so_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bgad.bench.executors import SubmissionError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    with pytest.raises(SubmissionError, match="sinfo"):
+        SlurmExecutor(tmp_path / "slurm").run(square, [1], ["one"])

@@ -145,3 +145,10 @@ def test_slurm_executor_runs_cells_end_to_end(slurm_cluster: None, tmp_path: Pat
     records = list(ResultStore(tmp_path).records())
     assert len(records) == 2 and {r["config"]["seed"] for r in records} == {0, 1}
     assert grid._progress_hook is None
+
+
+def test_slurm_without_a_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--executor", "slurm"))
+    assert result.exit_code == 2, result.output
+    assert "sinfo" in result.output and "Traceback" not in result.output
