@@ -29,6 +29,7 @@ from bgad.allocator import tune_malloc
 from bgad.backbones import FeatureExtractor, create_backbone
 from bgad.cell_log import CellLog, log_to_file
 from bgad.config import ConfigError, RunConfig
+from bgad.data.content import content_sha256
 from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import MIN_TEST_IMAGES, CategoryData, Sample
@@ -355,7 +356,8 @@ def run_cell(
     log = CellLog(cell_label(cfg), status)
     log.phase("reading dataset")
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
-    name = cell_id(cfg, data.manifest_sha256())
+    digest = content_sha256(data)  # file list and bytes: a changed image is another cell
+    name = cell_id(cfg, digest)
     out_dir = Path(out_dir)
     with cell_folder(out_dir, name, overwrite) as work, log_to_file(work / "run.log", log.label):
         try:
@@ -468,6 +470,7 @@ def _dataset_section(inputs: CellInputs) -> dict:
         "kind": data.kind,
         "has_pixel_masks": data.has_pixel_masks,
         "manifest_sha256": data.manifest_sha256(),
+        "content_sha256": content_sha256(data),
         "counts": {
             "train": len(data.train),
             "test_full": len(data.test),

@@ -27,11 +27,15 @@ from bgad.fileio import atomic_write_with
 from bgad.metrics import METRIC_NAMES
 
 
-def cell_id(cfg: RunConfig, manifest_sha256: str) -> str:
-    """Readable prefix + hash of (resolved config, data manifest, code result version)."""
-    digest = hashlib.sha256(
-        f"{cfg.result_hash()}|{manifest_sha256}|{bgad.RESULT_VERSION}".encode()
-    ).hexdigest()[:16]
+def cell_id(cfg: RunConfig, data_sha256: str) -> str:
+    """Readable prefix + hash of (resolved config, data content digest, code result version).
+
+    ``data_sha256`` is ``bgad.data.content.content_sha256``: the file list with every image's and
+    mask's bytes, so changed data is never taken for the data a stored result ran on.
+    """
+    digest = hashlib.sha256(f"{cfg.result_hash()}|{data_sha256}|{bgad.RESULT_VERSION}".encode()).hexdigest()[
+        :16
+    ]
     return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
 
 
@@ -146,11 +150,31 @@ def flatten_record(rec: dict) -> dict:
     return row
 
 
+def _content_of(record: dict, cfg: RunConfig) -> str:
+    """The content digest of an older record's data, read from the dataset as it is here now.
+
+    Only when its file list is the record's (``manifest_sha256``): other data cannot re-key it.
+    """
+    from bgad.data.content import content_sha256
+    from bgad.data.registry import load_category
+
+    root = Path(cfg.data_root) if cfg.data_root else None
+    data = load_category(cfg.dataset, cfg.category, root)
+    if data.manifest_sha256() != record["dataset"]["manifest_sha256"]:
+        raise ValueError(
+            f"cannot re-key {record['cell_id']}: the {cfg.dataset}/{cfg.category} files here are not the ones "
+            "it ran on (another file list); prepare the same dataset version or leave the record as it is"
+        )
+    return content_sha256(data)
+
+
 def migrate_cell_ids(store: ResultStore, expectations: Path | None = None) -> list[tuple[str, str]]:
     """Re-key records whose id the current code computes differently; their metrics stay untouched.
 
-    Why: a cell id hashes the settings that define the cell. When a release narrows which settings
-    a method has (e.g. PaDiM no longer carries the flows' schedule), the same cell gets a new id. Each
+    Why: a cell id hashes the settings that define the cell and its data. When a release narrows
+    which settings a method has (e.g. PaDiM no longer carries the flows' schedule), or starts to hash
+    the data's bytes (records without ``content_sha256``; needs the dataset here), the same cell gets
+    a new id. Each
     such folder is renamed, its record's ``cell_id`` and ``config`` rewritten (the old id is kept
     under ``migrated_from``), and ``expectations`` (a CSV with a ``cell_id`` column) follows.
     Returns (old id, new id) pairs.
@@ -160,10 +184,12 @@ def migrate_cell_ids(store: ResultStore, expectations: Path | None = None) -> li
     moves: list[tuple[str, str]] = []
     for record in list(store.records()):
         cfg = RunConfig.from_dict(record["config"])
-        new = cell_id(cfg, record["dataset"]["manifest_sha256"])
+        digest = record["dataset"].get("content_sha256") or _content_of(record, cfg)
+        new = cell_id(cfg, digest)
         old = record["cell_id"]
         if new == old:
             continue
+        record["dataset"]["content_sha256"] = digest
         if store.cell_dir(new).exists():
             raise FileExistsError(f"cannot re-key {old}: {store.cell_dir(new)} exists already")
         record.update(cell_id=new, config=cfg.to_dict(), config_hash=cfg.result_hash())

@@ -16,7 +16,9 @@ TINY = {"input_size": 64, "meta_epochs": 2, "sub_epochs": 1, "warmup_epochs": 1,
 @pytest.fixture(scope="module")
 def saved_cell(tmp_path_factory: pytest.TempPathFactory) -> dict:
     runs = tmp_path_factory.mktemp("runs")
-    return bgad.run_cell("nfad", "synthetic", "widget", results=runs, save_model=True, feature_cache=False, **TINY)
+    return bgad.run_cell(
+        "nfad", "synthetic", "widget", results=runs, save_model=True, feature_cache=False, **TINY
+    )
 
 
 def test_the_readme_example(saved_cell: dict, tmp_path: Path) -> None:

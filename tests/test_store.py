@@ -24,7 +24,7 @@ def test_every_committed_record_has_the_id_the_code_computes() -> None:
         pytest.skip("no committed results in this checkout")
     for record in records:
         cfg = RunConfig.from_dict(record["config"])
-        assert cell_id(cfg, record["dataset"]["manifest_sha256"]) == record["cell_id"]
+        assert cell_id(cfg, record["dataset"]["content_sha256"]) == record["cell_id"]
 
 
 def _old_padim_record(store: ResultStore) -> str:
@@ -39,7 +39,7 @@ def _old_padim_record(store: ResultStore) -> str:
         "status": "complete",
         "config": config,
         "config_hash": "old",
-        "dataset": {"manifest_sha256": "m" * 64},
+        "dataset": {"manifest_sha256": "m" * 64, "content_sha256": "c" * 64},
         "metrics": {"last_epoch": {"image_auroc": 0.8}, "best_per_metric_paper_compatible": {}},
     }
     (folder / "result.json").write_text(json.dumps(record))

@@ -13,6 +13,7 @@ from typing import Any
 
 from bgad.bench.protocols import Protocol, Variant, defect_subsets
 from bgad.config import CELL_SETTINGS, KNOWN_SETTINGS, RUN_SETTINGS, ConfigError, RunConfig, resolve_config
+from bgad.data.content import content_sha256
 from bgad.data.images import DatasetError
 from bgad.data.registry import DATASETS, list_dataset_categories, load_category
 from bgad.data.specs import DATASET_SPECS
@@ -25,15 +26,15 @@ class Cell:
     protocol: str
     variant: str
     config: RunConfig
-    manifest_sha256: str | None  # None: planned from the dataset's facts, the data is not on disk
+    data_sha256: str | None  # content digest; None: planned from the dataset's facts, data not on disk
     grid_label: str = ""  # the grid point / variant, so two cells never share a label
 
     @property
     def id(self) -> str:
-        if self.manifest_sha256 is None:
+        if self.data_sha256 is None:
             c = self.config
             return f"{c.dataset}-{c.category}-{c.method}-seed{c.seed}-(dataset not prepared)"
-        return cell_id(self.config, self.manifest_sha256)
+        return cell_id(self.config, self.data_sha256)
 
     @property
     def label(self) -> str:
@@ -110,7 +111,7 @@ def plan(
     for category in chosen:
         if on_disk:
             data = load_category(dataset, category, data_root)
-            manifest, defect_types = data.manifest_sha256(), data.defect_types
+            manifest, defect_types = content_sha256(data), data.defect_types
         else:
             manifest, defect_types = None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
         type_axis: list[dict[str, Any]] = [{}]

@@ -50,20 +50,22 @@ class CategoryData:
     def defect_types(self) -> list[str]:
         return sorted({s.defect_type for s in self.test if s.is_anomalous})
 
+    def manifest_rows(self) -> list[dict]:
+        """Relative path, split, label, defect type and mask of every sample, in sample order."""
+        return [
+            {
+                "path": _relative(s.image_path, self.root),
+                "split": s.split,
+                "label": s.label,
+                "defect_type": s.defect_type,
+                "mask": _relative(s.mask_path, self.root) if s.mask_path else None,
+            }
+            for s in (*self.train, *self.test)
+        ]
+
     def manifest(self) -> list[dict]:
-        """Relative path, split, label and defect type of every file, sorted (the dataset's identity)."""
-        rows = []
-        for s in (*self.train, *self.test):
-            rows.append(
-                {
-                    "path": _relative(s.image_path, self.root),
-                    "split": s.split,
-                    "label": s.label,
-                    "defect_type": s.defect_type,
-                    "mask": _relative(s.mask_path, self.root) if s.mask_path else None,
-                }
-            )
-        return sorted(rows, key=lambda r: (r["split"], r["path"]))
+        """The manifest rows sorted by (split, path): the file list that identifies a split."""
+        return sorted(self.manifest_rows(), key=lambda r: (r["split"], r["path"]))
 
     def manifest_sha256(self) -> str:
         """Hash of the file list (not the pixel content): identifies the split a result was made on."""

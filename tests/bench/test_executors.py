@@ -208,7 +208,9 @@ def test_deterministic_errors_are_not_retried(executor: Executor) -> None:
 def test_retryable_reads_the_exception_name_of_a_traceback() -> None:
     from bgad.bench.executors import retryable
 
-    assert not retryable("Traceback (most recent call last):\n  ...\nbgad.data.images.DatasetError: no such folder")
+    assert not retryable(
+        "Traceback (most recent call last):\n  ...\nbgad.data.images.DatasetError: no such folder"
+    )
     assert retryable("Traceback ...\nMemoryError")
     assert retryable("joblib worker failure: ... TerminatedWorkerError: killed")
 
