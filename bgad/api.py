@@ -70,13 +70,13 @@ def run_grid(
 ) -> list:
     """Run the cells not yet in the store ``results`` (a rerun resumes); returns one outcome per cell run."""
     from bgad.bench.executors import make_executor
-    from bgad.bench.runner import execute_cell, pending_tasks
+    from bgad.bench.runner import pending_tasks, run_with_others
     from bgad.store import ResultStore
 
     store = ResultStore(Path(results) if results else default_results())
     todo, _ = pending_tasks(cells, store)
     runner = make_executor(executor, max_retries=max_retries, **executor_options)
-    outcomes = runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=on_done)
+    outcomes = run_with_others(runner, todo, on_done)
     store.rebuild_table()
     return outcomes
 

@@ -30,6 +30,10 @@ def _add_data_app() -> None:
 _add_data_app()
 
 
+def _warn(message: str) -> None:
+    console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=2)
@@ -196,7 +200,7 @@ def _print_plan(cells: list, done_ids: set[str]) -> None:
 def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, max_retries, store) -> list:  # noqa: ANN001
     """Run the cells still to do with the chosen executor, with a bar for the grid and one for the cell in hand."""
     from bgad.bench.executors import make_executor
-    from bgad.bench.runner import cell_progress, execute_cell
+    from bgad.bench.runner import ELSEWHERE, cell_progress, run_with_others
 
     options: dict = {"max_retries": max_retries}
     if executor_name == "joblib":
@@ -237,6 +241,8 @@ def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, ma
             )
 
         def on_done(outcome) -> None:  # noqa: ANN001
+            if outcome.ok and outcome.value == ELSEWHERE:
+                return
             bar.advance(overall)
             if not outcome.ok:
                 failures.append(outcome)
@@ -249,7 +255,7 @@ def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, ma
                     bar.update(t.id, completed=1.0, visible=False)
 
         with cell_progress(hook):
-            runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=on_done)
+            run_with_others(runner, todo, on_done)
     return failures
 
 
@@ -283,7 +289,7 @@ def _run_plain(runner, todo) -> list:  # noqa: ANN001
     """Run with one plain line per phase and meta-epoch (``bgad.cell`` lines), for non-terminal output."""
     import os
 
-    from bgad.bench.runner import execute_cell
+    from bgad.bench.runner import ELSEWHERE, run_with_others
     from bgad.cell_log import print_plain_lines
 
     os.environ["BGAD_PLAIN_PROGRESS"] = "1"  # worker processes (joblib) print their lines too
@@ -295,10 +301,17 @@ def _run_plain(runner, todo) -> list:  # noqa: ANN001
         if not outcome.ok:
             failures.append(outcome)
         label = next((t.label for t in todo if t.cell_id == outcome.key), outcome.key)
-        console.print(f"cell {'done' if outcome.ok else 'FAILED'}: {label}", highlight=False)
+        state = (
+            "FAILED"
+            if not outcome.ok
+            else "running in another worker"
+            if outcome.value == ELSEWHERE
+            else "done"
+        )
+        console.print(f"cell {state}: {label}", highlight=False)
 
     try:
-        runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=on_done)
+        run_with_others(runner, todo, on_done)
     finally:
         from bgad.cell_log import LOGGER
 
@@ -354,7 +367,7 @@ def report(
 
     out = out or default_reports()
     with _clear_errors():
-        written = render_reports(results or default_results(), out, protocol or None, figures)
+        written = render_reports(results or default_results(), out, protocol or None, figures, _warn)
     console.print(f"{len(written)} file(s) in {out.resolve()}")
     for path in written:
         if path.suffix in {".md", ".png"}:
@@ -392,11 +405,14 @@ def regress(
         rerun_cell,
         tolerances,
     )
+    from bgad.bench.report import record_problems
     from bgad.fileio import atomic_write_with
     from bgad.store import ResultStore
 
     store = ResultStore(results or default_results())
     records = list(store.records())
+    for problem in record_problems(store, records):
+        _warn(problem)
     expectations = expectations or store.root / "expectations.csv"
     if update_expectations:
         frame = expectations_frame(records)
@@ -461,6 +477,27 @@ def store_migrate(
     for old, new in moves:
         console.print(f"{old} -> {new}", highlight=False)
     console.print(f"{len(moves)} record(s) re-keyed", highlight=False)
+
+
+@store_app.command("clean")
+def store_clean(
+    results: Annotated[Path | None, _results_option()] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+) -> None:
+    """Remove orphaned partial folders of killed runs, stale leases, and failures of cells that completed since."""
+    from bgad.api import default_results
+    from bgad.store import ResultStore
+
+    store = ResultStore(results or default_results())
+    list(store.records())  # finds the unreadable ones
+    found = store.clean(dry_run=dry_run)
+    for path in found:
+        console.print(f"{'would remove' if dry_run else 'removed'} {path}", highlight=False)
+    console.print(
+        f"{len(found)} item(s) {'to remove' if dry_run else 'removed'} in {store.cells_dir}", highlight=False
+    )
+    for name, why in store.bad.items():
+        console.print(f"unreadable record kept for a look: {name} ({why})", highlight=False)
 
 
 @app.command("ls")

@@ -9,21 +9,25 @@ rebuilt from the records under a file lock and replaced atomically.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
 import bgad
 from bgad.config import RunConfig
-from bgad.fileio import atomic_write_with
+from bgad.fileio import atomic_write_text, atomic_write_with
 from bgad.metrics import METRIC_NAMES
 
 
@@ -39,17 +43,33 @@ def cell_id(cfg: RunConfig, data_sha256: str) -> str:
     return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
 
 
+def _is_complete_folder(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "result.json").read_text()).get("status") == "complete"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _partial_prefix(name: str) -> str:
+    return f".{name}.partial-"
+
+
 @contextmanager
 def cell_folder(cells_dir: Path, name: str, overwrite: bool = False) -> Iterator[Path]:
     """A private folder to write cell ``name`` into; renamed to ``cells_dir/name`` on success.
 
     On an exception the folder becomes ``name.failed`` (replacing an older one) and the exception
     propagates. A complete folder written meanwhile by another runner is kept (first wins) unless
-    ``overwrite``.
+    ``overwrite``; a broken one (unreadable ``result.json``) is moved aside as ``name.broken-<time>``
+    and replaced. Partial folders of this cell left by dead processes are removed first.
     """
     cells_dir.mkdir(parents=True, exist_ok=True)
     final = cells_dir / name
-    work = Path(tempfile.mkdtemp(dir=cells_dir, prefix=f".{name}.partial-"))
+    for stale in cells_dir.glob(_partial_prefix(name) + "*"):
+        if not _owner_alive(stale.name.removeprefix(_partial_prefix(name))):
+            shutil.rmtree(stale, ignore_errors=True)
+    prefix = f"{_partial_prefix(name)}{socket.gethostname()}-{os.getpid()}-"
+    work = Path(tempfile.mkdtemp(dir=cells_dir, prefix=prefix))
     work.chmod(0o755)  # mkdtemp makes it private; a shared store must stay readable
     try:
         yield work
@@ -59,62 +79,145 @@ def cell_folder(cells_dir: Path, name: str, overwrite: bool = False) -> Iterator
         os.replace(work, failed)
         raise
     if final.exists():
-        if not overwrite:
+        if _is_complete_folder(final) and not overwrite:
             shutil.rmtree(work)
             return
-        old = Path(tempfile.mkdtemp(dir=cells_dir, prefix=f".{name}.old-"))
-        os.replace(final, old / "cell")
-        shutil.rmtree(old)
+        if _is_complete_folder(final):
+            old = Path(tempfile.mkdtemp(dir=cells_dir, prefix=f".{name}.old-"))
+            os.replace(final, old / "cell")
+            shutil.rmtree(old)
+        else:  # a broken record loses to a good one, and is kept aside for a look
+            os.replace(final, cells_dir / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(work, final)
     shutil.rmtree(cells_dir / f"{name}.failed", ignore_errors=True)  # an earlier failure is history
+
+
+def _owner_alive(tag: str) -> bool:
+    """Whether the process that made ``<host>-<pid>-…`` still runs (unknown hosts count as alive)."""
+    parts = tag.split("-")
+    if len(parts) < 3 or not parts[-2].isdigit():
+        return False  # an older name without an owner: orphaned
+    host, pid = "-".join(parts[:-2]), int(parts[-2])
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    """A worker's claim on a cell: ``cells/.<id>.lease`` with host and pid, its mtime refreshed.
+
+    Two runs on one store (or two machines on a shared folder) split a grid: each claims a cell
+    before it runs it. A lease whose holder died (same host, pid gone) or that was not refreshed for
+    ``LEASE_TTL_S`` may be taken over.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LEASE_TTL_S / 5):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+LEASE_TTL_S = 300.0
+_OWNER = f"{socket.gethostname()}-{os.getpid()}"
 
 
 class ResultStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.bad: dict[str, str] = {}  # folder name -> why its record could not be read
 
     def cell_dir(self, cell_id: str) -> Path:
         return self.cells_dir / cell_id
 
     def is_complete(self, cell_id: str) -> bool:
-        record = self.cell_dir(cell_id) / "result.json"
-        if not record.is_file():
-            return False
-        try:
-            return json.loads(record.read_text()).get("status") == "complete"
-        except (OSError, json.JSONDecodeError):
-            return False
+        return _is_complete_folder(self.cell_dir(cell_id))
 
     def record(self, cell_id: str) -> dict:
         return json.loads((self.cell_dir(cell_id) / "result.json").read_text())
 
     def records(self) -> Iterator[dict]:
+        """Every readable complete record; unreadable ones are listed in ``self.bad`` (name → reason)."""
+        self.bad = {}
         if not self.cells_dir.is_dir():
             return
         for folder in sorted(self.cells_dir.iterdir()):
             path = folder / "result.json"
-            if not folder.name.startswith(".") and path.is_file():
-                yield json.loads(path.read_text())
+            if folder.name.startswith(".") or "." in folder.name or not folder.is_dir():
+                continue
+            try:
+                record = json.loads(path.read_text())
+                if record.get("status") != "complete" or "metrics" not in record:
+                    raise ValueError("not a complete record")
+            except (OSError, ValueError, AttributeError) as exc:
+                self.bad[folder.name] = f"{path}: {type(exc).__name__}: {exc}"
+                continue
+            yield record
+
+    def claim(self, cell_id: str) -> Lease | None:
+        """A lease on ``cell_id`` for this process, or None while another live worker holds one."""
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cells_dir / f".{cell_id}.lease"
+        with FileLock(str(self.cells_dir / ".leases.lock")):
+            if self.held_elsewhere(cell_id):
+                return None
+            atomic_write_text(path, _OWNER)
+        return Lease(path)
+
+    def held_elsewhere(self, cell_id: str) -> bool:
+        """Whether another live worker holds a fresh lease on ``cell_id``."""
+        path = self.cells_dir / f".{cell_id}.lease"
+        try:
+            holder = path.read_text().strip()
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return False
+        return holder != _OWNER and age < LEASE_TTL_S and _owner_alive(f"{holder}-lease")
+
+    def clean(self, dry_run: bool = False) -> list[Path]:
+        """Orphaned partial folders, stale leases, and failures of cells that completed since."""
+        found: list[Path] = []
+        if not self.cells_dir.is_dir():
+            return found
+        for entry in sorted(self.cells_dir.iterdir()):
+            name = entry.name
+            if ".partial-" in name and not _owner_alive(name.split(".partial-", 1)[1]):
+                found.append(entry)
+            elif name.endswith(".failed") and self.is_complete(name.removesuffix(".failed")):
+                found.append(entry)
+            elif name.endswith(".lease") and time.time() - entry.stat().st_mtime > LEASE_TTL_S:
+                found.append(entry)
+        if not dry_run:
+            for path in found:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        return found
 
     def table(self) -> pd.DataFrame:
         """One row per cell: identity, settings that tables group by, last and best metrics."""
         rows = [flatten_record(r) for r in self.records()]
         return pd.DataFrame(rows)
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def rebuild_table(self) -> Path:
         """Rewrite ``table.csv`` from the records (atomically, one writer at a time)."""
-        with self._lock():
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / ".lock")):
             frame = self.table()
             target = self.root / "table.csv"
             atomic_write_with(target, lambda tmp: frame.to_csv(tmp, index=False))
@@ -179,7 +282,6 @@ def migrate_cell_ids(store: ResultStore, expectations: Path | None = None) -> li
     under ``migrated_from``), and ``expectations`` (a CSV with a ``cell_id`` column) follows.
     Returns (old id, new id) pairs.
     """
-    from bgad.fileio import atomic_write_text
 
     moves: list[tuple[str, str]] = []
     for record in list(store.records()):

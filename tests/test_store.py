@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import stat
 from pathlib import Path
 
@@ -79,3 +80,64 @@ def test_cell_folder_renames_on_success_and_keeps_failures_aside(tmp_path: Path)
         (work / "result.json").write_text("{}")
     assert (tmp_path / "cell-b").exists() and not (tmp_path / "cell-b.failed").exists()
     shutil.rmtree(tmp_path / "cell-a")
+
+
+def _complete(store: ResultStore, name: str, **extra: object) -> None:
+    folder = store.cell_dir(name)
+    folder.mkdir(parents=True)
+    record = {"cell_id": name, "status": "complete", "metrics": {"last_epoch": {}}, **extra}
+    (folder / "result.json").write_text(json.dumps(record))
+
+
+def test_a_broken_record_is_replaced_and_kept_aside(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    store.cell_dir("cell-a").mkdir(parents=True)
+    (store.cell_dir("cell-a") / "result.json").write_text('{"status": "compl')  # truncated
+    assert not store.is_complete("cell-a")
+    assert list(store.records()) == [] and "cell-a" in store.bad and "result.json" in store.bad["cell-a"]
+    with cell_folder(store.cells_dir, "cell-a") as work:
+        (work / "result.json").write_text(json.dumps({"status": "complete", "metrics": {}}))
+    assert store.is_complete("cell-a")  # the good result wins
+    assert len(list(store.cells_dir.glob("cell-a.broken-*"))) == 1  # the bad one kept, named so
+
+
+def test_clean_removes_orphans_and_old_failures_only(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    _complete(store, "done")
+    (store.cells_dir / "done.failed").mkdir()  # failed once, completed later
+    (store.cells_dir / "other.failed").mkdir()  # still failed: kept
+    (store.cells_dir / ".done.partial-somehost-1-abc").mkdir()  # another host: may be alive, kept
+    dead = store.cells_dir / f".x.partial-{socket.gethostname()}-999999999-abc"
+    dead.mkdir()
+    legacy = store.cells_dir / ".y.partial-abcdef"  # an older name without owner: orphaned
+    legacy.mkdir()
+    found = store.clean(dry_run=True)
+    assert set(found) == {store.cells_dir / "done.failed", dead, legacy}
+    assert all(p.exists() for p in found)
+    store.clean()
+    assert not any(p.exists() for p in found) and (store.cells_dir / "other.failed").exists()
+
+
+def test_a_lease_keeps_other_workers_off_a_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgad.store as store_module
+
+    store = ResultStore(tmp_path)
+    lease = store.claim("cell-a")
+    assert lease is not None and not store.held_elsewhere("cell-a")
+    monkeypatch.setattr(store_module, "_OWNER", "otherhost-1")  # as seen by another worker
+    assert store.held_elsewhere("cell-a") and store.claim("cell-a") is None
+    lease.release()
+    assert not store.held_elsewhere("cell-a") and store.claim("cell-a") is not None
+
+
+def test_a_dead_workers_lease_is_taken_over(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    store.cells_dir.mkdir(parents=True)
+    (store.cells_dir / ".cell-a.lease").write_text(f"{socket.gethostname()}-999999999")  # no such pid
+    assert not store.held_elsewhere("cell-a") and store.claim("cell-a") is not None
+
+
+def test_the_table_is_readable_by_the_group(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    path = store.rebuild_table()
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044

@@ -9,7 +9,9 @@ value is flagged. Missing cells show as missing, never as zero.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from bgad.bench.protocols import Protocol, defect_subsets
 from bgad.methods import METHODS
 from bgad.metrics import METRIC_LABELS
 from bgad.published import published_value
+
+log = logging.getLogger(__name__)
 
 # Our method names where the paper's tables name the same thing differently.
 PAPER_METHOD_NAMES = {"bgad_cc": "bgad_dagger"}
@@ -466,10 +470,36 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
+def record_problems(store, records: list[dict]) -> list[str]:  # noqa: ANN001
+    """Records that cannot be read, and records without a metric they should have (named)."""
+    from bgad.metrics import METRIC_SPECS
+
+    problems = [f"skipped unreadable record {name}: {why}" for name, why in store.bad.items()]
+    for rec in records:
+        last = rec["metrics"].get("last_epoch", {})
+        masks = rec.get("dataset", {}).get("has_pixel_masks", True)
+        for name, spec in METRIC_SPECS.items():
+            if name == "pro_paper" or (spec.needs_pixel_masks and not masks):
+                continue  # pro_paper is undefined by design on some maps (each epoch says so)
+            value = last.get(name)
+            if value is None or value != value:
+                problems.append(
+                    f"record {rec['cell_id']} has no {spec.label}: its cells in the tables stay empty"
+                )
+    return problems
+
+
 def render_reports(
-    results: Path, out: Path, protocols: list[str] | None = None, figures: bool = True
+    results: Path,
+    out: Path,
+    protocols: list[str] | None = None,
+    figures: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Every protocol's tables (and the figures) from the store at ``results`` into ``out``."""
+    """Every protocol's tables (and the figures) from the store at ``results`` into ``out``.
+
+    Unreadable records are skipped and records missing a metric are named, through ``warn``.
+    """
     from bgad.bench.figures import write_figures
     from bgad.bench.protocols import load_protocol, protocol_names
     from bgad.config import ConfigError
@@ -478,6 +508,8 @@ def render_reports(
     chosen = [load_protocol(p) for p in (protocols or protocol_names())]
     store = ResultStore(results)
     records = list(store.records())
+    for problem in record_problems(store, records):
+        (warn or log.warning)(problem)
     if not records:
         raise ConfigError(
             f"no results in {store.cells_dir}; run `bgad-bench run ...` first, or pass --results DIR"

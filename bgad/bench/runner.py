@@ -38,21 +38,62 @@ def cell_progress(
         _progress_hook = previous
 
 
+#: What ``execute_cell`` returns for a cell another live worker holds a lease on.
+ELSEWHERE = "running elsewhere"
+
+
 def execute_cell(task: CellTask) -> str:
-    """Run one cell into the store (module-level, so executors can pickle it); returns the cell id."""
+    """Run one cell into the store (module-level, so executors can pickle it); returns the cell id.
+
+    The cell is claimed first (``ResultStore.claim``): when another live worker holds it, nothing
+    runs and ``ELSEWHERE`` is returned, so two runs on one store split the grid.
+    """
     from bgad.run import run_cell
 
     _plain_lines_in_workers()
     store = ResultStore(task.results_dir)
     if store.is_complete(task.cell_id):
         return task.cell_id
-    status, progress = _progress_hook(task) if _progress_hook else (None, None)
-    folder = run_cell(RunConfig.from_dict(task.config), store.cells_dir, status=status, progress=progress)
+    lease = store.claim(task.cell_id)
+    if lease is None:
+        return ELSEWHERE
+    try:
+        if store.is_complete(task.cell_id):  # finished by the worker whose lease just ended
+            return task.cell_id
+        status, progress = _progress_hook(task) if _progress_hook else (None, None)
+        folder = run_cell(RunConfig.from_dict(task.config), store.cells_dir, status=status, progress=progress)
+    finally:
+        lease.release()
     if folder.name != task.cell_id:
         raise RuntimeError(
             f"cell {task.label}: the data changed since planning ({folder.name} != {task.cell_id})"
         )
     return task.cell_id
+
+
+def run_with_others(runner, todo: list[CellTask], on_done=None, poll_s: float = 5.0) -> list:  # noqa: ANN001
+    """Run ``todo``; then wait for the cells other workers were running, taking over a dead one's.
+
+    Returns the outcomes of the cells this process ran or failed (cells finished elsewhere count as
+    done and produce no outcome).
+    """
+    import time
+
+    outcomes = [o for o in runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=on_done)]
+    waiting = [t for t, o in zip(todo, outcomes, strict=True) if o.ok and o.value == ELSEWHERE]
+    finished = [o for o in outcomes if not (o.ok and o.value == ELSEWHERE)]
+    while waiting:
+        store = ResultStore(waiting[0].results_dir)
+        waiting = [t for t in waiting if not store.is_complete(t.cell_id)]
+        free = [t for t in waiting if not store.held_elsewhere(t.cell_id)]
+        if free:  # their worker finished without a record or died: run them here
+            again = runner.run(execute_cell, free, [t.cell_id for t in free], on_done=on_done)
+            finished += [o for o in again if not (o.ok and o.value == ELSEWHERE)]
+            done_here = {o.key for o in again if not (o.ok and o.value == ELSEWHERE)}
+            waiting = [t for t in waiting if t.cell_id not in done_here]
+        elif waiting:
+            time.sleep(poll_s)
+    return finished
 
 
 def _plain_lines_in_workers() -> None:

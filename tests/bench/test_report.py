@@ -234,3 +234,29 @@ def test_write_report_skips_protocols_without_results(
         [load_protocol("one_anomaly"), load_protocol("one_class")], one_anomaly_records, tmp_path
     )
     assert sorted(p.name for p in written) == ["one_anomaly.csv", "one_anomaly.md", "one_anomaly.tex"]
+
+
+def test_report_and_regress_name_an_unreadable_record_and_go_on(tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from bgad.cli import app
+
+    committed = sorted((Path(__file__).resolve().parents[2] / "results" / "cells").glob("brainmri-*"))
+    if not committed:
+        pytest.skip("no committed results in this checkout")
+    store = tmp_path / "store"
+    shutil.copytree(committed[0], store / "cells" / committed[0].name)
+    broken = store / "cells" / "brainmri-brainmri-nfad-seed9-0000000000000000"
+    broken.mkdir()
+    (broken / "result.json").write_text('{"status": "comp')
+    result = CliRunner().invoke(
+        app, ["report", "--results", str(store), "--out", str(tmp_path / "r"), "--no-figures"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.output and broken.name in result.output
+    result = CliRunner().invoke(
+        app, ["regress", "--results", str(store), "--expectations", str(tmp_path / "none.csv")]
+    )
+    assert broken.name in result.output and "Traceback" not in result.output

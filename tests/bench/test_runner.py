@@ -152,3 +152,34 @@ def test_slurm_without_a_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: 
     result = CliRunner().invoke(app, _run_args(tmp_path, "--executor", "slurm"))
     assert result.exit_code == 2, result.output
     assert "sinfo" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_store_split_the_grid(tmp_path: Path) -> None:
+    """Two concurrent `bgad-bench run` processes on a 4-cell grid train each cell once, and together
+    finish sooner than one run doing all four (measured in this test, one after the other)."""
+    import subprocess
+    import sys
+    import time
+
+    args = ["-m", "nfad", "-c", "widget", "-s", "0", "-s", "1", "-s", "2", "-s", "3"]
+    args += [f"--set={k}={v}" for k, v in {**TINY, "meta_epochs": 6, "threads": 1}.items()]
+
+    def start(store: Path) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "bgad.cli", "run", "--results", str(store), *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    begin = time.perf_counter()
+    alone = start(tmp_path / "alone")
+    assert alone.wait(timeout=900) == 0, alone.stdout.read()
+    one_run = time.perf_counter() - begin
+
+    begin = time.perf_counter()
+    pair = [start(tmp_path / "shared"), start(tmp_path / "shared")]
+    outputs = [p.communicate(timeout=900)[0] for p in pair]
+    together = time.perf_counter() - begin
+    assert all(p.returncode == 0 for p in pair), outputs
+    trained = [out.count("| done in ") for out in outputs]
+    assert sum(trained) == 4 and min(trained) >= 1, outputs  # each cell once, both workers busy
+    assert len(list(ResultStore(tmp_path / "shared").records())) == 4
+    assert together < one_run, (together, one_run)
