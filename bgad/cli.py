@@ -121,6 +121,7 @@ def run(
     With no arguments: BGAD and NFAD on the built-in synthetic dataset, offline Lite0 weights, quick profile.
     """
     from bgad.api import default_results, plan_grid
+    from bgad.bench.preflight import preflight
     from bgad.bench.runner import pending_tasks
     from bgad.store import ResultStore
 
@@ -157,6 +158,7 @@ def run(
         _print_plan(cells, {c.id for c in done})
         return
     with _clear_errors():
+        preflight([c for c in cells if c.id not in {d.id for d in done}])
         failures = _run_tasks(todo, executor, workers, partition, time_min, gpus, cpus, max_retries, store)
     store.rebuild_table()
     ids = {c.id for c in cells}

@@ -183,3 +183,21 @@ def test_two_runs_on_one_store_split_the_grid(tmp_path: Path) -> None:
     assert sum(trained) == 4 and min(trained) >= 1, outputs  # each cell once, both workers busy
     assert len(list(ResultStore(tmp_path / "shared").records())) == 4
     assert together < one_run, (together, one_run)
+
+
+def test_the_grid_is_checked_before_any_cell_runs(tmp_path: Path) -> None:
+    """Offline hub weights or too many known anomalies: one error for the grid, nothing run, no retry."""
+    result = CliRunner().invoke(app, _run_args(tmp_path, "-k", "500"))
+    assert result.exit_code == 2, result.output
+    assert "nothing was run" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "cells").exists() or not any((tmp_path / "cells").iterdir())
+
+
+def test_unobtainable_weights_stop_the_grid_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgad.backbones as backbones
+
+    monkeypatch.setattr(backbones, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(backbones, "_in_hub_cache", lambda name: False)
+    result = CliRunner().invoke(app, _run_args(tmp_path, "--backbone", "tf_efficientnet_b6", "-s", "0", "-s", "1"))
+    assert result.exit_code == 2, result.output
+    assert result.output.count("needs the ImageNet weights") == 1 and "--backbone-weights" in result.output
