@@ -18,6 +18,7 @@ import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
 
+from bgad.fileio import file_sha256
 from bgad.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,14 +67,6 @@ class WeightsInfo:
     path: str | None
     sha256: str | None
     random: bool
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- efficientnet-lite0 wheel -> timm names -------------------------------------------------------

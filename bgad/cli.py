@@ -159,6 +159,8 @@ def run(
         return
     with _clear_errors():
         preflight([c for c in cells if c.id not in {d.id for d in done}])
+        if todo:
+            store.check_writable()
         failures = _run_tasks(todo, executor, workers, partition, time_min, gpus, cpus, max_retries, store)
     store.rebuild_table()
     ids = {c.id for c in cells}
@@ -174,12 +176,20 @@ def _clear_errors():  # noqa: ANN202
     """Errors a user can fix (a setting, the data, a name, the cluster) as one line; exit code 2."""
     from bgad.bench.executors import SubmissionError
     from bgad.data.images import DatasetError
+    from bgad.fileio import StorageError
     from bgad.registry import UnknownNameError
     from bgad.selection import SelectionError
 
     try:
         yield
-    except (ConfigError, UnknownNameError, DatasetError, SelectionError, SubmissionError) as exc:
+    except (
+        ConfigError,
+        UnknownNameError,
+        DatasetError,
+        SelectionError,
+        SubmissionError,
+        StorageError,
+    ) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from PIL import Image
 from bgad import threads
 from bgad.backbones import FeatureExtractor
 from bgad.data.images import read_image
+from bgad.fileio import atomic_write_with, file_sha256
 
 PREPROCESS_VERSION = "squash-resize-lanczos/imagenet-norm v1"
 
@@ -42,10 +42,6 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
     return batch.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 class FeatureCache:
     """Computes backbone features of image files once; optionally persists them per image on disk."""
 
@@ -64,6 +60,7 @@ class FeatureCache:
         self.batch_size = batch_size
         self.hits = 0
         self.misses = 0
+        self.disabled: str | None = None  # why the disk cache was switched off, if it was
 
     @property
     def key(self) -> str:
@@ -122,7 +119,7 @@ class FeatureCache:
             for j, (i, digest) in enumerate(chunk):
                 per_image = [f[j].to(self.dtype).clone() for f in feats]
                 results[i] = per_image
-                if digest:
+                if digest and self.root is not None:  # the cache may have been switched off meanwhile
                     self._store(digest, per_image)
             self.misses += len(chunk)
             if advance:
@@ -144,13 +141,15 @@ class FeatureCache:
             return None
 
     def _store(self, digest: str, feats: list[torch.Tensor]) -> None:
+        """Keep one image's features on disk; a cache that cannot be written is switched off, with a warning."""
         path = self._path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
         try:
-            torch.save(feats, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            atomic_write_with(path, lambda tmp: torch.save(feats, tmp))
+        except OSError as exc:
+            self.disabled = f"{self.root} cannot be written ({exc.strerror or exc}); features are not cached"
+            warnings.warn(
+                f"feature cache {self.disabled}. Set BGAD_CACHE_DIR to a writable folder, or run with "
+                "--no-feature-cache",
+                stacklevel=2,
+            )
+            self.root = None

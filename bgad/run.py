@@ -10,7 +10,9 @@ looks like a result.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import random
 import time
@@ -34,7 +36,7 @@ from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import MIN_TEST_IMAGES, CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
-from bgad.fileio import atomic_write_text
+from bgad.fileio import StorageError, atomic_write_text, storage_error
 from bgad.method import Detector, TrainingData, downsample_masks
 from bgad.methods import METHODS
 from bgad.metrics import METRIC_LABELS, METRIC_NAMES, METRIC_VARIANTS, compute_metrics
@@ -47,6 +49,8 @@ from bgad.store import cell_folder, cell_id
 from bgad.threads import governed_threads
 
 SCHEMA_VERSION = 1
+#: File-system errors a user fixes by giving another folder (or freeing space), not by retrying.
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 def _type_list(value: str | None) -> list[str] | None:
@@ -359,18 +363,25 @@ def run_cell(
     digest = content_sha256(data)  # file list and bytes: a changed image is another cell
     name = cell_id(cfg, digest)
     out_dir = Path(out_dir)
-    with cell_folder(out_dir, name, overwrite) as work, log_to_file(work / "run.log", log.label):
-        try:
-            log.info(f"cell {name}")
-            with governed_threads(cfg.threads) as governor:
-                record = _run(cfg, data, name, work, log, progress or (lambda _frac: None))
-                record["provenance"]["threads"] = governor.usage()
-            atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
-            log.info(f"done in {record['timing_seconds']['total']:.0f} s")
-        except BaseException as exc:
-            log.warning(f"failed: {type(exc).__name__}: {exc}")
-            (work / "error.txt").write_text("".join(traceback.format_exception(exc)))
+    try:
+        with cell_folder(out_dir, name, overwrite) as work, log_to_file(work / "run.log", log.label):
+            try:
+                log.info(f"cell {name}")
+                with governed_threads(cfg.threads) as governor:
+                    record = _run(cfg, data, name, work, log, progress or (lambda _frac: None))
+                    record["provenance"]["threads"] = governor.usage()
+                atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
+                log.info(f"done in {record['timing_seconds']['total']:.0f} s")
+            except BaseException as exc:
+                log.warning(f"failed: {type(exc).__name__}: {exc}")
+                with contextlib.suppress(OSError):  # a full disk may refuse this too
+                    (work / "error.txt").write_text("".join(traceback.format_exception(exc)))
+                raise
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS or isinstance(exc, StorageError):
             raise
+        hint = f"choose another results folder with --results DIR (this one: {out_dir})"
+        raise storage_error(Path(exc.filename or out_dir), exc, hint) from exc
     return out_dir / name
 
 
@@ -453,6 +464,7 @@ def _record(
             "hits": feats.cache.hits,
             "misses": feats.cache.misses,
             "dtype": cfg.feature_dtype,
+            "disabled": feats.cache.disabled,
         },
         "timing_seconds": {k: round(v, 4) for k, v in timings.items()},
         "device": str(device),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -27,7 +28,7 @@ from filelock import FileLock
 
 import bgad
 from bgad.config import RunConfig
-from bgad.fileio import atomic_write_text, atomic_write_with
+from bgad.fileio import atomic_write_text, atomic_write_with, storage_error
 from bgad.metrics import METRIC_NAMES
 
 
@@ -134,6 +135,7 @@ class Lease:
             self.path.unlink()
 
 
+log = logging.getLogger(__name__)
 LEASE_TTL_S = 300.0
 _OWNER = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -175,7 +177,7 @@ class ResultStore:
         """A lease on ``cell_id`` for this process, or None while another live worker holds one."""
         self.cells_dir.mkdir(parents=True, exist_ok=True)
         path = self.cells_dir / f".{cell_id}.lease"
-        with FileLock(str(self.cells_dir / ".leases.lock")):
+        with FileLock(str(self.root / ".leases.lock")):
             if self.held_elsewhere(cell_id):
                 return None
             atomic_write_text(path, _OWNER)
@@ -214,14 +216,38 @@ class ResultStore:
         rows = [flatten_record(r) for r in self.records()]
         return pd.DataFrame(rows)
 
-    def rebuild_table(self) -> Path:
-        """Rewrite ``table.csv`` from the records (atomically, one writer at a time)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / ".lock")):
-            frame = self.table()
-            target = self.root / "table.csv"
-            atomic_write_with(target, lambda tmp: frame.to_csv(tmp, index=False))
+    def rebuild_table(self) -> Path | None:
+        """Rewrite ``table.csv`` from the records (atomically, one writer at a time).
+
+        A store that cannot be written (read-only, full) keeps its old table: None, with a warning;
+        the records are the truth, the table only a summary of them.
+        """
+        target = self.root / "table.csv"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.root / ".lock")):
+                frame = self.table()
+                atomic_write_with(target, lambda tmp: frame.to_csv(tmp, index=False))
+        except OSError as exc:
+            log.warning(
+                "%s not rewritten (%s); the records in %s are unchanged",
+                target,
+                exc.strerror or exc,
+                self.cells_dir,
+            )
+            return None
         return target
+
+    def check_writable(self) -> None:
+        """Fail now, naming the folder and the fix, when cells could not be written here."""
+        try:
+            self.cells_dir.mkdir(parents=True, exist_ok=True)
+            probe = Path(tempfile.mkstemp(dir=self.cells_dir, prefix=".write-test-")[1])
+            probe.unlink()
+        except OSError as exc:
+            raise storage_error(
+                self.cells_dir, exc, "give a writable results folder with --results DIR"
+            ) from exc
 
 
 def flatten_record(rec: dict) -> dict:

@@ -32,7 +32,7 @@ from bgad.data.manifest import (
     write_dataset_info,
     write_manifest,
 )
-from bgad.data.mvtec import MVTEC_CATEGORIES, MVTEC_TEXTURE_CATEGORIES, load_mvtec_category
+from bgad.data.mvtec import MVTEC_CATEGORIES, load_mvtec_category
 from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
 from bgad.data.specs import DATASET_SPECS
 
@@ -182,7 +182,7 @@ def _find_root(extracted: Path, marker: str, what: str) -> Path:
     )
 
 
-def _prepare_archive(name: str, archive: Path, root: Path, check_sha256: bool, marker: str, finish) -> Path:
+def _prepare_archive(name: str, archive: Path, root: Path, check_sha256: bool) -> Path:
     archive = Path(archive).expanduser().resolve()
     root = Path(root).expanduser().resolve()
     if not archive.is_file():
@@ -192,75 +192,69 @@ def _prepare_archive(name: str, archive: Path, root: Path, check_sha256: bool, m
     identity = {"converter": name, "archive": ARCHIVES[name].filename, "archive_size": archive.stat().st_size}
     if existing_dataset(root, name, identity):
         return root
+    marker = DATASET_SPECS.get(name).archive.marker
     with atomic_dataset_dir(root) as tmp:
-        staging = tmp / ".extract"
-        safe_extract(archive, staging)
-        src = _find_root(staging, marker, name)
-        for p in _visible(src):
-            os.replace(p, tmp / p.name)
-        shutil.rmtree(staging)
-        finish(tmp, {**identity, "source": str(archive), "sha256_checked": check_sha256})
+        try:
+            staging = tmp / ".extract"
+            safe_extract(archive, staging)
+            src = _find_root(staging, marker, name)
+            for p in _visible(src):
+                os.replace(p, tmp / p.name)
+            shutil.rmtree(staging)
+            _finish_archive(name, tmp, {**identity, "source": str(archive), "sha256_checked": check_sha256})
+        except DatasetError as exc:  # name the archive's members, not a temporary folder about to vanish
+            message = (
+                str(exc)
+                .replace(str(tmp / ".extract"), f"{archive.name}:")
+                .replace(str(tmp), f"{archive.name}:")
+            )
+            raise DatasetError(message) from None
     return root
 
 
-def _finish_btad(tmp: Path, conversion: dict) -> None:
-    rows = []
-    counts = {}
-    problems = []
-    cats = [c for c in BTAD_CATEGORIES if (tmp / c).is_dir()]
-    if cats != list(BTAD_CATEGORIES):
-        problems.append(f"categories found {cats}, expected {list(BTAD_CATEGORIES)}")
+def _finish_archive(name: str, tmp: Path, conversion: dict) -> None:
+    """Check an extracted MVTec AD or BTAD copy against its official categories and counts; write the
+    manifest and the dataset info. The counts come from the dataset facts (``MVTEC_COUNTS``,
+    ``BTAD_TRAIN_COUNTS``)."""
+    if name == "btad":
+        expected = {c: (n, None, None) for c, n in BTAD_TRAIN_COUNTS.items()}
+        cats = [c for c in BTAD_CATEGORIES if (tmp / c).is_dir()]
+        wanted = list(BTAD_CATEGORIES)
+        load = load_btad_category
+    else:
+        expected = dict(MVTEC_COUNTS)
+        cats = sorted(p.name for p in _visible(tmp) if p.is_dir() and (p / "train").is_dir())
+        wanted = sorted(MVTEC_CATEGORIES)
+
+        def load(root: Path, category: str) -> CategoryData:
+            return load_mvtec_category(root, category, "mvtec")
+
+    problems = [] if cats == wanted else [f"categories found {cats}, expected {wanted}"]
+    rows, counts = [], {}
     for c in cats:
-        data = load_btad_category(tmp, c)
-        if len(data.train) != BTAD_TRAIN_COUNTS[c]:
-            problems.append(
-                f"category {c}: {len(data.train)} training images, expected {BTAD_TRAIN_COUNTS[c]}"
-            )
-        counts[c] = {"train": len(data.train), "test": len(data.test)}
+        data = load(tmp, c)
+        got = (len(data.train), len(data.test), sum(1 for s in data.test if not s.is_anomalous))
+        exp = expected.get(c)
+        if exp is not None and any(e is not None and g != e for g, e in zip(got, exp, strict=True)):
+            problems.append(f"{c}: train/test/test-good {got}, expected {tuple(exp)}")
+        counts[c] = {"train": got[0], "test": got[1], "test_good": got[2]}
         rows.extend(rows_from_category(data, tmp))
+    spec = DATASET_SPECS.get(name)
     if problems:
         raise DatasetError(
-            "the BTAD archive does not match the official counts: "
-            + "; ".join(problems)
-            + ". Re-download btad.zip."
+            f"the {spec.title} archive does not match the official counts: {'; '.join(problems)}. "
+            f"Re-download {spec.archive.filename}."
         )
     write_manifest(tmp, rows)
-    write_dataset_info(
-        tmp, "btad", True, dict.fromkeys(cats, "object"), {**conversion, "counts": counts, "excluded": []}
-    )
+    kinds = {c: spec.kind(c) for c in cats}
+    write_dataset_info(tmp, name, True, kinds, {**conversion, "counts": counts, "excluded": []})
 
 
 def prepare_btad(archive: Path, root: Path, *, check_sha256: bool = True) -> Path:
     """Extract ``btad.zip`` into ``root`` (native layout ``root/{01,02,03}``), check counts, write the manifest."""
-    return _prepare_archive("btad", archive, root, check_sha256, "01/train/ok", _finish_btad)
-
-
-def _finish_mvtec(tmp: Path, conversion: dict) -> None:
-    rows = []
-    counts = {}
-    problems = []
-    cats = sorted(p.name for p in _visible(tmp) if p.is_dir() and (p / "train").is_dir())
-    if cats != sorted(MVTEC_CATEGORIES):
-        problems.append(f"categories found {cats}, expected the 15 of MVTec AD")
-    for c in cats:
-        data = load_mvtec_category(tmp, c, "mvtec")
-        exp = MVTEC_COUNTS.get(c)
-        got = (len(data.train), len(data.test), sum(1 for s in data.test if not s.is_anomalous))
-        if exp is not None and got != exp:
-            problems.append(f"{c}: train/test/test-good {got}, expected {exp}")
-        counts[c] = {"train": got[0], "test": got[1], "test_good": got[2]}
-        rows.extend(rows_from_category(data, tmp))
-    if problems:
-        raise DatasetError(
-            "the MVTec AD archive does not match the official counts (3629 train / 1725 test): "
-            + "; ".join(problems)
-            + ". Re-download mvtec_anomaly_detection.tar.xz."
-        )
-    write_manifest(tmp, rows)
-    kinds = {c: ("texture" if c in MVTEC_TEXTURE_CATEGORIES else "object") for c in cats}
-    write_dataset_info(tmp, "mvtec", True, kinds, {**conversion, "counts": counts, "excluded": []})
+    return _prepare_archive("btad", archive, root, check_sha256)
 
 
 def prepare_mvtec(archive: Path, root: Path, *, check_sha256: bool = True) -> Path:
     """Extract ``mvtec_anomaly_detection.tar.xz`` into ``root`` (``root/<category>/...``), check counts, manifest."""
-    return _prepare_archive("mvtec", archive, root, check_sha256, "bottle/train/good", _finish_mvtec)
+    return _prepare_archive("mvtec", archive, root, check_sha256)

@@ -11,7 +11,6 @@ land outside the target (absolute paths, ``..``, links pointing outside, device 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import posixpath
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from bgad.data.images import DatasetError
 from bgad.data.specs import DATASET_SPECS, ArchiveSpec, dataset_names
+from bgad.fileio import file_sha256
 from bgad.paths import cache_dir
 
 __all__ = [
@@ -74,14 +74,6 @@ def manual_download_hint(name: str) -> str:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _progress(total: int | None, done: int, desc: str):
     from rich.progress import (
         BarColumn,
@@ -121,7 +113,7 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_file() and (sha256 is None or _sha256(dest) == sha256):
+    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
         return dest
     part = dest.with_name(dest.name + ".part")
     done = part.stat().st_size if part.is_file() else 0
@@ -178,7 +170,7 @@ def download(
                     f"resume from {part}."
                 )
     if sha256 is not None:
-        got = _sha256(part)
+        got = file_sha256(part)
         if got != sha256:
             part.unlink(missing_ok=True)
             raise ChecksumError(
@@ -220,7 +212,7 @@ def check_archive(name: str, archive: Path) -> None:
     archive = Path(archive)
     if not archive.is_file():
         raise DatasetError(f"archive {archive} does not exist. {manual_download_hint(name)}")
-    got = _sha256(archive)
+    got = file_sha256(archive)
     if got != ARCHIVES[name].sha256:
         raise ChecksumError(
             f"archive {archive} has sha256 {got}, expected {ARCHIVES[name].sha256} for {ARCHIVES[name].filename}: it is "
@@ -260,6 +252,53 @@ def _check_link(member_name: str, link: str, archive: Path, hard: bool) -> None:
         )
 
 
+#: Limits against archive bombs: no image of any dataset here comes near them.
+MAX_MEMBER_BYTES = 1 << 30  # one member's declared size
+MAX_MEMBER_RATIO = 200  # a zip member's declared size / its compressed size (images barely compress)
+MAX_TOTAL_RATIO = 100  # all members' declared sizes / the archive's size
+
+
+def _check_sizes(archive: Path, sizes: list[tuple[str, int, int | None]]) -> None:
+    """Refuse absurd declared sizes or compression ratios before anything is written."""
+    for name, size, packed in sizes:
+        if size > MAX_MEMBER_BYTES:
+            raise UnsafeArchiveError(
+                f"archive {archive}: member {name!r} declares {size / 2**30:.1f} GiB (limit "
+                f"{MAX_MEMBER_BYTES / 2**30:.0f} GiB); refusing to extract it - is it the right file?"
+            )
+        if packed is not None and size > (1 << 20) and size > MAX_MEMBER_RATIO * max(packed, 1):
+            raise UnsafeArchiveError(
+                f"archive {archive}: member {name!r} would expand {size / max(packed, 1):.0f}-fold "
+                f"(limit {MAX_MEMBER_RATIO}); refusing to extract it (an archive bomb?)."
+            )
+    total, on_disk = sum(s for _, s, _ in sizes), archive.stat().st_size
+    if total > (1 << 20) and total > MAX_TOTAL_RATIO * on_disk:
+        raise UnsafeArchiveError(
+            f"archive {archive} ({on_disk} bytes) declares {total} bytes of content, more than "
+            f"{MAX_TOTAL_RATIO}-fold; refusing to extract it (an archive bomb?)."
+        )
+
+
+def _extract_zip(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], target: Path, archive: Path) -> None:
+    """Member by member, never writing more bytes than a member declares."""
+    for info in infos:
+        dest = target / _safe_member_name(info.filename, archive)
+        if info.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with zf.open(info) as src, open(dest, "wb") as out:
+            while block := src.read(1 << 20):
+                written += len(block)
+                if written > info.file_size:
+                    raise UnsafeArchiveError(
+                        f"archive {archive}: member {info.filename!r} holds more than the {info.file_size} "
+                        "bytes it declares; refusing it."
+                    )
+                out.write(block)
+
+
 def safe_extract(archive: Path, target: Path) -> Path:
     """Extract a tar (any compression) or zip ``archive`` into ``target``; unsafe members raise before anything is written."""
     archive, target = Path(archive), Path(target)
@@ -272,7 +311,8 @@ def safe_extract(archive: Path, target: Path) -> Path:
                 mode = info.external_attr >> 16
                 if stat.S_ISLNK(mode):
                     _check_link(name, zf.read(info).decode("utf-8", "replace"), archive, hard=False)
-            zf.extractall(target)  # zipfile never creates links; names were checked above
+            _check_sizes(archive, [(i.filename, i.file_size, i.compress_size) for i in infos])
+            _extract_zip(zf, infos, target, archive)  # never creates links; names were checked above
         return target
     try:
         tf = tarfile.open(archive)
@@ -295,6 +335,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
                 raise UnsafeArchiveError(
                     f"archive {archive}: member {m.name!r} is a device/fifo; refusing to extract it."
                 )
+        _check_sizes(archive, [(m.name, m.size, None) for m in members if m.isfile()])
         try:
             if hasattr(tarfile, "data_filter"):
                 tf.extractall(target, members=members, filter="data")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bgad.data.images import DatasetError
+from bgad.fileio import file_sha256
 
 __all__ = [
     "DATASET_INFO_FILE",
@@ -62,15 +63,7 @@ class ManifestRow:
     sha256: str
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256  # the one hashing helper (bgad.fileio), under its historic name here
 
 
 def write_manifest(root: Path, rows: Iterable[ManifestRow]) -> Path:
