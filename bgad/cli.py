@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -43,131 +44,160 @@ def _results_option(help_text: str = "Result store folder (one folder per finish
     return typer.Option(help=f"{help_text} Default: $BGAD_WORK_DIR/results (~/bgad-bench/results).")
 
 
+# The options of `run`, one line each below (typer reads the help from these annotations).
+ProtocolOpt = Annotated[
+    str | None, typer.Option(help="Protocol (a paper table, see `bgad-bench ls`); default: an ad-hoc grid.")
+]
+MethodsOpt = Annotated[
+    list[str],
+    typer.Option("--method", "-m", help="Method(s); repeatable. Default: the protocol's, or bgad + nfad."),
+]
+DatasetOpt = Annotated[
+    str | None, typer.Option(help="Dataset (see `bgad-bench ls`). Default: the protocol's, or synthetic.")
+]
+CategoriesOpt = Annotated[
+    list[str], typer.Option("--category", "-c", help="Category(ies); default: all the protocol uses.")
+]
+SeedsOpt = Annotated[
+    list[int], typer.Option("--seed", "-s", help="Seed(s); repeatable. Default: the protocol's, or 0.")
+]
+DataRootOpt = Annotated[
+    Path | None, typer.Option(help="Dataset folder in the MVTec layout (default: the prepared copy).")
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(help="Profile name or TOML file (quick, cpu, paper). Default: the protocol's, or quick."),
+]
+BackboneOpt = Annotated[str | None, typer.Option(help="Backbone preset (default: the profile's).")]
+WeightsOpt = Annotated[Path | None, typer.Option(help="Local weights file for the backbone (no download).")]
+RandomOpt = Annotated[
+    bool, typer.Option("--random-weights", help="Random backbone weights (timing only; recorded).")
+]
+KnownOpt = Annotated[int | None, typer.Option("--known-anomalies", "-k", help="Number of known anomalies.")]
+SetOpt = Annotated[
+    list[str],
+    typer.Option("--set", help="Override any setting: NAME=VALUE (repeatable; see `config --describe`)."),
+]
+ResultsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Result store folder (one folder per cell). Default: $BGAD_WORK_DIR/results (~/bgad-bench/results)."
+    ),
+]
+CacheOpt = Annotated[
+    bool,
+    typer.Option("--feature-cache/--no-feature-cache", help="Keep backbone features on disk for later runs."),
+]
+SaveModelOpt = Annotated[
+    bool, typer.Option("--save-model", help="Keep each trained model in its cell folder (for `predict`).")
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="Torch CPU threads per cell (default: fitted to the free cores).")
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print one line per cell (done/to do) and stop; needs no data.")
+]
+ExecutorOpt = Annotated[str, typer.Option(help="local (in-process), joblib (local parallel) or slurm.")]
+WorkersOpt = Annotated[int, typer.Option(help="Parallel workers for --executor joblib.")]
+PartitionOpt = Annotated[str | None, typer.Option(help="Slurm partition.")]
+TimeOpt = Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")]
+GpusOpt = Annotated[int, typer.Option(help="GPUs per Slurm job.")]
+CpusOpt = Annotated[int, typer.Option(help="CPUs per Slurm job.")]
+RetriesOpt = Annotated[
+    int, typer.Option(help="Retries of a cell that crashed (not of a bad setting or missing data).")
+]
+
+
 @app.command()
-def run(
-    protocol: Annotated[
-        str | None,
-        typer.Option(help="Protocol (a paper table, see `bgad-bench ls`); default: an ad-hoc grid."),
-    ] = None,
-    method: Annotated[
-        list[str],
-        typer.Option(
-            "--method", "-m", help="Method(s); repeatable. Default: the protocol's, or bgad + nfad."
-        ),
-    ] = [],  # noqa: B006
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset (see `bgad-bench ls`). Default: the protocol's, or synthetic.")
-    ] = None,
-    category: Annotated[
-        list[str], typer.Option("--category", "-c", help="Category(ies); default: all the protocol uses.")
-    ] = [],  # noqa: B006
-    seed: Annotated[
-        list[int], typer.Option("--seed", "-s", help="Seed(s); repeatable. Default: the protocol's, or 0.")
-    ] = [],  # noqa: B006
-    data_root: Annotated[
-        Path | None, typer.Option(help="Dataset folder in the MVTec layout (default: the prepared copy).")
-    ] = None,
-    profile: Annotated[
-        str | None,
-        typer.Option(
-            help="Profile name or TOML file (quick, cpu, paper). Default: the protocol's, or quick."
-        ),
-    ] = None,
-    backbone: Annotated[str | None, typer.Option(help="Backbone preset (default: the profile's).")] = None,
-    backbone_weights: Annotated[
-        Path | None, typer.Option(help="Local weights file for the backbone (no download).")
-    ] = None,
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Random backbone weights (timing only; recorded).")
-    ] = False,
-    known_anomalies: Annotated[
-        int | None, typer.Option("--known-anomalies", "-k", help="Number of known anomalies.")
-    ] = None,
-    set_: Annotated[
-        list[str],
-        typer.Option("--set", help="Override any setting: NAME=VALUE (repeatable; see `config --describe`)."),
-    ] = [],  # noqa: B006
-    results: Annotated[Path | None, _results_option()] = None,
-    feature_cache: Annotated[
-        bool,
-        typer.Option(
-            "--feature-cache/--no-feature-cache", help="Keep backbone features on disk for later runs."
-        ),
-    ] = True,
-    save_model: Annotated[
-        bool, typer.Option("--save-model", help="Keep each trained model in its cell folder (for `predict`).")
-    ] = False,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch CPU threads per cell (default: fitted to the free cores).")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto (default), cpu, cuda or cuda:N.")] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print one line per cell (done/to do) and stop; needs no data.")
-    ] = False,
-    executor: Annotated[
-        str, typer.Option(help="local (in-process), joblib (local parallel) or slurm.")
-    ] = "local",
-    workers: Annotated[int, typer.Option(help="Parallel workers for --executor joblib.")] = 2,
-    partition: Annotated[str | None, typer.Option(help="Slurm partition.")] = None,
-    time_min: Annotated[int, typer.Option(help="Slurm time limit per cell, minutes.")] = 120,
-    gpus: Annotated[int, typer.Option(help="GPUs per Slurm job.")] = 0,
-    cpus: Annotated[int, typer.Option(help="CPUs per Slurm job.")] = 1,
-    max_retries: Annotated[
-        int, typer.Option(help="Retries of a cell that crashed (not of a bad setting or missing data).")
-    ] = 1,
+def run(  # noqa: PLR0913 - one parameter per command-line option
+    protocol: ProtocolOpt = None,
+    method: MethodsOpt = [],  # noqa: B006
+    dataset: DatasetOpt = None,
+    category: CategoriesOpt = [],  # noqa: B006
+    seed: SeedsOpt = [],  # noqa: B006
+    data_root: DataRootOpt = None,
+    profile: ProfileOpt = None,
+    backbone: BackboneOpt = None,
+    backbone_weights: WeightsOpt = None,
+    random_weights: RandomOpt = False,
+    known_anomalies: KnownOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    results: ResultsOpt = None,
+    feature_cache: CacheOpt = True,
+    save_model: SaveModelOpt = False,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    dry_run: DryRunOpt = False,
+    executor: ExecutorOpt = "local",
+    workers: WorkersOpt = 2,
+    partition: PartitionOpt = None,
+    time_min: TimeOpt = 120,
+    gpus: GpusOpt = 0,
+    cpus: CpusOpt = 1,
+    max_retries: RetriesOpt = 1,
 ) -> None:
     """Run a protocol's grid (or an ad-hoc one); cells already in the store are skipped, so a rerun resumes.
 
     With no arguments: BGAD and NFAD on the built-in synthetic dataset, offline Lite0 weights, quick profile.
     """
+    _run_command(SimpleNamespace(**locals()))
+
+
+def _run_command(a: SimpleNamespace) -> None:
+    """The work of ``run``: plan, check, run what is not done, print the results."""
     from bgad.api import default_results, plan_grid
     from bgad.bench.preflight import preflight
     from bgad.bench.runner import pending_tasks
     from bgad.store import ResultStore
 
     options = {
-        "feature_cache": feature_cache,
-        "save_model": save_model,
-        "threads": max(1, cpus) if executor == "slurm" and threads is None else threads,
-        "device": device,
-        "backbone": backbone,
-        "backbone_weights": str(backbone_weights) if backbone_weights else None,
-        "random_weights": random_weights or None,
-        "n_known_anomalies": known_anomalies,
+        "feature_cache": a.feature_cache,
+        "save_model": a.save_model,
+        "threads": max(1, a.cpus) if a.executor == "slurm" and a.threads is None else a.threads,
+        "device": a.device,
+        "backbone": a.backbone,
+        "backbone_weights": str(a.backbone_weights) if a.backbone_weights else None,
+        "random_weights": a.random_weights or None,
+        "n_known_anomalies": a.known_anomalies,
+    }
+    narrow = {
+        "dataset": a.dataset,
+        "categories": a.category or None,
+        "methods": a.method or None,
+        "seeds": a.seed or None,
     }
     with _clear_errors():
-        overrides = {k: v for k, v in options.items() if v is not None} | parse_set_options(set_)
+        overrides = {k: v for k, v in options.items() if v is not None} | parse_set_options(a.set_)
         cells = plan_grid(
-            protocol,
-            dataset=dataset,
-            categories=category or None,
-            methods=method or None,
-            seeds=seed or None,
-            profile=profile,
+            a.protocol,
+            **narrow,
+            profile=a.profile,
             settings=overrides,
-            data_root=data_root,
-            require_data=not dry_run,
+            data_root=a.data_root,
+            require_data=not a.dry_run,
         )
-    store = ResultStore(results or default_results())
+    store = ResultStore(a.results or default_results())
     todo, done = pending_tasks(cells, store)
-    name = protocol or "adhoc"
+    total, where = len(todo) + len(done), store.root.resolve()
     console.print(
-        f"[bold]{name}[/]: {len(todo) + len(done)} cell(s), {len(done)} already in {store.root.resolve()}, {len(todo)} to run"
+        f"[bold]{a.protocol or 'adhoc'}[/]: {total} cell(s), {len(done)} already in {where}, {len(todo)} to run"
     )
-    if dry_run:
+    if a.dry_run:
         _print_plan(cells, {c.id for c in done})
         return
     with _clear_errors():
         preflight([c for c in cells if c.id not in {d.id for d in done}])
         if todo:
             store.check_writable()
-        failures = _run_tasks(todo, executor, workers, partition, time_min, gpus, cpus, max_retries, store)
+        failures = _run_tasks(
+            todo, a.executor, a.workers, a.partition, a.time_min, a.gpus, a.cpus, a.max_retries, store
+        )
     store.rebuild_table()
-    ids = {c.id for c in cells}
-    console.print(results_table([r for r in store.records() if r["cell_id"] in ids]))
+    console.print(results_table([r for r in store.records() if r["cell_id"] in {c.id for c in cells}]))
     console.print(TABLE_NOTES, highlight=False)
     if failures:
-        _print_failures(failures, store, max_retries)
+        _print_failures(failures, store, a.max_retries)
         raise typer.Exit(code=1)
 
 
@@ -402,21 +432,8 @@ def regress(
     ] = False,
 ) -> None:
     """Exit non-zero on any regression; print every comparison made."""
-    import tempfile
-
-    import pandas as pd
-
     from bgad.api import default_results
-    from bgad.bench.protocols import load_protocol, protocol_names
-    from bgad.bench.regress import (
-        check_definitions,
-        check_expectations,
-        check_published,
-        compare_rerun,
-        expectations_frame,
-        rerun_cell,
-        tolerances,
-    )
+    from bgad.bench.regress import all_checks, expectations_frame
     from bgad.bench.report import record_problems
     from bgad.fileio import atomic_write_with
     from bgad.store import ResultStore
@@ -429,43 +446,29 @@ def regress(
     if update_expectations:
         frame = expectations_frame(records)
         atomic_write_with(expectations, lambda tmp: frame.to_csv(tmp, index=False))
-        console.print(
-            f"wrote {len(frame)} expectation(s) of {frame['cell_id'].nunique() if len(frame) else 0} cell(s) to {expectations}"
-        )
+        cells = frame["cell_id"].nunique() if len(frame) else 0
+        console.print(f"wrote {len(frame)} expectation(s) of {cells} cell(s) to {expectations}")
         return
-    tol = tolerances()
-    checks = check_definitions(records)
-    checks += check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])
-    if expectations.exists():
-        checks += check_expectations(records, pd.read_csv(expectations), tol["expectations"])
-    elif any(r["config"]["profile"] != "paper" for r in records):
-        raise _fail(
-            f"{expectations} is missing: create it with `bgad-bench regress --update-expectations` and commit it"
+    with _clear_errors():
+        checks = all_checks(
+            store, records, expectations, rerun, lambda msg: console.print(msg, highlight=False)
         )
-    for cell in rerun:
-        if not store.is_complete(cell):
-            raise _fail(
-                f"cell {cell} is not in {store.cells_dir}; `bgad-bench run --dry-run ...` lists cell ids"
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            console.print(f"re-running {cell} from scratch …")
-            checks += compare_rerun(
-                store.record(cell), rerun_cell(store.record(cell), Path(tmp)), tol["expectations"]
-            )
+    console.print(_checks_table(checks))
+    failed = [c for c in checks if c.failed]
+    if failed:
+        console.print(f"[bold red]{len(failed)} regression(s)[/] out of {len(checks)} comparison(s)")
+        raise typer.Exit(code=1)
+    console.print(f"[green]no regression[/] in {len(checks)} comparison(s)")
+
+
+def _checks_table(checks: list) -> Table:
     table = Table(title=f"bgad-bench regress: {len(checks)} comparison(s)")
     for col in ("kind", "what", "ours", "reference", "tolerance", "result"):
         table.add_column(col, justify="right" if col in {"ours", "reference", "tolerance"} else "left")
     for c in checks:
         verdict = ("[red]FAIL[/]" + (f": {c.note}" if c.note else "")) if c.failed else c.note or "ok"
         table.add_row(c.kind, c.what, _fmt(c.ours), _fmt(c.reference), _fmt(c.tolerance), verdict)
-    console.print(table)
-    failed = [c for c in checks if c.failed]
-    if not checks:
-        raise _fail(f"nothing to compare in {store.root}")
-    if failed:
-        console.print(f"[bold red]{len(failed)} regression(s)[/] out of {len(checks)} comparison(s)")
-        raise typer.Exit(code=1)
-    console.print(f"[green]no regression[/] in {len(checks)} comparison(s)")
+    return table
 
 
 store_app = typer.Typer(help="Look after a result store.", no_args_is_help=True)

@@ -79,49 +79,30 @@ def plan(
     With ``require_data=False`` (``--dry-run``) a dataset that is not on disk is planned from its
     facts (official categories and defect types); those cells have no id until the data is there.
     """
-    registry = METHODS
     run_overrides = dict(overrides or {})
     dataset = _choose_dataset(protocol, dataset)
     if dataset not in DATASETS:
         DATASETS.get(dataset)  # raises with the list of known datasets
     wanted_methods = list(methods or protocol.methods)
     for m in wanted_methods:
-        registry.get(m)
+        METHODS.get(m)
     check_overrides_apply(run_overrides, wanted_methods)
-    allowed = protocol.datasets[dataset]
-    try:
-        available = list_dataset_categories(dataset, data_root)
-        on_disk = True
-    except DatasetError:
-        if require_data or not DATASET_SPECS.get(dataset).categories:
-            raise
-        available, on_disk = list(DATASET_SPECS.get(dataset).categories), False
-    chosen = list(categories or allowed or available)
-    for c in chosen:
-        if c not in available:
-            raise ConfigError(
-                f"unknown category {c!r} of dataset {dataset!r}; known categories: {', '.join(available)}"
-            )
-        if allowed is not None and c not in allowed:
-            raise ConfigError(
-                f"protocol {protocol.name!r} does not use category {c!r}; it uses: {', '.join(allowed)}"
-            )
+    chosen, on_disk = _categories(protocol, dataset, categories, data_root, require_data)
     subsets = defect_subsets() if protocol.subsets else None
+    grid_axis = [
+        dict(zip(protocol.grid, combo, strict=True)) for combo in itertools.product(*protocol.grid.values())
+    ]
     cells: list[Cell] = []
     for category in chosen:
         if on_disk:
             data = load_category(dataset, category, data_root)
-            manifest, defect_types = content_sha256(data), data.defect_types
+            digest, defect_types = content_sha256(data), data.defect_types
         else:
-            manifest, defect_types = None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
-        type_axis: list[dict[str, Any]] = [{}]
-        if protocol.expand == "defect_types":
-            type_axis = [{"anomaly_defect_type": t} for t in defect_types]
+            digest, defect_types = None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
+        type_axis = (
+            [{"anomaly_defect_type": t} for t in defect_types] if protocol.expand == "defect_types" else [{}]
+        )
         subset_settings = _subset_settings(protocol, category, subsets)
-        grid_axis = [
-            dict(zip(protocol.grid, combo, strict=True))
-            for combo in itertools.product(*protocol.grid.values())
-        ]
         for variant in protocol.variants:
             variant_methods = [m for m in wanted_methods if variant.methods is None or m in variant.methods]
             for grid_point, type_point, method, seed in itertools.product(
@@ -137,10 +118,32 @@ def plan(
                     ("--data-root", {"data_root": str(data_root)} if data_root else {}),
                 ]
                 cfg = resolve_config(profile or protocol.profile, run_overrides, layers)
-                cells.append(
-                    Cell(protocol.name, variant.name, cfg, manifest, _grid_label(grid_point, variant))
-                )
+                cells.append(Cell(protocol.name, variant.name, cfg, digest, _grid_label(grid_point, variant)))
     return cells
+
+
+def _categories(
+    protocol: Protocol, dataset: str, categories: list[str] | None, data_root: Path | None, require_data: bool
+) -> tuple[list[str], bool]:
+    """The categories to plan, and whether the dataset is on disk (else: planned from its facts)."""
+    allowed = protocol.datasets[dataset]
+    try:
+        available, on_disk = list_dataset_categories(dataset, data_root), True
+    except DatasetError:
+        if require_data or not DATASET_SPECS.get(dataset).categories:
+            raise
+        available, on_disk = list(DATASET_SPECS.get(dataset).categories), False
+    chosen = list(categories or allowed or available)
+    for c in chosen:
+        if c not in available:
+            raise ConfigError(
+                f"unknown category {c!r} of dataset {dataset!r}; known categories: {', '.join(available)}"
+            )
+        if allowed is not None and c not in allowed:
+            raise ConfigError(
+                f"protocol {protocol.name!r} does not use category {c!r}; it uses: {', '.join(allowed)}"
+            )
+    return chosen, on_disk
 
 
 def _choose_dataset(protocol: Protocol, dataset: str | None) -> str:

@@ -122,20 +122,8 @@ def load_protocol(name_or_path: str) -> Protocol:
             raise ConfigError(f"{origin}: missing required key {required!r}")
     settings = dict(data.get("settings", {}))
     check_settings(settings, f"{origin} [settings]")
-    grid = {k: tuple(v) for k, v in data.get("grid", {}).items()}
-    for key, values in grid.items():
-        if not values:
-            raise ConfigError(f"{origin} [grid]: axis {key!r} has no values")
-        for value in values:
-            check_settings({key: value}, f"{origin} [grid]")
-    variants = []
-    for i, raw in enumerate(data.get("variants", [])):
-        _check_keys(raw, VARIANT_KEYS, f"{origin} [[variants]] #{i + 1}")
-        if "name" not in raw:
-            raise ConfigError(f"{origin} [[variants]] #{i + 1}: missing 'name'")
-        check_settings(raw.get("settings", {}), f"{origin} variant {raw['name']!r}")
-        methods = tuple(raw["methods"]) if "methods" in raw else None
-        variants.append(Variant(raw["name"], dict(raw.get("settings", {})), methods))
+    grid = _grid(data, origin)
+    variants = _variants(data, origin)
     expand = data.get("expand")
     if expand is not None and expand not in EXPAND_VALUES:
         raise ConfigError(f"{origin}: expand = {expand!r}; allowed: {', '.join(sorted(EXPAND_VALUES))}")
@@ -147,18 +135,8 @@ def load_protocol(name_or_path: str) -> Protocol:
             raise ConfigError(
                 f"{origin} [subsets]: {bad}; values must be one of {', '.join(sorted(SUBSET_VALUES))}"
             )
-    datasets: dict[str, tuple[str, ...] | None] = {}
-    for ds, cats in data["datasets"].items():
-        if cats != "all" and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)):
-            raise ConfigError(f'{origin} [datasets] {ds}: give "all" or a list of category names')
-        datasets[ds] = None if cats == "all" else tuple(cats)
-    published = []
-    for i, raw in enumerate(data.get("published", [])):
-        _check_keys(raw, PUBLISHED_KEYS, f"{origin} [[published]] #{i + 1}")
-        missing = sorted({"source", "table", "setting"} - set(raw))
-        if missing:
-            raise ConfigError(f"{origin} [[published]] #{i + 1}: missing {', '.join(missing)}")
-        published.append(PublishedRef(raw["source"], raw["table"], raw["setting"], raw.get("variant")))
+    datasets = _datasets(data, origin)
+    published = _published(data, origin)
     return Protocol(
         published=tuple(published),
         name=name,
@@ -176,6 +154,48 @@ def load_protocol(name_or_path: str) -> Protocol:
         metrics=tuple(data.get("metrics", ["image_auroc", "pixel_auroc", "pro"])),
         path=origin,
     )
+
+
+def _grid(data: dict, origin: str) -> dict[str, tuple[Any, ...]]:
+    grid = {k: tuple(v) for k, v in data.get("grid", {}).items()}
+    for key, values in grid.items():
+        if not values:
+            raise ConfigError(f"{origin} [grid]: axis {key!r} has no values")
+        for value in values:
+            check_settings({key: value}, f"{origin} [grid]")
+    return grid
+
+
+def _variants(data: dict, origin: str) -> list[Variant]:
+    variants = []
+    for i, raw in enumerate(data.get("variants", [])):
+        _check_keys(raw, VARIANT_KEYS, f"{origin} [[variants]] #{i + 1}")
+        if "name" not in raw:
+            raise ConfigError(f"{origin} [[variants]] #{i + 1}: missing 'name'")
+        check_settings(raw.get("settings", {}), f"{origin} variant {raw['name']!r}")
+        methods = tuple(raw["methods"]) if "methods" in raw else None
+        variants.append(Variant(raw["name"], dict(raw.get("settings", {})), methods))
+    return variants
+
+
+def _datasets(data: dict, origin: str) -> dict[str, tuple[str, ...] | None]:
+    datasets: dict[str, tuple[str, ...] | None] = {}
+    for ds, cats in data["datasets"].items():
+        if cats != "all" and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)):
+            raise ConfigError(f'{origin} [datasets] {ds}: give "all" or a list of category names')
+        datasets[ds] = None if cats == "all" else tuple(cats)
+    return datasets
+
+
+def _published(data: dict, origin: str) -> list[PublishedRef]:
+    published = []
+    for i, raw in enumerate(data.get("published", [])):
+        _check_keys(raw, PUBLISHED_KEYS, f"{origin} [[published]] #{i + 1}")
+        missing = sorted({"source", "table", "setting"} - set(raw))
+        if missing:
+            raise ConfigError(f"{origin} [[published]] #{i + 1}: missing {', '.join(missing)}")
+        published.append(PublishedRef(raw["source"], raw["table"], raw["setting"], raw.get("variant")))
+    return published
 
 
 def defect_subsets() -> dict[str, dict[str, list[str]]]:

@@ -187,3 +187,37 @@ def compare_rerun(committed: dict, fresh: dict, tol: dict[str, float]) -> list[C
             )
         )
     return checks
+
+
+def all_checks(store, records: list[dict], expectations: Path, rerun: list[str], say) -> list:  # noqa: ANN001
+    """Every comparison ``bgad-bench regress`` makes: definitions, published values, expectations,
+    and cells re-run from scratch. Raises ``ConfigError`` when there is nothing (valid) to compare."""
+    import tempfile
+
+    import pandas as pd
+
+    from bgad.bench.protocols import load_protocol, protocol_names
+    from bgad.config import ConfigError
+
+    tol = tolerances()
+    checks = check_definitions(records)
+    checks += check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])
+    if expectations.exists():
+        checks += check_expectations(records, pd.read_csv(expectations), tol["expectations"])
+    elif any(r["config"]["profile"] != "paper" for r in records):
+        raise ConfigError(
+            f"{expectations} is missing: create it with `bgad-bench regress --update-expectations` and commit it"
+        )
+    for cell in rerun:
+        if not store.is_complete(cell):
+            raise ConfigError(
+                f"cell {cell} is not in {store.cells_dir}; `bgad-bench run --dry-run ...` lists cell ids"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            say(f"re-running {cell} from scratch …")
+            checks += compare_rerun(
+                store.record(cell), rerun_cell(store.record(cell), Path(tmp)), tol["expectations"]
+            )
+    if not checks:
+        raise ConfigError(f"nothing to compare in {store.root}")
+    return checks
