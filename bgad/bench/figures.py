@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bgad.fileio import atomic_write_with  # noqa: E402
 from bgad.metrics import METRIC_LABELS  # noqa: E402
 
 METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves: one PRO is enough
@@ -24,9 +25,9 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     out = []
     for suffix in (".png", ".pdf"):
         target = path.with_suffix(suffix)
-        tmp = target.with_name(target.stem + ".tmp" + suffix)
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(target)
+        atomic_write_with(
+            target, lambda tmp, fmt=suffix[1:]: fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+        )
         out.append(target)
     plt.close(fig)
     return out

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from bgad.bench.protocols import Protocol, defect_subsets
+from bgad.fileio import atomic_write_text, atomic_write_with
 from bgad.methods import METHODS
 from bgad.metrics import METRIC_LABELS
 from bgad.published import published_value
@@ -441,8 +442,7 @@ def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) 
         ):
             written.append(_write_text(out_dir / f"{protocol.name}{suffix}", text))
         csv_path = out_dir / f"{protocol.name}.csv"
-        summary.to_csv(csv_path.with_suffix(".csv.tmp"), index=False)
-        csv_path.with_suffix(".csv.tmp").replace(csv_path)
+        atomic_write_with(csv_path, lambda tmp, frame=summary: frame.to_csv(tmp, index=False))
         written.append(csv_path)
     return written
 
@@ -464,9 +464,7 @@ def _adhoc_for(records: list[dict]) -> Protocol:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
     return path
 
 

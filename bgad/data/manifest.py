@@ -20,8 +20,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bgad.data.images import DatasetError
-from bgad.fileio import file_sha256
+from bgad.fileio import atomic_directory, file_sha256
 
 __all__ = [
     "DATASET_INFO_FILE",
@@ -215,14 +213,7 @@ def atomic_dataset_dir(root: Path) -> Iterator[Path]:
     ``root`` must not exist, or be an empty folder (removed just before the rename).
     """
     root = Path(root).expanduser().resolve()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_directory(root) as tmp:
         yield tmp
         if root.exists():
             root.rmdir()  # only an empty folder; anything else was refused by existing_dataset()
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

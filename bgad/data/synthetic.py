@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +32,7 @@ from PIL import Image, ImageDraw
 
 from bgad.data.images import DatasetError
 from bgad.data.mvtec import DATASET_INFO_FILE
+from bgad.fileio import atomic_directory, storage_error
 from bgad.paths import cache_dir
 
 __all__ = [
@@ -366,19 +364,13 @@ def ensure_synthetic_dataset(root: Path | None = None, seed: int = 0) -> Path:
     final = Path(root).expanduser() if root is not None else synthetic_dataset_dir(seed)
     if _check_existing(final, seed):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        _generate(tmp, seed)
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, final)  # atomic; replaces an empty folder, fails on a non-empty one
-        except OSError as exc:
-            if _check_existing(final, seed):  # a concurrent caller finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return final
-            raise DatasetError(f"could not move the generated synthetic dataset into {final}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(final) as tmp:  # a concurrent caller that finishes first wins
+            _generate(tmp, seed)
+            if final.is_dir() and not any(final.iterdir()):
+                final.rmdir()  # an empty folder is replaced
+    except OSError as exc:
+        raise storage_error(final, exc, "set BGAD_CACHE_DIR to a writable folder") from exc
+    if not _check_existing(final, seed):
+        raise DatasetError(f"could not move the generated synthetic dataset into {final}")
     return final
