@@ -187,6 +187,36 @@ class FastPiecewiseAffine(DualTransform):
         return ("scale", "nb_rows", "nb_cols")
 
 
+def _grid_elastic_piecewise(elastic_alpha: float, elastic_sigma: float) -> A.OneOf:
+    """One of grid distortion, elastic transform or :class:`FastPiecewiseAffine` (mask kept {0, 1})."""
+    return A.OneOf(
+        [
+            A.GridDistortion(mask_interpolation=cv2.INTER_NEAREST, p=1.0, **_CONSTANT_BORDER),
+            A.ElasticTransform(
+                alpha=elastic_alpha,
+                sigma=elastic_sigma,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+                **_CONSTANT_BORDER,
+            ),
+            FastPiecewiseAffine(p=1.0),
+        ],
+        p=1.0,
+    )
+
+
+def _clahe_sharpen_emboss_brightness_contrast() -> A.OneOf:
+    return A.OneOf(
+        [
+            A.CLAHE(clip_limit=2.0, p=1.0),
+            A.Sharpen(p=1.0),
+            A.Emboss(p=1.0),
+            A.RandomBrightnessContrast(p=1.0),
+        ],
+        p=1.0,
+    )
+
+
 def build_transform_families(
     noise_std_range: tuple[float, float] = (0.0124, 0.0277),
     elastic_alpha: float = 120.0,
@@ -225,29 +255,8 @@ def build_transform_families(
             p=1.0,
             **_CONSTANT_BORDER,
         ),
-        "grid_elastic_piecewise": A.OneOf(
-            [
-                A.GridDistortion(mask_interpolation=cv2.INTER_NEAREST, p=1.0, **_CONSTANT_BORDER),
-                A.ElasticTransform(
-                    alpha=elastic_alpha,
-                    sigma=elastic_sigma,
-                    mask_interpolation=cv2.INTER_NEAREST,
-                    p=1.0,
-                    **_CONSTANT_BORDER,
-                ),
-                FastPiecewiseAffine(p=1.0),
-            ],
-            p=1.0,
-        ),
-        "clahe_sharpen_emboss_brightness_contrast": A.OneOf(
-            [
-                A.CLAHE(clip_limit=2.0, p=1.0),
-                A.Sharpen(p=1.0),
-                A.Emboss(p=1.0),
-                A.RandomBrightnessContrast(p=1.0),
-            ],
-            p=1.0,
-        ),
+        "grid_elastic_piecewise": _grid_elastic_piecewise(elastic_alpha, elastic_sigma),
+        "clahe_sharpen_emboss_brightness_contrast": _clahe_sharpen_emboss_brightness_contrast(),
         "hue_saturation": A.HueSaturationValue(p=1.0),
     }
     assert tuple(families) == RACP_TRANSFORM_FAMILIES

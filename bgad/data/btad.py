@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from bgad.data.download import ARCHIVES, check_archive, safe_extract
-from bgad.data.images import IMAGE_EXTENSIONS, DatasetError, is_image_file
+from bgad.data.images import DatasetError, StrayEntryWording, list_image_files, visible_entries
 from bgad.data.manifest import (
     atomic_dataset_dir,
     existing_dataset,
@@ -61,23 +61,20 @@ def _hint() -> str:
     return "download it with `bgad-bench data download btad` or run `bgad-bench data prepare btad --archive FILE`"
 
 
-def _visible(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+_WORDING = StrayEntryWording(
+    folder="unexpected folder {path} in BTAD image folder {folder}; move or delete it.",
+    file=(
+        "unexpected file {path} in BTAD folder {folder}: extension {suffix} is not one of "
+        "{extensions}; convert or delete it (nothing is skipped silently)."
+    ),
+)
 
 
 def _images(folder: Path, what: str) -> list[Path]:
+    """The image files of a BTAD folder that must exist and hold at least one image."""
     if not folder.is_dir():
         raise DatasetError(f"missing BTAD folder {folder} ({what}); the dataset is incomplete - {_hint()}.")
-    out = []
-    for p in _visible(folder):
-        if p.is_dir():
-            raise DatasetError(f"unexpected folder {p} in BTAD image folder {folder}; move or delete it.")
-        if not is_image_file(p):
-            raise DatasetError(
-                f"unexpected file {p} in BTAD folder {folder}: extension {p.suffix or '(none)'!r} is not one of "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))}; convert or delete it (nothing is skipped silently)."
-            )
-        out.append(p)
+    out = list_image_files(folder, _WORDING)
     if not out:
         raise DatasetError(f"BTAD folder {folder} ({what}) holds no images; {_hint()}.")
     return out
@@ -88,12 +85,72 @@ def list_btad_categories(root: Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"BTAD folder {root} does not exist; {_hint()}.")
-    cats = [p.name for p in _visible(root) if p.is_dir() and (p / "train").is_dir()]
+    cats = [p.name for p in visible_entries(root) if p.is_dir() and (p / "train").is_dir()]
     if not cats:
-        nested = [p for p in _visible(root) if p.is_dir() and (p / "01" / "train").is_dir()]
+        nested = [p for p in visible_entries(root) if p.is_dir() and (p / "01" / "train").is_dir()]
         extra = f" (the categories are one level down, in {nested[0]}: pass that folder)" if nested else ""
         raise DatasetError(f"no BTAD categories (01/train, 02/train, 03/train) in {root}{extra}; {_hint()}.")
     return cats
+
+
+def _btad_train(cat: Path) -> tuple[Sample, ...]:
+    """The normal training images of ``train/ok``; anything else in ``train/`` is an error."""
+    train = tuple(
+        Sample(p, 0, NORMAL_TYPE, None, "train") for p in _images(cat / "train" / "ok", "normal training")
+    )
+    for p in visible_entries(cat / "train"):
+        if p.name != "ok":
+            raise DatasetError(
+                f"unexpected entry {p} in {cat / 'train'}; BTAD training data lives in train/ok only."
+            )
+    return train
+
+
+def _btad_test_dir(cat: Path) -> Path:
+    """``<cat>/test``, which must exist and hold nothing but ``ok/`` and ``ko/``."""
+    test_dir = cat / "test"
+    if not test_dir.is_dir():
+        raise DatasetError(f"missing BTAD folder {test_dir}; the dataset is incomplete - {_hint()}.")
+    for p in visible_entries(test_dir):
+        if p.name not in ("ok", BTAD_DEFECT):
+            raise DatasetError(
+                f"unexpected entry {p} in {test_dir}; BTAD test data lives in test/ok and test/ko."
+            )
+    return test_dir
+
+
+def _btad_masks(gt: Path) -> dict[str, Path]:
+    """Image stem -> mask, for masks named ``<stem>.<ext>`` or ``<stem>_mask.<ext>``."""
+    masks: dict[str, Path] = {}
+    for m in _images(gt, "masks"):
+        key = m.stem[: -len("_mask")] if m.stem.endswith("_mask") else m.stem
+        if key in masks:
+            raise DatasetError(f"two masks for BTAD image stem {key!r}: {masks[key]} and {m}; remove one.")
+        masks[key] = m
+    return masks
+
+
+def _btad_defect_samples(cat: Path, test_dir: Path) -> list[Sample]:
+    """The ``test/ko`` images, each with its mask from ``ground_truth/ko`` (a missing mask is an error)."""
+    gt = cat / "ground_truth" / BTAD_DEFECT
+    if not gt.is_dir():
+        raise DatasetError(
+            f"missing BTAD mask folder {gt} for the images in {test_dir / BTAD_DEFECT}; {_hint()}."
+        )
+    masks = _btad_masks(gt)
+    samples, missing = [], []
+    for p in _images(test_dir / BTAD_DEFECT, "anomalous test"):
+        m = masks.get(p.stem)
+        if m is None:
+            missing.append(p)
+        samples.append(Sample(p, 1, BTAD_DEFECT, m, "test"))
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:5])
+        raise DatasetError(
+            f"{len(missing)} BTAD defect image(s) have no mask in {gt} (same stem, any image extension): {shown}"
+            f"{' ...' if len(missing) > 5 else ''}. Restore the masks (re-extract btad.zip)."
+        )
+    return samples
 
 
 def load_btad_category(root: Path, category: str) -> CategoryData:
@@ -105,51 +162,13 @@ def load_btad_category(root: Path, category: str) -> CategoryData:
     cat = root / category
     if (cat / "train" / NORMAL_TYPE).is_dir():
         return load_mvtec_category(root, category, "btad")
-    train = tuple(
-        Sample(p, 0, NORMAL_TYPE, None, "train") for p in _images(cat / "train" / "ok", "normal training")
-    )
-    for p in _visible(cat / "train"):
-        if p.name != "ok":
-            raise DatasetError(
-                f"unexpected entry {p} in {cat / 'train'}; BTAD training data lives in train/ok only."
-            )
-    test_dir = cat / "test"
-    if not test_dir.is_dir():
-        raise DatasetError(f"missing BTAD folder {test_dir}; the dataset is incomplete - {_hint()}.")
-    for p in _visible(test_dir):
-        if p.name not in ("ok", BTAD_DEFECT):
-            raise DatasetError(
-                f"unexpected entry {p} in {test_dir}; BTAD test data lives in test/ok and test/ko."
-            )
+    train = _btad_train(cat)
+    test_dir = _btad_test_dir(cat)
     test: list[Sample] = []
     if (test_dir / "ok").exists():
         test.extend(Sample(p, 0, NORMAL_TYPE, None, "test") for p in _images(test_dir / "ok", "normal test"))
     if (test_dir / BTAD_DEFECT).exists():
-        gt = cat / "ground_truth" / BTAD_DEFECT
-        if not gt.is_dir():
-            raise DatasetError(
-                f"missing BTAD mask folder {gt} for the images in {test_dir / BTAD_DEFECT}; {_hint()}."
-            )
-        masks: dict[str, Path] = {}
-        for m in _images(gt, "masks"):
-            key = m.stem[: -len("_mask")] if m.stem.endswith("_mask") else m.stem
-            if key in masks:
-                raise DatasetError(
-                    f"two masks for BTAD image stem {key!r}: {masks[key]} and {m}; remove one."
-                )
-            masks[key] = m
-        missing = []
-        for p in _images(test_dir / BTAD_DEFECT, "anomalous test"):
-            m = masks.get(p.stem)
-            if m is None:
-                missing.append(p)
-            test.append(Sample(p, 1, BTAD_DEFECT, m, "test"))
-        if missing:
-            shown = ", ".join(str(p) for p in missing[:5])
-            raise DatasetError(
-                f"{len(missing)} BTAD defect image(s) have no mask in {gt} (same stem, any image extension): {shown}"
-                f"{' ...' if len(missing) > 5 else ''}. Restore the masks (re-extract btad.zip)."
-            )
+        test.extend(_btad_defect_samples(cat, test_dir))
     if not test:
         raise DatasetError(f"BTAD folder {test_dir} holds no test images; {_hint()}.")
     return CategoryData(
@@ -176,7 +195,7 @@ def _find_root(extracted: Path, marker: str, what: str) -> Path:
         if (folder / marker).is_dir():
             return folder
         if depth < 3:
-            queue.extend((p, depth + 1) for p in _visible(folder) if p.is_dir())
+            queue.extend((p, depth + 1) for p in visible_entries(folder) if p.is_dir())
     raise DatasetError(
         f"the archive does not contain the {what} layout (no {marker} found); is it the right file?"
     )
@@ -198,7 +217,7 @@ def _prepare_archive(name: str, archive: Path, root: Path, check_sha256: bool) -
             staging = tmp / ".extract"
             safe_extract(archive, staging)
             src = _find_root(staging, marker, name)
-            for p in _visible(src):
+            for p in visible_entries(src):
                 os.replace(p, tmp / p.name)
             shutil.rmtree(staging)
             _finish_archive(name, tmp, {**identity, "source": str(archive), "sha256_checked": check_sha256})
@@ -223,7 +242,7 @@ def _finish_archive(name: str, tmp: Path, conversion: dict) -> None:
         load = load_btad_category
     else:
         expected = dict(MVTEC_COUNTS)
-        cats = sorted(p.name for p in _visible(tmp) if p.is_dir() and (p / "train").is_dir())
+        cats = sorted(p.name for p in visible_entries(tmp) if p.is_dir() and (p / "train").is_dir())
         wanted = sorted(MVTEC_CATEGORIES)
 
         def load(root: Path, category: str) -> CategoryData:

@@ -56,7 +56,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
-from bgad.data.images import IMAGE_EXTENSIONS, DatasetError, is_image_file, read_image
+from bgad.data.images import (
+    DatasetError,
+    StrayEntryWording,
+    is_image_file,
+    list_image_files,
+    read_image,
+    visible_entries,
+)
 from bgad.data.manifest import (
     ManifestRow,
     atomic_dataset_dir,
@@ -138,8 +145,14 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _visible(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+def _raw_wording(what: str) -> StrayEntryWording:
+    return StrayEntryWording(
+        folder=f"unexpected folder {{path}} in {what} folder {{folder}}; move or delete it.",
+        file=(
+            f"unexpected file {{path}} in {what} folder {{folder}}: extension {{suffix}} is not one of "
+            "{extensions} (any case). Convert or delete it; nothing is skipped silently."
+        ),
+    )
 
 
 def _list_images(
@@ -151,20 +164,11 @@ def _list_images(
 ) -> list[Path]:
     """Sorted image files of ``folder``; sub-folders (other than ``allow_dirs``) and other files are errors."""
     _require_dir(folder, what)
-    out = []
-    for p in _visible(folder):
-        if p.name in allow_files and p.is_file():
-            continue
-        if p.is_dir():
-            if p.name in allow_dirs:
-                continue
-            raise DatasetError(f"unexpected folder {p} in {what} folder {folder}; move or delete it.")
-        if not is_image_file(p):
-            raise DatasetError(
-                f"unexpected file {p} in {what} folder {folder}: extension {p.suffix or '(none)'!r} is not one of "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Convert or delete it; nothing is skipped silently."
-            )
-        out.append(p)
+
+    def allowed(p: Path) -> bool:
+        return (p.name in allow_files and p.is_file()) or (p.name in allow_dirs and p.is_dir())
+
+    out = list_image_files(folder, _raw_wording(what), skip=allowed)
     if not out:
         raise DatasetError(f"{what} folder {folder} holds no images; check --raw.")
     return out
@@ -194,6 +198,42 @@ class _Plan:
         self.excluded.append({"file": file, "reason": reason})
 
 
+def _check_unique_outputs(name: str, plan: _Plan) -> None:
+    dup = [r for r, n in Counter(it[0] for it in plan.items).items() if n > 1]
+    if dup:
+        raise DatasetError(
+            f"{name}: two input files map to the same output {dup[0]}; rename one in the raw copy."
+        )
+
+
+def _write_plan(tmp: Path, plan: _Plan) -> list[ManifestRow]:
+    """Write every planned file under ``tmp``; one manifest row (with its sha256) per file."""
+    rows = []
+    for rel, split, label, defect, mask, write in plan.items:
+        dst = tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write(dst)
+        rows.append(ManifestRow(rel, split, label, defect, mask, sha256_file(dst)))
+    return rows
+
+
+def _check_written(name: str, tmp: Path, root: Path, category: str, rows: list[ManifestRow]) -> None:
+    """What is on disk must be exactly the plan: no file lost, none extra."""
+    on_disk = sorted(
+        p.relative_to(tmp).as_posix()
+        for p in (tmp / category).rglob("*")
+        if p.is_file() and "ground_truth" not in p.parts
+    )
+    masks_on_disk = sorted(
+        p.relative_to(tmp).as_posix() for p in (tmp / category / "ground_truth").rglob("*") if p.is_file()
+    )
+    if on_disk != sorted(r.path for r in rows) or masks_on_disk != sorted(r.mask for r in rows if r.mask):
+        raise DatasetError(
+            f"{name}: the converted files in {tmp} do not match the plan ({len(on_disk)} images / "
+            f"{len(masks_on_disk)} masks written, {len(rows)} planned); nothing was written to {root}."
+        )
+
+
 def _build(
     name: str,
     raw: Path,
@@ -217,33 +257,10 @@ def _build(
     if existing_dataset(root, name, identity):
         return root
     plan = make_plan(raw, seed)
-    rels = [it[0] for it in plan.items]
-    dup = [r for r, n in Counter(rels).items() if n > 1]
-    if dup:
-        raise DatasetError(
-            f"{name}: two input files map to the same output {dup[0]}; rename one in the raw copy."
-        )
+    _check_unique_outputs(name, plan)
     with atomic_dataset_dir(root) as tmp:
-        rows = []
-        for rel, split, label, defect, mask, write in plan.items:
-            dst = tmp / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write(dst)
-            rows.append(ManifestRow(rel, split, label, defect, mask, sha256_file(dst)))
-        # count check: what is on disk must be exactly the plan
-        on_disk = sorted(
-            p.relative_to(tmp).as_posix()
-            for p in (tmp / category).rglob("*")
-            if p.is_file() and "ground_truth" not in p.parts
-        )
-        masks_on_disk = sorted(
-            p.relative_to(tmp).as_posix() for p in (tmp / category / "ground_truth").rglob("*") if p.is_file()
-        )
-        if on_disk != sorted(rels) or masks_on_disk != sorted(r.mask for r in rows if r.mask):
-            raise DatasetError(
-                f"{name}: the converted files in {tmp} do not match the plan ({len(on_disk)} images / "
-                f"{len(masks_on_disk)} masks written, {len(rels)} planned); nothing was written to {root}."
-            )
+        rows = _write_plan(tmp, plan)
+        _check_written(name, tmp, root, category, rows)
         write_manifest(tmp, rows)
         conversion = {
             **identity,
@@ -299,32 +316,52 @@ def _to_tile_image(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
-def _aitex_plan(raw: Path, seed: int, tile_width: int = AITEX_TILE) -> _Plan:
-    plan = _Plan()
-    cat = "aitex"
-    defect_dir = _require_dir(raw / "Defect_images", "AITEX Defect_images")
-    mask_dir = _require_dir(raw / "Mask_images", "AITEX Mask_images")
-    normal_dir = _require_dir(raw / "NoDefect_images", "AITEX NoDefect_images")
+class _AitexTiler:
+    """Cuts AITEX images into tiles ``tile_width`` px wide, keeping one decoded image at a time."""
 
-    cache: dict[Path, np.ndarray] = {}
+    def __init__(self, tile_width: int) -> None:
+        self.tile_width = tile_width
+        self._cache: dict[Path, np.ndarray] = {}
 
-    def image(path: Path) -> np.ndarray:
-        if path not in cache:
-            cache.clear()  # tiles are written image by image; keep one decoded image only
-            cache[path] = read_image(path)
-        return cache[path]
+    def image(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            self._cache.clear()  # tiles are written image by image; keep one decoded image only
+            self._cache[path] = read_image(path)
+        return self._cache[path]
 
-    def n_tiles(path: Path, arr_shape: tuple[int, ...]) -> int:
+    def n_tiles(self, path: Path, arr_shape: tuple[int, ...]) -> int:
         h, w = arr_shape[:2]
-        if w % tile_width != 0 or w < tile_width:
+        if w % self.tile_width != 0 or w < self.tile_width:
             raise DatasetError(
-                f"AITEX image {path} is {w}x{h}; its width is not a multiple of the {tile_width}-px tile width "
+                f"AITEX image {path} is {w}x{h}; its width is not a multiple of the {self.tile_width}-px tile width "
                 "(expected 4096x256). Move it out of the raw copy (like Defect_images/unused/) or fix it."
             )
-        return w // tile_width
+        return w // self.tile_width
 
-    # --- normal images -------------------------------------------------------------------------------
-    fabrics = [p for p in _visible(normal_dir)]
+    def columns(self, k: int) -> slice:
+        return slice(k * self.tile_width, (k + 1) * self.tile_width)
+
+    def writer(self, src: Path, k: int) -> Callable[[Path], None]:
+        def write(dst: Path) -> None:
+            _to_tile_image(self.image(src)[:, self.columns(k)]).save(dst)
+
+        return write
+
+    def defect_writer(self, src: Path, k: int, mtile: np.ndarray, mrel: str) -> Callable[[Path], None]:
+        """Write tile ``k`` of ``src`` and its mask tile (0/255) at ``mrel`` in the same dataset folder."""
+
+        def write(dst: Path) -> None:
+            self.writer(src, k)(dst)
+            mdst = dst.parents[3] / mrel
+            mdst.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((mtile * 255).astype(np.uint8), mode="L").save(mdst)
+
+        return write
+
+
+def _aitex_fabrics(normal_dir: Path) -> list[Path]:
+    """The fabric folders of ``NoDefect_images``; a loose file there is an error."""
+    fabrics = visible_entries(normal_dir)
     for p in fabrics:
         if not p.is_dir():
             raise DatasetError(
@@ -332,9 +369,16 @@ def _aitex_plan(raw: Path, seed: int, tile_width: int = AITEX_TILE) -> _Plan:
             )
     if not fabrics:
         raise DatasetError(f"AITEX folder {normal_dir} holds no fabric folders; check --raw.")
+    return fabrics
+
+
+def _aitex_normal_tiles(
+    raw: Path, normal_dir: Path, tiler: _AitexTiler, plan: _Plan
+) -> tuple[dict[str, tuple[Path, int]], int]:
+    """Output tile name -> (source image, tile index) for every normal image, and the number of images."""
     normal_tiles: dict[str, tuple[Path, int]] = {}
-    n_normal_images = 0
-    for fab in fabrics:
+    n_images = 0
+    for fab in _aitex_fabrics(normal_dir):
         for img in _list_images(fab, "AITEX NoDefect_images"):
             rel = img.relative_to(raw).as_posix()
             if rel in AITEX_NODEFECT_STRAYS:
@@ -344,27 +388,26 @@ def _aitex_plan(raw: Path, seed: int, tile_width: int = AITEX_TILE) -> _Plan:
                     f"unexpected AITEX normal image name {img} (expected NNNN_DDD_FF.png); rename or remove it - "
                     "nothing is skipped silently."
                 )
-            arr = image(img)
-            n_normal_images += 1
-            for k in range(n_tiles(img, arr.shape)):
+            arr = tiler.image(img)
+            n_images += 1
+            for k in range(tiler.n_tiles(img, arr.shape)):
                 normal_tiles[f"{fab.name}_{img.stem}_{k:02d}.png"] = (img, k)
+    return normal_tiles, n_images
+
+
+def _add_aitex_normals(
+    plan: _Plan, cat: str, normal_tiles: dict[str, tuple[Path, int]], seed: int, tiler: _AitexTiler
+) -> None:
+    """Split the normal tiles on their sorted names, but plan them in source order (one decode per image)."""
     train, test = split_normals(list(normal_tiles), seed)
-
-    def tile_writer(src: Path, k: int) -> Callable[[Path], None]:
-        def write(dst: Path) -> None:
-            arr = image(src)
-            _to_tile_image(arr[:, k * tile_width : (k + 1) * tile_width]).save(dst)
-
-        return write
-
-    # write in source order (one decode per image), but split assignment comes from the sorted names
     split_of = {n: "train" for n in train} | {n: "test" for n in test}
     for n in sorted(normal_tiles, key=lambda n: (normal_tiles[n][0], normal_tiles[n][1])):
         src, k = normal_tiles[n]
         s = split_of[n]
-        plan.add(f"{cat}/{s}/{NORMAL_TYPE}/{n}", s, 0, NORMAL_TYPE, tile_writer(src, k))
+        plan.add(f"{cat}/{s}/{NORMAL_TYPE}/{n}", s, 0, NORMAL_TYPE, tiler.writer(src, k))
 
-    # --- defect images -------------------------------------------------------------------------------
+
+def _exclude_aitex_unused(plan: _Plan, raw: Path, defect_dir: Path) -> None:
     if (defect_dir / "unused").is_dir():
         for p in sorted((defect_dir / "unused").rglob("*")):
             if p.is_file() and not p.name.startswith("."):
@@ -372,31 +415,87 @@ def _aitex_plan(raw: Path, seed: int, tile_width: int = AITEX_TILE) -> _Plan:
                     p.relative_to(raw).as_posix(),
                     "in Defect_images/unused/ (set aside by the AITEX authors; 3796 px wide, not 4096): ignored",
                 )
-    masks_all = {p.name: p for p in _list_images(mask_dir, "AITEX Mask_images")}
-    used_masks: set[str] = set()
-    dropped: Counter[str] = Counter()
-    kept: Counter[str] = Counter()
-    n_defect_images = 0
+
+
+def _aitex_defect_type(img: Path) -> str:
+    """The defect type named by the code in ``NNNN_DDD_FF.png``; any other name is an error."""
+    m = _AITEX_NAME.match(img.stem)
+    if img.suffix.lower() != ".png" or not m:
+        raise DatasetError(
+            f"unexpected AITEX defect image name {img} (expected NNNN_DDD_FF.png); rename or remove it."
+        )
+    code = m.group(2)
+    if code not in AITEX_DEFECT_CODES:
+        raise DatasetError(
+            f"AITEX defect image {img} has defect code {code!r}, not one of {', '.join(sorted(AITEX_DEFECT_CODES))}; "
+            "remove it or extend AITEX_DEFECT_CODES."
+        )
+    return AITEX_DEFECT_CODES[code]
+
+
+def _aitex_mask_files(stem: str, masks_all: dict[str, Path]) -> list[Path]:
+    """``<stem>_mask.png``, else every ``<stem>_maskN.png`` (their union is the mask); may be empty."""
+    if f"{stem}_mask.png" in masks_all:
+        return [masks_all[f"{stem}_mask.png"]]
+    return [masks_all[n] for n in sorted(masks_all) if re.fullmatch(rf"{re.escape(stem)}_mask\d+\.png", n)]
+
+
+def _aitex_union_mask(img: Path, mask_files: list[Path], shape: tuple[int, ...]) -> np.ndarray:
+    h, w = shape[:2]
+    mask = np.zeros((h, w), dtype=bool)
+    for mf in mask_files:
+        mm = _read_raw_aitex_mask(mf)
+        if mm.shape != (h, w):
+            raise DatasetError(
+                f"AITEX mask {mf} is {mm.shape[1]}x{mm.shape[0]} but its image {img} is {w}x{h}; "
+                "masks must have the image's size - fix or remove the pair."
+            )
+        mask |= mm
+    return mask
+
+
+@dataclass
+class _AitexDefectStats:
+    """Counts for ``bgad_dataset.json``: defect images used, tiles kept / dropped per defect type."""
+
+    n_images: int = 0
+    kept: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    used_masks: set[str] = field(default_factory=set)
+
+
+def _add_aitex_defect_tiles(
+    plan: _Plan,
+    cat: str,
+    img: Path,
+    defect: str,
+    mask: np.ndarray,
+    tiler: _AitexTiler,
+    stats: _AitexDefectStats,
+) -> None:
+    """Plan the tiles of one defect image whose mask tile is non-empty; count the dropped ones."""
+    for k in range(tiler.n_tiles(img, mask.shape)):
+        mtile = mask[:, tiler.columns(k)]
+        if not mtile.any():
+            stats.dropped[defect] += 1
+            continue
+        stats.kept[defect] += 1
+        name = f"{img.stem}_{k:02d}"
+        mrel = f"{cat}/ground_truth/{defect}/{name}_mask.png"
+        write = tiler.defect_writer(img, k, mtile, mrel)
+        plan.add(f"{cat}/test/{defect}/{name}.png", "test", 1, defect, write, mask=mrel)
+
+
+def _add_aitex_defects(
+    plan: _Plan, cat: str, raw: Path, tiler: _AitexTiler, masks_all: dict[str, Path]
+) -> _AitexDefectStats:
+    """Plan the labelled tiles of every defect image; a defect image without a mask is an error (or a known quirk)."""
+    defect_dir, mask_dir = raw / "Defect_images", raw / "Mask_images"
+    stats = _AitexDefectStats()
     for img in _list_images(defect_dir, "AITEX Defect_images", allow_dirs=frozenset({"unused"})):
-        m = _AITEX_NAME.match(img.stem)
-        if img.suffix.lower() != ".png" or not m:
-            raise DatasetError(
-                f"unexpected AITEX defect image name {img} (expected NNNN_DDD_FF.png); rename or remove it."
-            )
-        code = m.group(2)
-        if code not in AITEX_DEFECT_CODES:
-            raise DatasetError(
-                f"AITEX defect image {img} has defect code {code!r}, not one of {', '.join(sorted(AITEX_DEFECT_CODES))}; "
-                "remove it or extend AITEX_DEFECT_CODES."
-            )
-        defect = AITEX_DEFECT_CODES[code]
+        defect = _aitex_defect_type(img)
         stem = img.stem
-        if f"{stem}_mask.png" in masks_all:
-            mask_files = [masks_all[f"{stem}_mask.png"]]
-        else:
-            mask_files = [
-                masks_all[n] for n in sorted(masks_all) if re.fullmatch(rf"{re.escape(stem)}_mask\d+\.png", n)
-            ]
+        mask_files = _aitex_mask_files(stem, masks_all)
         if not mask_files:
             if stem in AITEX_NO_MASK:
                 plan.exclude(img.relative_to(raw).as_posix(), AITEX_NO_MASK[stem])
@@ -407,47 +506,38 @@ def _aitex_plan(raw: Path, seed: int, tile_width: int = AITEX_TILE) -> _Plan:
             )
         if len(mask_files) > 1:
             plan.notes.append(f"{stem}: mask = union of {', '.join(p.name for p in mask_files)}")
-        used_masks.update(p.name for p in mask_files)
-        arr = image(img)
-        h, w = arr.shape[:2]
-        mask = np.zeros((h, w), dtype=bool)
-        for mf in mask_files:
-            mm = _read_raw_aitex_mask(mf)
-            if mm.shape != (h, w):
-                raise DatasetError(
-                    f"AITEX mask {mf} is {mm.shape[1]}x{mm.shape[0]} but its image {img} is {w}x{h}; "
-                    "masks must have the image's size - fix or remove the pair."
-                )
-            mask |= mm
-        n_defect_images += 1
-        for k in range(n_tiles(img, arr.shape)):
-            mtile = mask[:, k * tile_width : (k + 1) * tile_width]
-            if not mtile.any():
-                dropped[defect] += 1
-                continue
-            kept[defect] += 1
-            name = f"{stem}_{k:02d}"
-            mrel = f"{cat}/ground_truth/{defect}/{name}_mask.png"
+        stats.used_masks.update(p.name for p in mask_files)
+        mask = _aitex_union_mask(img, mask_files, tiler.image(img).shape)
+        stats.n_images += 1
+        _add_aitex_defect_tiles(plan, cat, img, defect, mask, tiler, stats)
+    return stats
 
-            def write(dst: Path, src=img, k=k, mtile=mtile, mrel=mrel) -> None:
-                tile_writer(src, k)(dst)
-                mdst = dst.parents[3] / mrel
-                mdst.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray((mtile * 255).astype(np.uint8), mode="L").save(mdst)
 
-            plan.add(f"{cat}/test/{defect}/{name}.png", "test", 1, defect, write, mask=mrel)
-    for n in sorted(set(masks_all) - used_masks):
+def _aitex_plan(raw: Path, seed: int, tile_width: int = AITEX_TILE) -> _Plan:
+    plan = _Plan()
+    cat = "aitex"
+    defect_dir = _require_dir(raw / "Defect_images", "AITEX Defect_images")
+    mask_dir = _require_dir(raw / "Mask_images", "AITEX Mask_images")
+    normal_dir = _require_dir(raw / "NoDefect_images", "AITEX NoDefect_images")
+    tiler = _AitexTiler(tile_width)
+    normal_tiles, n_normal_images = _aitex_normal_tiles(raw, normal_dir, tiler, plan)
+    _add_aitex_normals(plan, cat, normal_tiles, seed, tiler)
+    _exclude_aitex_unused(plan, raw, defect_dir)
+    masks_all = {p.name: p for p in _list_images(mask_dir, "AITEX Mask_images")}
+    stats = _add_aitex_defects(plan, cat, raw, tiler, masks_all)
+    for n in sorted(set(masks_all) - stats.used_masks):
         plan.exclude(f"Mask_images/{n}", "mask without a (used) defect image in Defect_images/: ignored")
+    dropped_total = sum(stats.dropped.values())
     plan.extra = {
         "tile_width": tile_width,
         "mask_threshold": AITEX_MASK_THRESHOLD,
-        "source_images": {"normal": n_normal_images, "defect": n_defect_images},
-        "defect_tiles_kept": dict(sorted(kept.items())),
-        "dropped_empty_mask_tiles": dict(sorted(dropped.items())),
-        "dropped_empty_mask_tiles_total": sum(dropped.values()),
+        "source_images": {"normal": n_normal_images, "defect": stats.n_images},
+        "defect_tiles_kept": dict(sorted(stats.kept.items())),
+        "dropped_empty_mask_tiles": dict(sorted(stats.dropped.items())),
+        "dropped_empty_mask_tiles_total": dropped_total,
     }
     plan.notes.append(
-        f"{sum(dropped.values())} defect tiles with an empty mask tile dropped (per defect type in "
+        f"{dropped_total} defect tiles with an empty mask tile dropped (per defect type in "
         "dropped_empty_mask_tiles)"
     )
     return plan
@@ -548,7 +638,7 @@ def _brainmri_plan(raw: Path, seed: int) -> _Plan:
         base = raw / "brain_tumor_dataset"
     no = _list_images(base / "no", "BrainMRI no (normal)")
     yes = _list_images(base / "yes", "BrainMRI yes (tumour)")
-    for p in _visible(base):
+    for p in visible_entries(base):
         if p.name not in ("no", "yes"):
             raise DatasetError(
                 f"unexpected entry {p} in {base}; a BrainMRI raw copy holds only no/ and yes/."
@@ -581,27 +671,31 @@ def prepare_brainmri(raw: Path, root: Path, seed: int = 42) -> Path:
 # HeadCT
 
 
-def _headct_plan(raw: Path, seed: int) -> _Plan:
-    plan = _Plan()
-    cat = "headct"
-    labels = _find_file(raw, ["labels.csv", "head_ct/labels.csv"], "HeadCT labels.csv")
-    img_dir = None
+def _headct_image_dir(raw: Path) -> Path:
+    """The first of ``head_ct/head_ct``, ``head_ct``, ``raw`` that holds image files."""
     for c in (raw / "head_ct" / "head_ct", raw / "head_ct", raw):
         if c.is_dir() and any(is_image_file(p) for p in c.iterdir() if p.is_file()):
-            img_dir = c
-            break
-    if img_dir is None:
-        raise DatasetError(
-            f"no HeadCT images found in {raw}: expected head_ct/head_ct/NNN.png or head_ct/NNN.png; check --raw."
-        )
+            return c
+    raise DatasetError(
+        f"no HeadCT images found in {raw}: expected head_ct/head_ct/NNN.png or head_ct/NNN.png; check --raw."
+    )
+
+
+def _headct_images(raw: Path, img_dir: Path, labels: Path) -> dict[int, Path]:
+    """Image id (the numeric stem) -> image file."""
     allow = frozenset({"head_ct"}) if img_dir in (raw, raw / "head_ct") else frozenset()
-    images = {}
+    images: dict[int, Path] = {}
     for p in _list_images(img_dir, "HeadCT images", allow_dirs=allow, allow_files=frozenset({labels.name})):
         if not p.stem.isdigit():
             raise DatasetError(f"unexpected HeadCT image name {p} (expected NNN.png); rename or remove it.")
         if int(p.stem) in images:
             raise DatasetError(f"two HeadCT images with id {int(p.stem)}: {images[int(p.stem)]} and {p}.")
         images[int(p.stem)] = p
+    return images
+
+
+def _headct_labels(labels: Path) -> dict[int, int]:
+    """Image id -> hemorrhage (0/1) from ``labels.csv`` (header ``id, hemorrhage``)."""
     with open(labels, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if not rows or [c.strip().lower() for c in rows[0]] != ["id", "hemorrhage"]:
@@ -621,6 +715,13 @@ def _headct_plan(raw: Path, seed: int) -> _Plan:
         if i in labels_of:
             raise DatasetError(f"{labels}:{lineno}: id {i} appears twice.")
         labels_of[i] = y
+    return labels_of
+
+
+def _check_headct_pairs(
+    images: dict[int, Path], labels_of: dict[int, int], labels: Path, img_dir: Path
+) -> None:
+    """Every image has a label and every label an image."""
     no_label = sorted(set(images) - set(labels_of))
     no_image = sorted(set(labels_of) - set(images))
     if no_label:
@@ -631,6 +732,16 @@ def _headct_plan(raw: Path, seed: int) -> _Plan:
         raise DatasetError(
             f"{labels} lists id(s) with no image in {img_dir}: {', '.join(map(str, no_image[:10]))}."
         )
+
+
+def _headct_plan(raw: Path, seed: int) -> _Plan:
+    plan = _Plan()
+    cat = "headct"
+    labels = _find_file(raw, ["labels.csv", "head_ct/labels.csv"], "HeadCT labels.csv")
+    img_dir = _headct_image_dir(raw)
+    images = _headct_images(raw, img_dir, labels)
+    labels_of = _headct_labels(labels)
+    _check_headct_pairs(images, labels_of, labels, img_dir)
     _add_normals(plan, cat, {images[i].name: images[i] for i in images if labels_of[i] == 0}, seed)
     for i in sorted(images):
         if labels_of[i] == 1:

@@ -19,7 +19,9 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 from bgad.data.images import DatasetError
 from bgad.data.specs import DATASET_SPECS, ArchiveSpec, dataset_names
@@ -96,6 +98,83 @@ def _progress(total: int | None, done: int, desc: str):
     return prog, task
 
 
+def _request(url: str, done: int, timeout: float) -> Any:
+    """The response for ``url`` from byte ``done`` on; ``None`` when the ``.part`` file is already complete."""
+    headers = {"User-Agent": "bgad-bench"}
+    if done:
+        headers["Range"] = f"bytes={done}-"
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and done:  # requested range not satisfiable: the .part is (at least) complete
+            return None
+        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}.") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot reach {url}: {reason} (offline, or the link is broken).") from exc
+
+
+def _copy_blocks(
+    resp: Any, f: IO[bytes], url: str, part: Path, received: int, on_block: Callable[[int], None]
+) -> int:
+    """Append ``resp``'s body to ``f`` block by block; the total bytes in ``part`` afterwards."""
+    while True:
+        try:
+            block = resp.read(CHUNK)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise DownloadError(
+                f"download of {url} was interrupted after {received} bytes "
+                f"({exc.__class__.__name__}: {exc}); run the same command again to resume from {part}."
+            ) from exc
+        if not block:
+            return received
+        f.write(block)
+        received += len(block)
+        on_block(received)
+
+
+def _receive(resp: Any, url: str, part: Path, done: int, desc: str, progress: bool) -> None:
+    """Write ``resp``'s body into ``part`` (appending when the server honoured the ``Range`` request)."""
+    status = getattr(resp, "status", 200)
+    if done and status != 206:
+        done = 0  # the server ignored the Range header: start over
+    length = resp.headers.get("Content-Length")
+    total = (int(length) + done) if length is not None and length.isdigit() else None
+    mode = "ab" if done else "wb"
+    prog = task = None
+    if progress:
+        prog, task = _progress(total, done, desc)
+        prog.start()
+
+    def report(received: int) -> None:
+        if prog is not None:
+            prog.update(task, completed=received)
+
+    try:
+        with open(part, mode) as f:
+            received = _copy_blocks(resp, f, url, part, done, report)
+    finally:
+        if prog is not None:
+            prog.stop()
+    if total is not None and received < total:
+        raise DownloadError(
+            f"download of {url} stopped after {received} of {total} bytes; run the same command again to "
+            f"resume from {part}."
+        )
+
+
+def _check_download(url: str, part: Path, sha256: str) -> None:
+    """Delete ``part`` and raise :class:`ChecksumError` unless its sha256 is ``sha256``."""
+    got = file_sha256(part)
+    if got != sha256:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(
+            f"the file downloaded from {url} has sha256 {got}, expected {sha256} (corrupt download or a "
+            "different file behind the link); it was deleted."
+        )
+
+
 def download(
     url: str,
     dest: Path,
@@ -117,66 +196,12 @@ def download(
         return dest
     part = dest.with_name(dest.name + ".part")
     done = part.stat().st_size if part.is_file() else 0
-    headers = {"User-Agent": "bgad-bench"}
-    if done:
-        headers["Range"] = f"bytes={done}-"
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and done:  # requested range not satisfiable: the .part is (at least) complete
-            resp = None
-        else:
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}.") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot reach {url}: {reason} (offline, or the link is broken).") from exc
-
+    resp = _request(url, done, timeout)
     if resp is not None:
         with resp:
-            status = getattr(resp, "status", 200)
-            if done and status != 206:
-                done = 0  # the server ignored the Range header: start over
-            length = resp.headers.get("Content-Length")
-            total = (int(length) + done) if length is not None and length.isdigit() else None
-            mode = "ab" if done else "wb"
-            prog = task = None
-            if progress:
-                prog, task = _progress(total, done, dest.name)
-                prog.start()
-            received = done
-            try:
-                with open(part, mode) as f:
-                    while True:
-                        try:
-                            block = resp.read(CHUNK)
-                        except (OSError, ValueError, http.client.HTTPException) as exc:
-                            raise DownloadError(
-                                f"download of {url} was interrupted after {received} bytes "
-                                f"({exc.__class__.__name__}: {exc}); run the same command again to resume from {part}."
-                            ) from exc
-                        if not block:
-                            break
-                        f.write(block)
-                        received += len(block)
-                        if prog is not None:
-                            prog.update(task, completed=received)
-            finally:
-                if prog is not None:
-                    prog.stop()
-            if total is not None and received < total:
-                raise DownloadError(
-                    f"download of {url} stopped after {received} of {total} bytes; run the same command again to "
-                    f"resume from {part}."
-                )
+            _receive(resp, url, part, done, dest.name, progress)
     if sha256 is not None:
-        got = file_sha256(part)
-        if got != sha256:
-            part.unlink(missing_ok=True)
-            raise ChecksumError(
-                f"the file downloaded from {url} has sha256 {got}, expected {sha256} (corrupt download or a "
-                "different file behind the link); it was deleted."
-            )
+        _check_download(url, part, sha256)
     os.replace(part, dest)
     return dest
 

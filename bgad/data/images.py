@@ -9,6 +9,9 @@ and never rotates); masks must have exactly the image's size.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,12 @@ from PIL import Image, UnidentifiedImageError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetError",
+    "StrayEntryWording",
     "is_image_file",
+    "list_image_files",
     "read_image",
     "read_mask",
+    "visible_entries",
 ]
 
 #: Lower-case suffixes (with the dot) that count as images. Matching is case-insensitive.
@@ -33,6 +39,61 @@ class DatasetError(Exception):
 def is_image_file(path: Path | str) -> bool:
     """True when ``path``'s suffix is an image extension, in any case (``.JPG``, ``.Jpeg`` ...)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def visible_entries(folder: Path) -> list[Path]:
+    """Entries of ``folder`` sorted by name; hidden names (leading ``.``, e.g. ``.DS_Store``) are left out."""
+    folder = Path(folder)
+    with os.scandir(folder) as it:
+        names = [e.name for e in it if not e.name.startswith(".")]
+    return [folder / name for name in sorted(names)]
+
+
+@dataclass(frozen=True)
+class StrayEntryWording:
+    """How a reader words the error for a sub-folder or a non-image file inside an image folder.
+
+    Each reader keeps its own phrasing (users and tests match on it). Both fields are ``str.format``
+    templates with ``{path}`` and ``{folder}``; ``file`` may also use ``{suffix}`` (the extension's repr,
+    ``'(none)'`` when it has none) and ``{extensions}`` (the accepted extensions, comma-separated).
+    """
+
+    folder: str
+    file: str
+
+    def folder_error(self, path: Path, folder: Path) -> DatasetError:
+        return DatasetError(self.folder.format(path=path, folder=folder))
+
+    def file_error(self, path: Path, folder: Path) -> DatasetError:
+        return DatasetError(
+            self.file.format(
+                path=path,
+                folder=folder,
+                suffix=repr(path.suffix or "(none)"),
+                extensions=", ".join(sorted(IMAGE_EXTENSIONS)),
+            )
+        )
+
+
+def list_image_files(
+    folder: Path, wording: StrayEntryWording, *, skip: Callable[[Path], bool] | None = None
+) -> list[Path]:
+    """Sorted image files of ``folder``; any other visible file or sub-folder raises :class:`DatasetError`.
+
+    Nothing is skipped silently: ``skip`` names the entries a caller expects next to the images (e.g. a
+    labels file); every other stray entry is an error worded by ``wording``. An empty list is returned
+    as is (callers word "holds no images" themselves).
+    """
+    images: list[Path] = []
+    for path in visible_entries(folder):
+        if skip is not None and skip(path):
+            continue
+        if path.is_dir():
+            raise wording.folder_error(path, folder)
+        if not is_image_file(path):
+            raise wording.file_error(path, folder)
+        images.append(path)
+    return images
 
 
 def _open_decoded(path: Path, what: str) -> Image.Image:

@@ -19,11 +19,10 @@ file or folder is an error that names it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from bgad.data.images import IMAGE_EXTENSIONS, DatasetError, is_image_file
+from bgad.data.images import DatasetError, StrayEntryWording, is_image_file, list_image_files, visible_entries
 from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
 from bgad.data.specs import DATASET_SPECS
 
@@ -43,6 +42,18 @@ MVTEC_CATEGORIES: tuple[str, ...] = DATASET_SPECS.get("mvtec").categories
 
 _KINDS = ("texture", "object")
 
+_WORDING = StrayEntryWording(
+    folder=(
+        "unexpected folder {path} inside image folder {folder}; image folders must hold image files only "
+        "(move it out of the dataset folder)."
+    ),
+    file=(
+        "unexpected file {path} in image folder {folder}: extension {suffix} is not one of "
+        "{extensions} (any case). Convert it or move it out of the dataset folder; "
+        "files are never silently skipped."
+    ),
+)
+
 
 def _prepare_hint(dataset: str | None) -> str:
     name = dataset or "<dataset>"
@@ -56,17 +67,6 @@ def _prepare_hint(dataset: str | None) -> str:
     else:
         how = f"convert the raw copy with `bgad-bench data prepare {name}`"
     return f"{how}, or pass the folder that holds the categories (or set BGAD_DATA_DIR)"
-
-
-def _visible_entries(folder: Path) -> list[os.DirEntry]:
-    """Sorted (by name) entries of ``folder``, hidden names (leading '.') excluded."""
-    with os.scandir(folder) as it:
-        entries = [e for e in it if not e.name.startswith(".")]
-    return sorted(entries, key=lambda e: e.name)
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    return entry.is_dir(follow_symlinks=True)
 
 
 def read_dataset_info(root: Path) -> dict[str, Any] | None:
@@ -106,9 +106,9 @@ def list_categories(root: Path, *, dataset: str | None = None) -> list[str]:
     """Sorted names of the category folders under ``root`` (folders holding ``train/`` or ``test/``)."""
     root = _check_root(root, dataset)
     cats = [
-        e.name
-        for e in _visible_entries(root)
-        if _is_dir(e) and ((Path(e.path) / "train").is_dir() or (Path(e.path) / "test").is_dir())
+        p.name
+        for p in visible_entries(root)
+        if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
     ]
     if not cats:
         raise DatasetError(
@@ -117,34 +117,13 @@ def list_categories(root: Path, *, dataset: str | None = None) -> list[str]:
     return cats
 
 
-def _list_images(folder: Path) -> list[Path]:
-    """Sorted image files of ``folder``; any other (visible) file or sub-folder is an error naming it."""
-    images: list[Path] = []
-    for e in _visible_entries(folder):
-        p = Path(e.path)
-        if _is_dir(e):
-            raise DatasetError(
-                f"unexpected folder {p} inside image folder {folder}; image folders must hold image files only "
-                "(move it out of the dataset folder)."
-            )
-        if not is_image_file(p):
-            raise DatasetError(
-                f"unexpected file {p} in image folder {folder}: extension {p.suffix or '(none)'!r} is not one of "
-                f"{', '.join(sorted(IMAGE_EXTENSIONS))} (any case). Convert it or move it out of the dataset folder; "
-                "files are never silently skipped."
-            )
-        images.append(p)
-    return images
-
-
 def _mask_index(folder: Path) -> dict[str, Path]:
     """Map ``<stem>_mask`` -> mask path for the image files of ``folder`` (``.png`` preferred)."""
     index: dict[str, Path] = {}
     if not folder.is_dir():
         return index
-    for e in _visible_entries(folder):
-        p = Path(e.path)
-        if _is_dir(e) or not is_image_file(p):
+    for p in visible_entries(folder):
+        if p.is_dir() or not is_image_file(p):
             continue
         stem = p.stem
         if stem not in index or p.suffix.lower() == ".png":
@@ -162,6 +141,106 @@ def _category_kind(dataset: str, category: str, info: dict[str, Any] | None) -> 
     return "object"
 
 
+def _check_known_category(root: Path, category: str, dataset: str) -> None:
+    known = list_categories(root, dataset=dataset)
+    if category not in known:
+        raise DatasetError(
+            f"unknown {dataset} category {category!r} in {root}; known categories: {', '.join(known)}."
+        )
+
+
+def _train_samples(cat_dir: Path, dataset: str, category: str) -> tuple[Sample, ...]:
+    """The normal images of ``train/good``; anything else in ``train/`` is an error."""
+    train_dir = cat_dir / "train"
+    good_dir = train_dir / NORMAL_TYPE
+    if not good_dir.is_dir():
+        raise DatasetError(
+            f"missing folder {good_dir} (normal training images) for {dataset} category {category!r}; "
+            f"the dataset is incomplete - {_prepare_hint(dataset)}."
+        )
+    for p in visible_entries(train_dir):
+        if p.name != NORMAL_TYPE:
+            raise DatasetError(
+                f"unexpected entry {p} in {train_dir}; training data must be normal images in "
+                f"{good_dir} only (move it out of the dataset folder)."
+            )
+    train_imgs = list_image_files(good_dir, _WORDING)
+    if not train_imgs:
+        raise DatasetError(
+            f"folder {good_dir} holds no images; the {dataset} category {category!r} has no normal training data - "
+            f"{_prepare_hint(dataset)}."
+        )
+    return tuple(Sample(p, 0, NORMAL_TYPE, None, "train") for p in train_imgs)
+
+
+def _resolve_pixel_masks(
+    gt_dir: Path, has_pixel_masks: bool | None, info: dict[str, Any] | None, dataset: str, category: str
+) -> bool:
+    """The caller's override, else ``bgad_dataset.json``'s value, else whether ``ground_truth/`` exists."""
+    if has_pixel_masks is None:
+        has_pixel_masks = (
+            bool(info["has_pixel_masks"]) if info and "has_pixel_masks" in info else gt_dir.is_dir()
+        )
+    if has_pixel_masks and not gt_dir.is_dir():
+        raise DatasetError(
+            f"{dataset} category {category!r} should have pixel masks but {gt_dir} is missing; re-prepare the "
+            'dataset (or set "has_pixel_masks": false in bgad_dataset.json).'
+        )
+    return bool(has_pixel_masks)
+
+
+def _defect_samples(
+    images: list[Path], defect: str, gt_dir: Path | None, missing_masks: list[tuple[Path, Path]]
+) -> list[Sample]:
+    """Anomalous samples of one ``test/<defect>`` folder; ``gt_dir=None`` means no pixel masks.
+
+    Images without a mask are appended to ``missing_masks`` (reported together, after the whole listing).
+    """
+    masks = _mask_index(gt_dir / defect) if gt_dir is not None else {}
+    samples = []
+    for img in images:
+        mask = None
+        if gt_dir is not None:
+            mask = masks.get(f"{img.stem}_mask")
+            if mask is None:
+                missing_masks.append((img, gt_dir / defect / f"{img.stem}_mask.png"))
+        samples.append(Sample(img, 1, defect, mask, "test"))
+    return samples
+
+
+def _raise_missing_masks(missing_masks: list[tuple[Path, Path]], dataset: str, category: str) -> None:
+    shown = "; ".join(f"{img} (expected {mask})" for img, mask in missing_masks[:5])
+    more = f"; and {len(missing_masks) - 5} more" if len(missing_masks) > 5 else ""
+    raise DatasetError(
+        f"{len(missing_masks)} defect image(s) of {dataset} category {category!r} have no mask: {shown}{more}. "
+        "Restore the masks (re-extract / re-convert the dataset) or move those images out of the dataset folder."
+    )
+
+
+def _test_samples(test_dir: Path, gt_dir: Path | None, dataset: str, category: str) -> tuple[Sample, ...]:
+    """``test/good`` plus one folder per defect type; ``gt_dir=None`` means no pixel masks."""
+    test: list[Sample] = []
+    missing_masks: list[tuple[Path, Path]] = []
+    for p in visible_entries(test_dir):
+        if not p.is_dir():
+            raise DatasetError(
+                f"unexpected file {p} directly in {test_dir}; test images belong in test/good or test/<defect> "
+                "(move it out of the dataset folder)."
+            )
+        images = list_image_files(p, _WORDING)
+        if p.name == NORMAL_TYPE:
+            test.extend(Sample(img, 0, NORMAL_TYPE, None, "test") for img in images)
+        else:
+            test.extend(_defect_samples(images, p.name, gt_dir, missing_masks))
+    if missing_masks:
+        _raise_missing_masks(missing_masks, dataset, category)
+    if not test:
+        raise DatasetError(
+            f"folder {test_dir} holds no test images for {dataset} category {category!r}; {_prepare_hint(dataset)}."
+        )
+    return tuple(test)
+
+
 def load_mvtec_category(
     root: Path,
     category: str,
@@ -176,37 +255,10 @@ def load_mvtec_category(
     ``ground_truth/<defect>/<stem>_mask.png``.
     """
     root = _check_root(root, dataset)
-    known = list_categories(root, dataset=dataset)
-    if category not in known:
-        raise DatasetError(
-            f"unknown {dataset} category {category!r} in {root}; known categories: {', '.join(known)}."
-        )
+    _check_known_category(root, category, dataset)
     info = read_dataset_info(root)
     cat_dir = root / category
-
-    # --- train: normal images only, in train/good --------------------------------------------------
-    train_dir = cat_dir / "train"
-    good_dir = train_dir / NORMAL_TYPE
-    if not good_dir.is_dir():
-        raise DatasetError(
-            f"missing folder {good_dir} (normal training images) for {dataset} category {category!r}; "
-            f"the dataset is incomplete - {_prepare_hint(dataset)}."
-        )
-    for e in _visible_entries(train_dir):
-        if e.name != NORMAL_TYPE:
-            raise DatasetError(
-                f"unexpected entry {Path(e.path)} in {train_dir}; training data must be normal images in "
-                f"{good_dir} only (move it out of the dataset folder)."
-            )
-    train_imgs = _list_images(good_dir)
-    if not train_imgs:
-        raise DatasetError(
-            f"folder {good_dir} holds no images; the {dataset} category {category!r} has no normal training data - "
-            f"{_prepare_hint(dataset)}."
-        )
-    train = tuple(Sample(p, 0, NORMAL_TYPE, None, "train") for p in train_imgs)
-
-    # --- test: good + one folder per defect type ---------------------------------------------------
+    train = _train_samples(cat_dir, dataset, category)
     test_dir = cat_dir / "test"
     if not test_dir.is_dir():
         raise DatasetError(
@@ -214,57 +266,15 @@ def load_mvtec_category(
             f"incomplete - {_prepare_hint(dataset)}."
         )
     gt_dir = cat_dir / "ground_truth"
-    if has_pixel_masks is None:
-        has_pixel_masks = (
-            bool(info["has_pixel_masks"]) if info and "has_pixel_masks" in info else gt_dir.is_dir()
-        )
-    if has_pixel_masks and not gt_dir.is_dir():
-        raise DatasetError(
-            f"{dataset} category {category!r} should have pixel masks but {gt_dir} is missing; re-prepare the "
-            'dataset (or set "has_pixel_masks": false in bgad_dataset.json).'
-        )
-
-    test: list[Sample] = []
-    missing_masks: list[tuple[Path, Path]] = []
-    for e in _visible_entries(test_dir):
-        p = Path(e.path)
-        if not _is_dir(e):
-            raise DatasetError(
-                f"unexpected file {p} directly in {test_dir}; test images belong in test/good or test/<defect> "
-                "(move it out of the dataset folder)."
-            )
-        defect = e.name
-        images = _list_images(p)
-        if defect == NORMAL_TYPE:
-            test.extend(Sample(img, 0, NORMAL_TYPE, None, "test") for img in images)
-            continue
-        masks = _mask_index(gt_dir / defect) if has_pixel_masks else {}
-        for img in images:
-            mask = None
-            if has_pixel_masks:
-                mask = masks.get(f"{img.stem}_mask")
-                if mask is None:
-                    missing_masks.append((img, gt_dir / defect / f"{img.stem}_mask.png"))
-            test.append(Sample(img, 1, defect, mask, "test"))
-    if missing_masks:
-        shown = "; ".join(f"{img} (expected {mask})" for img, mask in missing_masks[:5])
-        more = f"; and {len(missing_masks) - 5} more" if len(missing_masks) > 5 else ""
-        raise DatasetError(
-            f"{len(missing_masks)} defect image(s) of {dataset} category {category!r} have no mask: {shown}{more}. "
-            "Restore the masks (re-extract / re-convert the dataset) or move those images out of the dataset folder."
-        )
-    if not test:
-        raise DatasetError(
-            f"folder {test_dir} holds no test images for {dataset} category {category!r}; {_prepare_hint(dataset)}."
-        )
-
+    has_pixel_masks = _resolve_pixel_masks(gt_dir, has_pixel_masks, info, dataset, category)
+    test = _test_samples(test_dir, gt_dir if has_pixel_masks else None, dataset, category)
     return CategoryData(
         dataset=dataset,
         category=category,
         root=root,
         train=train,
-        test=tuple(test),
+        test=test,
         kind=_category_kind(dataset, category, info),  # type: ignore[arg-type]
-        has_pixel_masks=bool(has_pixel_masks),
+        has_pixel_masks=has_pixel_masks,
         extra={"layout": "mvtec"},
     )
