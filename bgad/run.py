@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import random
 import time
 import traceback
@@ -36,7 +35,7 @@ from bgad.data.images import DatasetError, read_mask
 from bgad.data.registry import load_category
 from bgad.data.samples import MIN_TEST_IMAGES, CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
-from bgad.fileio import StorageError, atomic_write_text, storage_error
+from bgad.fileio import StorageError, storage_error
 from bgad.method import Detector, TrainingData, downsample_masks
 from bgad.methods import METHODS
 from bgad.metrics import METRIC_LABELS, METRIC_NAMES, METRIC_VARIANTS, compute_metrics
@@ -45,7 +44,7 @@ from bgad.paths import cache_dir
 from bgad.provenance import environment
 from bgad.scoring import Scores
 from bgad.selection import select_known_anomalies
-from bgad.store import cell_folder, cell_id
+from bgad.store import cell_folder, cell_id, write_record
 from bgad.threads import governed_threads
 
 SCHEMA_VERSION = 1
@@ -370,7 +369,7 @@ def run_cell(
                 with governed_threads(cfg.threads) as governor:
                     record = _run(cfg, data, name, work, log, progress or (lambda _frac: None))
                     record["provenance"]["threads"] = governor.usage()
-                atomic_write_text(work / "result.json", json.dumps(record, indent=1, default=_json_default))
+                write_record(work, record)
                 log.info(f"done in {record['timing_seconds']['total']:.0f} s")
             except BaseException as exc:
                 log.warning(f"failed: {type(exc).__name__}: {exc}")
@@ -383,14 +382,6 @@ def run_cell(
         hint = f"choose another results folder with --results DIR (this one: {out_dir})"
         raise storage_error(Path(exc.filename or out_dir), exc, hint) from exc
     return out_dir / name
-
-
-def _json_default(obj: object) -> object:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
 def _run(

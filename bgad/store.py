@@ -22,14 +22,83 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
 from filelock import FileLock
+from pydantic import BaseModel, ConfigDict
 
 import bgad
 from bgad.config import RunConfig
 from bgad.fileio import atomic_write_text, atomic_write_with, storage_error
 from bgad.metrics import METRIC_NAMES
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class DatasetInfo(_Open):
+    name: str
+    category: str
+    root: str
+    kind: str
+    has_pixel_masks: bool
+    manifest_sha256: str
+    content_sha256: str | None = None
+    counts: dict[str, int]
+
+
+class MetricsInfo(_Open):
+    last_epoch: dict[str, Any]
+    best_per_metric_paper_compatible: dict[str, Any]
+
+
+class RecordCore(_Open):
+    """What every readable record has; the tables and the regression read nothing else for sure."""
+
+    cell_id: str
+    status: Literal["complete"]
+    config: dict[str, Any]
+    metrics: MetricsInfo
+
+
+class FullMetricsInfo(MetricsInfo):
+    variants: dict[str, str]
+    per_epoch: list[dict]
+
+
+class CellRecord(RecordCore):
+    """A cell's ``result.json`` as ``run_cell`` writes it (a record may carry more, e.g. ``migrated_from``)."""
+
+    schema_version: int
+    metrics: FullMetricsInfo
+    config_hash: str
+    method: dict[str, Any]
+    backbone: dict[str, Any]
+    dataset: DatasetInfo
+    known_anomalies: dict[str, Any]
+    counters: dict[str, Any]
+    timing_seconds: dict[str, float]
+    device: str
+    provenance: dict[str, Any]
+    artifacts: dict[str, str]
+
+
+def write_record(folder: Path, record: dict) -> None:
+    """Validate a record against ``CellRecord`` and write it atomically as ``folder/result.json``."""
+    CellRecord.model_validate(record)
+    atomic_write_text(
+        Path(folder) / "result.json", json.dumps(record, indent=1, default=_json_default) + "\n"
+    )
+
+
+def _json_default(obj: object) -> object:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
 def cell_id(cfg: RunConfig, data_sha256: str) -> str:
@@ -166,9 +235,8 @@ class ResultStore:
                 continue
             try:
                 record = json.loads(path.read_text())
-                if record.get("status") != "complete" or "metrics" not in record:
-                    raise ValueError("not a complete record")
-            except (OSError, ValueError, AttributeError) as exc:
+                RecordCore.model_validate(record)
+            except (OSError, ValueError, AttributeError) as exc:  # pydantic's errors are ValueErrors
                 self.bad[folder.name] = f"{path}: {type(exc).__name__}: {exc}"
                 continue
             yield record

@@ -1,11 +1,11 @@
 """``bgad-bench data ...``: download, prepare and verify the datasets (mounted by bgad/cli.py as ``data``).
 
-* ``download mvtec|btad [--root DIR]`` - fetch the archive (resumable, checksum, mirrors) and prepare it;
-* ``prepare NAME [--raw DIR] [--archive FILE] [--root DIR] [--seed 42]`` - convert a raw copy
+* ``download mvtec|btad [--data-root DIR]`` - fetch the archive (resumable, checksum, mirrors) and prepare it;
+* ``prepare NAME [--raw DIR] [--archive FILE] [--data-root DIR] [--seed 42]`` - convert a raw copy
   (aitex, elpv, brainmri, headct: ``--raw``) or an archive (mvtec, btad: ``--archive``);
-* ``verify NAME [--root DIR]`` - list every problem, exit code 1 when there is any.
+* ``verify NAME [--data-root DIR]`` - list every problem, exit code 1 when there is any.
 
-The default ``--root`` is ``data_dir()/NAME`` (``$BGAD_DATA_DIR`` or ``~/.cache/bgad-bench/data``).
+The default ``--data-root`` is ``data_dir()/NAME`` (``$BGAD_DATA_DIR`` or ``~/.cache/bgad-bench/data``).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def prepare(
                     f"`prepare {name}` needs --archive FILE (the downloaded {name} archive); or run "
                     f"`bgad-bench data download {name}`."
                     + (
-                        " An already extracted copy needs no preparation: pass its folder as --root to the "
+                        " An already extracted copy needs no preparation: pass its folder as --data-root to the "
                         "commands that read it, and check it with `bgad-bench data verify`."
                         if raw is not None
                         else ""
@@ -153,7 +153,7 @@ def verify(
         bool, typer.Option("--no-counts", help="do not compare with the official counts")
     ] = False,
 ) -> None:
-    """Check NAME at --root: layout, counts, readable images, binary masks of the right size, manifest."""
+    """Check NAME at --data-root: layout, counts, readable images, binary masks of the right size, manifest."""
     from bgad.data.verify import verify_dataset
 
     name = _check_name(name, VERIFIABLE)

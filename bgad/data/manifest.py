@@ -178,8 +178,8 @@ def existing_dataset(root: Path, name: str, identity: dict[str, Any]) -> bool:
     if not (root / MANIFEST_FILE).is_file() or not info_path.is_file():
         raise DatasetError(
             f"{root} already exists but holds no {MANIFEST_FILE}/{DATASET_INFO_FILE} (not a dataset prepared by "
-            f"bgad-bench, or a copy made by hand). It is never overwritten: pass another --root or delete {root}; "
-            f"to check a hand-made copy run `bgad-bench data verify {name} --root {root}`."
+            f"bgad-bench, or a copy made by hand). It is never overwritten: pass another --data-root or delete {root}; "
+            f"to check a hand-made copy run `bgad-bench data verify {name} --data-root {root}`."
         )
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
