@@ -170,7 +170,13 @@ class PatchCore:
             else:  # nothing to reduce: select on the features themselves
                 projected = bank
             proj_dim = projected.shape[1]
-            indices = greedy_coreset(projected.to(self.coreset_dtype), n_select, first)
+            pool = self._pool(n, n_select, generator)
+            candidates = projected if pool is None else projected.index_select(0, pool)
+            start = first if pool is None else 0
+            indices = greedy_coreset(candidates.to(self.coreset_dtype), n_select, start)
+            if pool is not None:
+                indices = pool.index_select(0, indices)
+            self.counters_["coreset_pool"] = n if pool is None else int(len(pool))
         self.coreset_indices_ = indices
         self.memory_bank_ = bank.index_select(0, indices).contiguous()
         self.timings_["coreset_selection"] += time.perf_counter() - start
@@ -180,6 +186,19 @@ class PatchCore:
         self.counters_["projection_dim"] = int(proj_dim)
         report_one_shot_fit(after_meta_epoch, on_sub_epoch)
         return self
+
+    def _pool(self, n: int, n_select: int, generator: torch.Generator) -> torch.Tensor | None:
+        """A seeded random subset of the bank for the greedy selection, or None (exact: the whole bank).
+
+        The greedy step reads every candidate once per selected patch, so its cost is candidates ×
+        selections; a pool of ``coreset_pool`` × the coreset size bounds it.
+        """
+        if self.cfg.coreset_pool <= 0:
+            return None
+        size = min(n, max(n_select, int(self.cfg.coreset_pool * n_select)))
+        if size >= n:
+            return None
+        return torch.randperm(n, generator=generator)[:size].sort().values.to(self.device)
 
     # --- persistence ------------------------------------------------------------------------------
 

@@ -147,6 +147,12 @@ class PatchCoreParams(Settings):
         0.1, gt=0, le=1, description="fraction of patches kept by the greedy coreset"
     )
     coreset_projection_dim: int = Field(128, ge=1, description="random projection for the coreset distances")
+    coreset_pool: float = Field(
+        0.0,
+        ge=0,
+        description="greedy selection over a seeded random pool of this many times the coreset size "
+        "(0: the whole bank, exact); a large bank (AITEX) in minutes instead of hours",
+    )
     patchcore_reweight: bool = Field(
         False, description="the paper's image-score re-weighting over 9 neighbours"
     )

@@ -105,3 +105,20 @@ def test_patchcore_reweighting_changes_only_the_image_scores() -> None:
     rew = rew.fit(data).score(test, (16, 16))
     np.testing.assert_array_equal(plain.maps, rew.maps)
     assert (rew.image_scores <= plain.image_scores).all() and (rew.image_scores > 0).all()
+
+
+def test_a_coreset_pool_bounds_the_selection_and_a_large_one_is_exact() -> None:
+    gen = torch.Generator().manual_seed(2)
+    data = TrainingData(_feats(8, gen), None, None, None, None, "object", None)
+    shapes = [(4, 16, 16), (6, 8, 8), (8, 4, 4)]
+
+    def fitted(pool: float) -> PatchCore:
+        cfg = RunConfig.of(method="patchcore", seed=0, coreset_pool=pool)
+        return PatchCore(cfg, METHODS.get("patchcore"), shapes, coreset_ratio=0.1).fit(data)
+
+    exact, huge, pooled = fitted(0.0), fitted(1000.0), fitted(3.0)
+    assert torch.equal(exact.coreset_indices_, huge.coreset_indices_)  # a pool as large as the bank = exact
+    n_select = exact.counters_["coreset_size"]
+    assert pooled.counters_["coreset_size"] == n_select  # the same memory-bank size …
+    assert pooled.counters_["coreset_pool"] == 3 * n_select  # … chosen among 3× as many candidates
+    assert len(set(pooled.coreset_indices_.tolist())) == n_select
