@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="anomalib-peer-"))
     work.mkdir(parents=True, exist_ok=True)
-    size = args.input_size or resolve_config(args.profile, {}, {}).input_size
+    size = args.input_size or resolve_config(args.profile).input_size
     env = {**os.environ, "BGAD_CACHE_DIR": str(work / "bgad-cache")}
     bench = str(Path(sys.executable).with_name("bgad-bench"))
     # The CLI, with the two baselines imported first (registered even where load_builtin_methods lacks them).

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from bgad.baselines.patchcore import greedy_coreset
 
+from bgad.fileio import atomic_write_text
+
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "performance.md"
 SECTION = "## Reference baselines: PatchCore and PaDiM vs anomalib"
 SUBSECTION = "### Greedy coreset selection"
@@ -163,10 +165,7 @@ def write_section(report: Path, subsection_text: str, heading: str = SUBSECTION)
         body = pattern.sub(lambda _m: subsection_text.rstrip("\n") + "\n\n", body)
     else:
         body = body.rstrip("\n") + "\n\n" + subsection_text.rstrip("\n") + "\n\n"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text((head + SECTION + body + tail).rstrip("\n") + "\n")
-    tmp.replace(report)
+    atomic_write_text(report, (head + SECTION + body + tail).rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,8 @@ def padim_reference(cfg, train, test, ev: Evaluation) -> dict:
     out = {}
     for name, levels in [("all", [0, 1, 2])] + [(f"level{i}", [i]) for i in range(len(train))]:
         feats = [train[i] for i in levels]
-        det = PaDiM(cfg, METHODS.get("padim"), [tuple(f.shape[1:]) for f in feats])
+        padim_cfg = cfg.with_overrides({"method": "padim"}, source="diagnosis")
+        det = PaDiM(padim_cfg, METHODS.get("padim"), [tuple(f.shape[1:]) for f in feats])
         det.fit(TrainingData(feats, None, [f[:0] for f in feats], None, None, "object", None))
         scores = det.score([test[i] for i in levels], (ev.size, ev.size))
         entry = {"image_auroc": image_auroc(ev.labels, scores.image_scores)}
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> dict:
         "input_size": args.input_size,
         "method": "nfad",
     }
-    cfg0 = resolve_config("quick", {}, {**base, "n_known_anomalies": args.known})
+    cfg0 = resolve_config("quick", {"n_known_anomalies": args.known}, [("diagnosis", base)])
     data = load_category(args.dataset, args.category, None)
     known, test = known_and_test(cfg0, data)
     cache = FeatureCache(create_backbone(cfg0.backbone), args.input_size, cache_dir() / "features")
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> dict:
     empty = np.zeros((0, args.input_size, args.input_size, 3), np.uint8)
     for name in args.experiments:
         what, overrides = EXPERIMENTS[name]
-        cfg = resolve_config("quick", {}, {**base, "n_known_anomalies": args.known, **overrides})
+        cfg = resolve_config("quick", {"n_known_anomalies": args.known, **overrides}, [("diagnosis", base)])
         spec = METHODS.get("nfad")
         det = spec.build(cfg, [tuple(f.shape[1:]) for f in train], "cpu")
         curve: list[dict] = []

@@ -27,7 +27,6 @@ share of the first coupling layer is summed in another order.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -66,6 +65,13 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
+def threshold_steps(max_step: int, n_timed: int | None) -> np.ndarray:
+    """All ``max_step`` threshold steps, or ``n_timed`` of them spread evenly (both ends included)."""
+    if n_timed is not None and n_timed < max_step:
+        return evenly_spaced(max_step, n_timed)
+    return np.arange(max_step)
+
+
 def released_bgad_pro(
     masks: np.ndarray,
     maps: np.ndarray,
@@ -79,8 +85,8 @@ def released_bgad_pro(
     masked assignments; every mask labelled again (8-connected) with its region properties; each
     region's overlap = predicted pixels inside its hole-filled bounding-box crop / its area (float32
     casts); a per-image IoU (two more full-image logical operations); the negative mask recomputed
-    for the FPR. Kept thresholds have
-    FPR ≤ ``expect_fpr``; their FPRs are min-max rescaled and ``sklearn.metrics.auc`` is returned.
+    for the FPR. Kept thresholds have FPR ≤ ``expect_fpr``; their FPRs are min-max rescaled and
+    ``sklearn.metrics.auc`` is returned.
     scipy stand-ins for skimage's ``label``/``regionprops`` (``filled_image`` = ``binary_fill_holes``
     with the 3×3 structure, as skimage). The value is ``bgad.metrics.pro_auc_paper``'s.
 
@@ -91,9 +97,7 @@ def released_bgad_pro(
     scores = np.asarray(maps, dtype=np.float64)
     max_th, min_th = scores.max(), scores.min()
     delta = (max_th - min_th) / max_step
-    steps = np.arange(max_step)
-    if n_timed is not None and n_timed < max_step:
-        steps = evenly_spaced(max_step, n_timed)
+    steps = threshold_steps(max_step, n_timed)
     binary = np.zeros_like(scores, dtype=bool)
     pros, fprs = [], []
     start = time.perf_counter()
@@ -125,16 +129,22 @@ def released_bgad_pro(
         "extrapolated": len(steps) < max_step,
         "value": None,
     }
+    if not out["extrapolated"]:
+        out["value"] = released_pro_value(pros, fprs, expect_fpr)
+    return out
+
+
+def released_pro_value(pros: list[float], fprs: list[float], expect_fpr: float) -> float:
+    """The loop's value from its per-threshold PROs and FPRs: the thresholds with FPR ≤ ``expect_fpr``,
+    their FPRs min-max rescaled, ``sklearn.metrics.auc`` (NaN where the released code fails)."""
     pros_a, fprs_a = np.array(pros), np.array(fprs)
     keep = fprs_a <= expect_fpr
-    if out["extrapolated"] or keep.sum() < 2:  # sklearn's auc raises on fewer than 2 points
-        out["value"] = None if out["extrapolated"] else float("nan")
-        return out
+    if keep.sum() < 2:  # sklearn's auc raises on fewer than 2 points
+        return float("nan")
     kept = fprs_a[keep]
     with np.errstate(invalid="ignore", divide="ignore"):
         kept = (kept - kept.min()) / (kept.max() - kept.min())  # NaN where the released code gets 0/0
-    out["value"] = float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
-    return out
+    return float(auc(kept, pros_a[keep])) if np.isfinite(kept).all() else float("nan")
 
 
 def released_metrics(
@@ -284,7 +294,7 @@ class ReleasedWayDetector(FlowDetector):
 
 def released_config(cfg: RunConfig) -> RunConfig:
     """The released code's flows: the positional code concatenated to every fiber."""
-    return dataclasses.replace(cfg, shared_positions=False)
+    return cfg.with_overrides({"shared_positions": False}, source="released way")
 
 
 class ReleasedEncoder(FeatureExtractor):
@@ -312,6 +322,23 @@ class ReleasedEncoder(FeatureExtractor):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.model((images - self.mean) / self.std)
+
+
+def image_data(data, known: list, uses_anomalies: bool, loader: FeatureCache) -> ImageData:  # noqa: ANN001
+    """The training images (read per batch by ``loader``) and the known anomalies' masks."""
+    size = loader.input_size
+    anomaly_masks = (
+        np.stack([load_mask(s, size)[0] for s in known])
+        if uses_anomalies
+        else np.zeros((0, size, size), np.uint8)
+    )
+    return ImageData(
+        normal_paths=[s.image_path for s in data.train],
+        anomaly_paths=[s.image_path for s in known] if uses_anomalies else [],
+        anomaly_masks=anomaly_masks,
+        kind=data.kind,
+        load=loader.load_resized,
+    )
 
 
 def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
@@ -352,19 +379,7 @@ def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
                 seconds[key] += value
         history.append({"meta_epoch": meta, **metrics})
 
-    anomaly_masks = (
-        np.stack([load_mask(s, size)[0] for s in known])
-        if uses_anomalies
-        else np.zeros((0, size, size), np.uint8)
-    )
-    image_data = ImageData(
-        normal_paths=[s.image_path for s in data.train],
-        anomaly_paths=[s.image_path for s in known] if uses_anomalies else [],
-        anomaly_masks=anomaly_masks,
-        kind=data.kind,
-        load=loader.load_resized,
-    )
-    detector.fit_images(image_data, after_meta_epoch=evaluate)
+    detector.fit_images(image_data(data, known, uses_anomalies, loader), after_meta_epoch=evaluate)
     wall = time.perf_counter() - t_start
     timings = dict(detector.timings_)
     # The PRO loop is timed on a subset when asked: the wall clock then holds the measured part only.

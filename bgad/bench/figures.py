@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bgad.fileio import atomic_write_with  # noqa: E402
+from bgad.methods import METHODS  # noqa: E402
 from bgad.metrics import METRIC_LABELS  # noqa: E402
 
 METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves: one PRO is enough
@@ -33,16 +34,40 @@ def _save(fig: plt.Figure, path: Path) -> list[Path]:
     return out
 
 
-def loglik_histograms(cells: dict[str, Path], title: str, path: Path) -> list[Path]:
-    """Rows: methods (e.g. nfad, bgad); columns: feature levels; normal vs anomalous test ℓ."""
+def _level_names(record: dict, levels: list[str]) -> dict[str, str]:
+    """``level0`` -> ``level 0 (stride 4)``, from the backbone the record ran on."""
+    strides = record.get("backbone", {}).get("strides") or []
+    names = {}
+    for level in levels:
+        i = int(level.removeprefix("level"))
+        names[level] = f"level {i} (stride {strides[i]})" if i < len(strides) else f"level {i}"
+    return names
+
+
+def _boundaries(record: dict, normal: np.ndarray) -> tuple[float, float] | None:
+    """BGAD's b_n and b_a in ℓ units, estimated from the normal test fibers' ℓ (the β-quantile; b_a = b_n − τ·ν)."""
+    cfg = record["config"]
+    if cfg.get("method") not in ("bgad", "bgad_cc", "bgad_wo") or not len(normal):
+        return None
+    b_n = float(np.quantile(normal, cfg["beta"]))
+    return b_n, b_n - cfg["tau"] * cfg["normalizer"]
+
+
+def loglik_histograms(cells: dict[str, tuple[Path, dict]], title: str, path: Path) -> list[Path]:
+    """Rows: methods (e.g. nfad, bgad); columns: feature levels on a shared x-range; normal vs anomalous ℓ.
+
+    For BGAD the normal boundary b_n and the anomalous one b_a are drawn (estimated on the test set's
+    normal fibers, as the training estimates them on each chunk's).
+    """
     loaded = {
-        m: np.load(folder / "loglik_samples.npz")
-        for m, folder in cells.items()
-        if (folder / "loglik_samples.npz").exists()
+        m: (np.load(f / "loglik_samples.npz"), rec)
+        for m, (f, rec) in cells.items()
+        if (f / "loglik_samples.npz").exists()
     }
     if not loaded:
         return []
-    levels = sorted({k.split("_")[0] for data in loaded.values() for k in data.files})
+    levels = sorted({k.split("_")[0] for data, _ in loaded.values() for k in data.files})
+    names = _level_names(next(iter(loaded.values()))[1], levels)
     fig, axes = plt.subplots(
         len(loaded),
         len(levels),
@@ -50,8 +75,17 @@ def loglik_histograms(cells: dict[str, Path], title: str, path: Path) -> list[Pa
         squeeze=False,
         layout="constrained",
     )
-    for r, (method, data) in enumerate(loaded.items()):
-        for c, level in enumerate(levels):
+    for c, level in enumerate(levels):
+        values = np.concatenate(
+            [d[k] for d, _ in loaded.values() for k in d.files if k.startswith(level + "_")]
+        )
+        lo, hi = np.percentile(values, [0.5, 99.9]) if len(values) else (0.0, 1.0)
+        bounds = {
+            m: _boundaries(rec, d[f"{level}_normal"] if f"{level}_normal" in d.files else np.array([]))
+            for m, (d, rec) in loaded.items()
+        }
+        lo = min([lo] + [b[1] - 0.1 * (hi - lo) for b in bounds.values() if b])  # b_a in view
+        for r, (method, (data, _record)) in enumerate(loaded.items()):
             ax = axes[r][c]
             for kind, color in (("normal", "tab:blue"), ("anomalous", "tab:red")):
                 key = f"{level}_{kind}"
@@ -61,26 +95,34 @@ def loglik_histograms(cells: dict[str, Path], title: str, path: Path) -> list[Pa
                         ax=ax,
                         color=color,
                         stat="density",
-                        bins=60,
+                        bins=np.linspace(lo, hi, 61),
                         alpha=0.45,
                         label=kind,
                         element="step",
                     )
-            ax.set_title(f"{method} · {level}", fontsize=9)
+            if bounds[method]:
+                ax.axvline(bounds[method][0], color="black", lw=1, label="b_n")
+                ax.axvline(bounds[method][1], color="black", lw=1, ls="--", label="b_a")
+            ax.set_xlim(lo, hi)
+            ax.set_title(f"{method} · {names[level]}", fontsize=9)
             ax.set_xlabel("per-dimension log-likelihood ℓ")
-            if r == 0 and c == 0:
-                ax.legend(fontsize=8)
+            if c == 0:
+                ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
 def metric_curves(records: list[dict], title: str, path: Path) -> list[Path]:
-    """Every evaluated epoch's metrics, mean over seeds per method (shaded: min–max over seeds)."""
+    """Every evaluated epoch's metrics, mean over seeds per method (shaded: min–max over seeds).
+
+    Methods fitted in one pass (PaDiM, PatchCore) are horizontal reference lines, not a lone dot.
+    """
+    one_shot = {r["config"]["method"] for r in records if not METHODS.get(r["config"]["method"]).iterative}
     rows = [
         {
             "method": r["config"]["method"],
             "seed": r["config"]["seed"],
-            "meta_epoch": h["meta_epoch"],
+            "meta_epoch": h["meta_epoch"] + 1,
             "metric": METRICS[m],
             "value": h[m],
         }
@@ -97,70 +139,108 @@ def metric_curves(records: list[dict], title: str, path: Path) -> list[Path]:
         1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False, layout="constrained"
     )
     for ax, metric in zip(axes[0], metrics, strict=True):
-        sns.lineplot(
-            data=frame[frame["metric"] == metric],
-            x="meta_epoch",
-            y="value",
-            hue="method",
-            errorbar=("pi", 100),
-            ax=ax,
-            marker="o",
-        )
+        part = frame[frame["metric"] == metric]
+        curves = part[~part["method"].isin(one_shot)]
+        if len(curves):
+            sns.lineplot(
+                data=curves, x="meta_epoch", y="value", hue="method", errorbar=("pi", 100), ax=ax, marker="o"
+            )
+        for i, method in enumerate(sorted(one_shot & set(part["method"]))):
+            level = part[part["method"] == method]["value"].mean()
+            ax.axhline(level, color=f"C{7 + i}", ls="--", lw=1.2, label=f"{method} (one pass)")
+        ax.legend(fontsize=7)
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("meta-epoch")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
+def _defect_types(folder: Path) -> dict[str, str]:
+    """File name -> defect type, from the cell's ``scores.csv``."""
+    try:
+        frame = pd.read_csv(folder / "scores.csv")
+    except (OSError, ValueError):
+        return {}
+    return {Path(p).name: t for p, t in zip(frame["path"], frame["defect_type"], strict=True)}
+
+
 def map_panels(folder: Path, title: str, path: Path) -> list[Path]:
-    """Test images, ground truth and anomaly maps of one cell (highest/lowest-scored anomalies, top normal)."""
+    """Test images, ground truth and anomaly maps of one cell (highest/lowest-scored anomalies, top normal).
+
+    One colour scale for all maps (its bar on the right); each row names the image, its label and
+    defect type, and its own image score.
+    """
     sample = folder / "map_samples.npz"
     if not sample.exists():
         return []
     data = np.load(sample)
+    types = _defect_types(folder)
     n = len(data["maps"])
     has_masks = data["masks"].ndim == 3 and data["masks"].shape[1] > 0
     cols = 3 if has_masks else 2
-    fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.5 * n), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n, cols, figsize=(2.4 * cols + 0.6, 2.5 * n), squeeze=False, layout="constrained"
+    )
     vmax = float(np.max(data["maps"].astype(np.float32)))
+    shown = None
     for i in range(n):
+        name = str(data["paths"][i])
+        label = "anomalous" if int(data["labels"][i]) else "normal"
+        kind = types.get(name, "")
         axes[i][0].imshow(data["images"][i])
-        axes[i][0].set_title(f"{data['paths'][i]} (label {int(data['labels'][i])})", fontsize=7)
+        axes[i][0].set_title(
+            f"{name}\n{label}" + (f" · {kind}" if kind and kind != "good" else ""), fontsize=7
+        )
         if has_masks:
             axes[i][1].imshow(data["masks"][i], cmap="gray", vmin=0, vmax=1)
             axes[i][1].set_title("ground truth", fontsize=7)
         axes[i][cols - 1].imshow(data["images"][i])
-        axes[i][cols - 1].imshow(data["maps"][i].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=vmax)
-        axes[i][cols - 1].set_title(f"anomaly map, score {float(data['scores'][i]):.3g}", fontsize=7)
+        shown = axes[i][cols - 1].imshow(
+            data["maps"][i].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=vmax
+        )
+        axes[i][cols - 1].set_title(f"anomaly map · image score {float(data['scores'][i]):.3g}", fontsize=7)
         for ax in axes[i]:
             ax.axis("off")
+    fig.colorbar(shown, ax=axes[:, cols - 1].tolist(), shrink=0.6, label="anomaly score")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
 def write_figures(records: list[dict], cells_dir: Path, out_dir: Path) -> list[Path]:
-    """Per (dataset, category): curves over every seed; for the first seed, histograms and map panels."""
+    """Per (dataset, category, profile, input size): curves over every seed; for the first seed,
+    log-likelihood histograms and map panels. Records of other setups are never drawn together."""
     written: list[Path] = []
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple, list[dict]] = {}
     for rec in records:
-        groups.setdefault((rec["config"]["dataset"], rec["config"]["category"]), []).append(rec)
-    for (dataset, category), recs in sorted(groups.items()):
-        stem = f"{dataset}-{category}"
-        setups = sorted({(r["config"]["profile"], r["config"]["backbone"]) for r in recs})
-        setup = "; ".join(f"{p}/{b}" for p, b in setups)
+        c = rec["config"]
+        groups.setdefault(
+            (c["dataset"], c["category"], c["profile"], c["input_size"], c.get("meta_epochs")), []
+        ).append(rec)
+    for (dataset, category, profile, size, epochs), recs in sorted(groups.items(), key=str):
+        with_flows = [k for k in groups if k[:4] == (dataset, category, profile, size) and k[4] is not None]
+        if epochs is None and with_flows:
+            continue  # one-shot methods (no schedule) are drawn with the flows of their setup
+        if epochs is not None:
+            recs = recs + groups.get((dataset, category, profile, size, None), [])
+        setup = f"{profile}, {size}²" + (f", {epochs} meta-epochs" if epochs else "")
+        stem = f"{dataset}-{category}-{profile}-{size}" + (f"-e{epochs}" if epochs else "")
         written += metric_curves(
             recs, f"{dataset}/{category}: metrics per evaluated epoch ({setup})", out_dir / f"curves-{stem}"
         )
         seed = min(r["config"]["seed"] for r in recs)
-        first = {r["config"]["method"]: cells_dir / r["cell_id"] for r in recs if r["config"]["seed"] == seed}
+        first = {
+            r["config"]["method"]: (cells_dir / r["cell_id"], r) for r in recs if r["config"]["seed"] == seed
+        }
         pair = {m: first[m] for m in ("nfad", "bgad") if m in first} or first
         written += loglik_histograms(
             pair,
-            f"{dataset}/{category}, seed {seed}: test log-likelihoods, normal vs anomalous",
+            f"{dataset}/{category} ({setup}), seed {seed}: test ℓ, normal vs anomalous",
             out_dir / f"loglik-{stem}",
         )
-        for method, folder in sorted(first.items()):
+        for method, (folder, _) in sorted(first.items()):
             written += map_panels(
-                folder, f"{dataset}/{category} · {method} · seed {seed}", out_dir / f"maps-{stem}-{method}"
+                folder,
+                f"{dataset}/{category} · {method} · seed {seed} ({setup})",
+                out_dir / f"maps-{stem}-{method}",
             )
     return written

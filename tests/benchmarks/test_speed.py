@@ -61,3 +61,60 @@ def test_speed_benchmark_smoke_run(shared_data: Path, tmp_path: Path) -> None:
     assert item4["pro_auc"]["abs_diff_vs_reference"] <= 1e-6
     assert item4["loop_seconds"] > 0 and item4["loop_value"] is not None  # all 1000 thresholds ran
     assert item4["pro_auc_paper"]["abs_diff_vs_loop"] <= 1e-6
+
+
+def _pro_result(ratio_exact: float, ratio_paper: float) -> dict:
+    return {
+        "smoke": False,
+        "command": "python benchmarks/speed.py --only 4",
+        "machine": {
+            "date": "today",
+            "cpu": "cpu",
+            "cores": 2,
+            "torch_threads": 1,
+            "gpu": "no GPU on this machine",
+            "python": "3",
+            "versions": {},
+        },
+        "item4": {
+            "setup": "maps",
+            "note": "Released loop over all 1000 thresholds",
+            "loop_seconds": 10.0,
+            "loop_extrapolated": False,
+            "loop_value": 0.5,
+            "pro_auc": {
+                "value": 0.6,
+                "seconds": 10 / ratio_exact,
+                "ratio": ratio_exact,
+                "abs_diff_vs_reference": 0.0,
+            },
+            "pro_auc_paper": {
+                "value": 0.5,
+                "seconds": 10 / ratio_paper,
+                "ratio": ratio_paper,
+                "abs_diff_vs_loop": 0.0,
+            },
+        },
+    }
+
+
+def test_report_thresholds_come_from_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import speed
+    import speed_common
+
+    labels = {name: target.label for name, target in speed_common.TARGETS.items()}
+    assert labels == {
+        "cell": "≥ 5×",
+        "eval": "≥ 3×",
+        "pro": "≥ 20×",
+        "pro_value": "≤ 1e-06",
+        "fp16_auroc": "≤ 0.001",
+    }
+    text = speed.markdown(_pro_result(10.0, 100.0))
+    assert "| 4. pro_auc vs per-threshold loop | ≥ 20× | 10× | FAIL |" in text
+    assert "| 4. pro_auc_paper vs per-threshold loop | ≥ 20× | 100× | PASS |" in text
+    assert "### 4. PRO" in text and "No GPU on this machine" in text
+    monkeypatch.setitem(speed_common.TARGETS, "pro", speed_common.Target(5.0, at_least=True, unit="×"))
+    text = speed.markdown(_pro_result(10.0, 100.0))
+    assert "| 4. pro_auc vs per-threshold loop | ≥ 5× | 10× | PASS |" in text
