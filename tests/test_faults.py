@@ -21,7 +21,9 @@ def test_an_unwritable_results_folder_is_one_clear_error(tmp_path: Path) -> None
     blocker.write_text("a file where the results folder should be")
     result = CliRunner().invoke(app, [*RUN, "--results", str(blocker)])
     assert result.exit_code == 2, result.output
-    assert "cannot write" in result.output and "--results" in result.output and "Traceback" not in result.output
+    assert (
+        "cannot write" in result.output and "--results" in result.output and "Traceback" not in result.output
+    )
 
 
 def test_a_done_grid_needs_no_writable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +41,9 @@ def test_a_done_grid_needs_no_writable_folder(tmp_path: Path, monkeypatch: pytes
     assert "0 to run" in result.output
 
 
-def test_a_full_disk_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_leaves_nothing_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import bgad.run
 
     def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -54,7 +58,9 @@ def test_a_full_disk_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypa
     assert result.output.count("computing features") <= 2  # a storage error is not retried
 
 
-def test_an_unwritable_feature_cache_degrades_to_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritable_feature_cache_degrades_to_no_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     import bgad.features

@@ -221,7 +221,9 @@ def test_write_report_and_figures_from_a_real_tiny_store(tmp_path: Path) -> None
     )
     assert result.exit_code == 0, result.output
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
-    for stem in ("curves-synthetic-widget", "loglik-synthetic-widget", "maps-synthetic-widget-bgad"):
+    # Figure names carry the schedule (profile, input size, meta-epochs): groups never mix them.
+    for stem in ("curves-synthetic-widget", "loglik-synthetic-widget", "maps-synthetic-widget"):
+        stem = stem.replace("widget", "widget-quick-64-e2") + ("-bgad" if stem.startswith("maps") else "")
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
     table = pd.read_csv(tmp_path / "store" / "table.csv")
     assert sorted(table["method"]) == ["bgad", "nfad"] and set(table["dataset"]) == {"synthetic"}
@@ -260,3 +262,22 @@ def test_report_and_regress_name_an_unreadable_record_and_go_on(tmp_path: Path) 
         app, ["regress", "--results", str(store), "--expectations", str(tmp_path / "none.csv")]
     )
     assert broken.name in result.output and "Traceback" not in result.output
+
+
+def test_written_tables_show_the_papers_other_methods_and_an_index(
+    one_anomaly_records: list[dict], tmp_path: Path
+) -> None:
+    """Methods of the paper we do not run appear as [published] columns with the paper's ±, never bold;
+    two profiles in one table get a column each; the index lists every table."""
+    from bgad.bench.report import write_index, write_report
+
+    extra = [make_record("aitex", "aitex", "bgad", s, {"image_auroc": 0.7}, profile="cpu") for s in (0, 42)]
+    protocol = load_protocol("one_anomaly")
+    written = write_report([protocol], one_anomaly_records + extra, tmp_path)
+    text = (tmp_path / "one_anomaly.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| dataset/category"))
+    assert "DRA [6] [published]" in header and "bgad [cpu profile]" in header and "bgad [quick profile]" in header
+    aitex = next(line for line in text.splitlines() if line.startswith("| aitex |"))
+    assert "0.692 ± 0.124" in aitex and "**0.692" not in aitex  # DRA's published AITEX number, not bold
+    index = write_index(tmp_path, written, [protocol], one_anomaly_records + extra).read_text()
+    assert "one_anomaly.md" in index

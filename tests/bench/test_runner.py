@@ -163,7 +163,9 @@ def test_two_runs_on_one_store_split_the_grid(tmp_path: Path) -> None:
     import time
 
     args = ["-m", "nfad", "-c", "widget", "-s", "0", "-s", "1", "-s", "2", "-s", "3"]
-    args += [f"--set={k}={v}" for k, v in {**TINY, "meta_epochs": 6, "threads": 1}.items()]
+    # Cells long enough (about 10 s each) that process start-up does not dominate the comparison.
+    work = {**TINY, "meta_epochs": 6, "sub_epochs": 4, "threads": 1}
+    args += [f"--set={k}={v}" for k, v in work.items()]
 
     def start(store: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "bgad.cli", "run", "--results", str(store), *args]
@@ -198,6 +200,8 @@ def test_unobtainable_weights_stop_the_grid_once(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(backbones, "_hub_reachable", lambda *a, **k: False)
     monkeypatch.setattr(backbones, "_in_hub_cache", lambda name: False)
-    result = CliRunner().invoke(app, _run_args(tmp_path, "--backbone", "tf_efficientnet_b6", "-s", "0", "-s", "1"))
+    result = CliRunner().invoke(
+        app, _run_args(tmp_path, "--backbone", "tf_efficientnet_b6", "-s", "0", "-s", "1")
+    )
     assert result.exit_code == 2, result.output
     assert result.output.count("needs the ImageNet weights") == 1 and "--backbone-weights" in result.output
