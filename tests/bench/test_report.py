@@ -276,7 +276,11 @@ def test_written_tables_show_the_papers_other_methods_and_an_index(
     written = write_report([protocol], one_anomaly_records + extra, tmp_path)
     text = (tmp_path / "one_anomaly.md").read_text()
     header = next(line for line in text.splitlines() if line.startswith("| dataset/category"))
-    assert "DRA [6] [published]" in header and "bgad [cpu profile]" in header and "bgad [quick profile]" in header
+    assert (
+        "DRA [6] [published]" in header
+        and "bgad [cpu profile]" in header
+        and "bgad [quick profile]" in header
+    )
     aitex = next(line for line in text.splitlines() if line.startswith("| aitex |"))
     assert "0.692 ± 0.124" in aitex and "**0.692" not in aitex  # DRA's published AITEX number, not bold
     index = write_index(tmp_path, written, [protocol], one_anomaly_records + extra).read_text()
