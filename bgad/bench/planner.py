@@ -89,9 +89,7 @@ def plan(
     check_overrides_apply(run_overrides, wanted_methods)
     chosen, on_disk = _categories(protocol, dataset, categories, data_root, require_data)
     subsets = defect_subsets() if protocol.subsets else None
-    grid_axis = [
-        dict(zip(protocol.grid, combo, strict=True)) for combo in itertools.product(*protocol.grid.values())
-    ]
+    grid_axis = _grid_points(protocol, run_overrides)
     cells: list[Cell] = []
     for category in chosen:
         if on_disk:
@@ -120,6 +118,12 @@ def plan(
                 cfg = resolve_config(profile or protocol.profile, run_overrides, layers)
                 cells.append(Cell(protocol.name, variant.name, cfg, digest, _grid_label(grid_point, variant)))
     return cells
+
+
+def _grid_points(protocol: Protocol, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """The protocol's grid points; ``--set`` of a grid axis keeps that one value (no duplicate cells)."""
+    axes = {k: [overrides[k]] if k in overrides else list(v) for k, v in protocol.grid.items()}
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
 def _categories(

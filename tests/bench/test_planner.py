@@ -34,6 +34,8 @@ def test_grid_variants_and_defect_type_expansion(tmp_path: Path) -> None:
     assert len({c.id for c in cells}) == len(cells)
     again = plan(load_protocol(path))
     assert [c.id for c in again] == [c.id for c in cells]
+    one_point = plan(load_protocol(path), overrides={"beta": 0.05})  # --set of an axis keeps that value
+    assert len(one_point) == len(cells) // 2 and {c.config.beta for c in one_point} == {0.05}
 
 
 def test_narrowing_and_cell_ids_ignore_the_protocol_name(tmp_path: Path) -> None:
