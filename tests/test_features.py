@@ -272,3 +272,16 @@ def test_downsample_masks_is_not_max_pooling() -> None:
     masks[0, 4, 0] = 1
     out = downsample_masks(masks, (2, 2))
     assert out.tolist() == [[[0, 0], [1, 0]]]
+
+
+@pytest.mark.parametrize(
+    ("sub_epochs", "minimum", "n_normal", "passes"),
+    [(8, 0, 40, 8), (1, 500, 73, 7), (1, 500, 500, 1), (1, 500, 1692, 1), (3, 100, 10, 10), (3, 100, 200, 3)],
+)
+def test_meta_epochs_see_at_least_the_minimum_of_images(
+    sub_epochs: int, minimum: int, n_normal: int, passes: int
+) -> None:
+    from bgad.method import sub_epochs_per_meta_epoch
+
+    cfg = RunConfig.of(sub_epochs=sub_epochs, min_images_per_meta_epoch=minimum)
+    assert sub_epochs_per_meta_epoch(cfg, n_normal) == passes
