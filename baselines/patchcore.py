@@ -172,8 +172,8 @@ class PatchCore:
             proj_dim = projected.shape[1]
             pool = self._pool(n, n_select, generator)
             candidates = projected if pool is None else projected.index_select(0, pool)
-            start = first if pool is None else 0
-            indices = greedy_coreset(candidates.to(self.coreset_dtype), n_select, start)
+            first_pick = first if pool is None else 0  # the pool is already a random draw
+            indices = greedy_coreset(candidates.to(self.coreset_dtype), n_select, first_pick)
             if pool is not None:
                 indices = pool.index_select(0, indices)
             self.counters_["coreset_pool"] = n if pool is None else int(len(pool))
