@@ -6,7 +6,8 @@ grid (profile ``cpu``, methods NFAD/BGAD/PaDiM, one known anomaly), and writes i
 
 * ``<dataset>.png`` (and .pdf): per metric, the value at the end of each schedule against the number of
   epochs it trained (passes over the normal training images), one line per method × input size, the
-  band spanning the seeds; PaDiM (no schedule) as a horizontal line per input size;
+  band spanning the seeds; dotted, the longest schedule's own curve (evaluated after every
+  meta-epoch, so under a learning rate not yet decayed); PaDiM (no schedule) as a horizontal line;
 * ``README.md``: the same numbers as a table (mean ± std over seeds, seeds, minutes per cell).
 
     python benchmarks/scale_study.py [--results results] [--out reports/scale_study]
@@ -23,6 +24,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from bgad.bench.protocols import load_protocol  # noqa: E402
 from bgad.bench.report import match_records  # noqa: E402
@@ -55,6 +57,8 @@ def study_frame(results: Path) -> pd.DataFrame:
                 "meta_epochs": meta,
                 "epochs": meta * per_meta if meta else None,
                 "minutes": r["timing_seconds"]["total"] / 60,
+                # the cell's own learning curve: (epochs trained so far, that meta-epoch's metrics)
+                "curve": [((e["meta_epoch"] + 1) * per_meta, e) for e in r["metrics"]["per_epoch"]],
                 **{m: last.get(m) for m in METRICS},
             }
         )
@@ -65,7 +69,7 @@ def figure(frame: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
     part = frame[frame["dataset"] == dataset]
     metrics = [m for m in METRICS if part[m].notna().any()]
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=(4.4 * len(metrics), 3.6), squeeze=False, layout="constrained"
+        1, len(metrics), figsize=(max(6.5, 4.6 * len(metrics)), 3.9), squeeze=False, layout="constrained"
     )
     flows = part[part["epochs"].notna()]
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -74,15 +78,28 @@ def figure(frame: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
             style = "-" if size == 128 else "--"
             ax.plot(stats.index, stats["mean"], style, marker="o", color=f"C{i}", label=f"{method} {size}²")
             ax.fill_between(stats.index, stats["min"], stats["max"], color=f"C{i}", alpha=0.15)
+            longest = group[group["epochs"] == group["epochs"].max()]
+            curve = (
+                pd.DataFrame([(x, e.get(metric)) for c in longest["curve"] for x, e in c], columns=["x", "y"])
+                .groupby("x")["y"]
+                .mean()
+            )
+            ax.plot(curve.index, curve.values, ":", color=f"C{i}", lw=1, alpha=0.7)
         for j, (size, group) in enumerate(part[part["epochs"].isna()].groupby("size")):
             ax.axhline(
                 group[metric].mean(), color="black", ls=":" if j else "-.", lw=1, label=f"padim {size}²"
             )
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("epochs trained (passes over the normal images)")
         ax.set_title(METRIC_LABELS[metric])
         ax.legend(fontsize=7)
-    fig.suptitle(f"{dataset}: scale study (cpu profile, one known anomaly; band: min–max over seeds)")
+    fig.suptitle(
+        f"{dataset}: end of each schedule (markers; band: min–max over seeds) and\n"
+        "the longest schedule's own curve per meta-epoch (dotted); cpu profile, one known anomaly",
+        fontsize=9,
+    )
     written = []
     for suffix in (".png", ".pdf"):
         target = out / f"{dataset}{suffix}"

@@ -54,7 +54,8 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
         allowed = protocol.datasets[dataset]
         if allowed is not None and category not in allowed:
             continue
-        if any(cfg.get(k) not in values for k, values in protocol.grid.items()):
+        # a grid axis the method does not have (None in its record: PaDiM has no schedule) keeps it
+        if any(cfg.get(k) is not None and cfg.get(k) not in values for k, values in protocol.grid.items()):
             continue
         if protocol.expand == "defect_types" and not cfg.get("anomaly_defect_type"):
             continue
@@ -70,7 +71,7 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
         else:
             continue
         parts = [variant.name] if len(protocol.variants) > 1 else []
-        parts += [f"{k}={_label(cfg[k])}" for k in protocol.grid]
+        parts += [f"{k}={_label(cfg[k])}" for k in protocol.grid if cfg.get(k) is not None]
         row = {
             "dataset": dataset,
             "category": category,

@@ -122,5 +122,8 @@ def test_a_coreset_pool_bounds_the_selection_and_a_large_one_is_exact() -> None:
     assert pooled.counters_["coreset_size"] == n_select  # the same memory-bank size …
     assert pooled.counters_["coreset_pool"] == 3 * n_select  # … chosen among 3× as many candidates
     assert len(set(pooled.coreset_indices_.tolist())) == n_select
-    for fit in (exact, pooled):  # the selection's wall time is a duration, not a difference of unrelated clocks
+    for fit in (
+        exact,
+        pooled,
+    ):  # the selection's wall time is a duration, not a difference of unrelated clocks
         assert 0 <= fit.timings_["coreset_selection"] < 60

@@ -285,3 +285,22 @@ def test_written_tables_show_the_papers_other_methods_and_an_index(
     assert "0.692 ± 0.124" in aitex and "**0.692" not in aitex  # DRA's published AITEX number, not bold
     index = write_index(tmp_path, written, [protocol], one_anomaly_records + extra).read_text()
     assert "one_anomaly.md" in index
+
+
+def test_a_grid_axis_a_method_does_not_have_keeps_its_records() -> None:
+    """PaDiM has no schedule (meta_epochs None in its record): it belongs to the scale study's table."""
+    protocol = load_protocol("scale_study")
+    settings = {"anomaly_selection": "multi_class", "n_known_anomalies": 1}
+    records = [
+        make_record(
+            "brainmri", "brainmri", "padim", 0, {"image_auroc": 0.86}, "cpu", meta_epochs=None, **settings
+        ),
+        make_record(
+            "brainmri", "brainmri", "nfad", 0, {"image_auroc": 0.8}, "cpu", meta_epochs=4, **settings
+        ),
+        make_record(
+            "brainmri", "brainmri", "nfad", 0, {"image_auroc": 0.8}, "cpu", meta_epochs=3, **settings
+        ),
+    ]
+    matched = match_records(protocol, records)
+    assert sorted(matched["column"]) == ["input_size=128", "meta_epochs=4 input_size=128"]
