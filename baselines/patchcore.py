@@ -63,33 +63,47 @@ def sparse_random_projection(in_dim: int, out_dim: int, generator: torch.Generat
     return keep * sign * (math.sqrt(1.0 / density) / math.sqrt(out_dim))
 
 
-def greedy_coreset(features: torch.Tensor, n_select: int, start: int) -> torch.Tensor:
+def greedy_coreset(features: torch.Tensor, n_select: int, start: int, batch: int = 1) -> torch.Tensor:
     """Greedy k-center selection: indices (n_select,) of the rows of ``features`` (N, D).
 
     The first index is ``start``; each next one is the row with the largest distance to its nearest
     selected row (the first such row on ties). The min-distance vector of the whole bank is updated
-    with one matrix-vector product per selected row (‖x‖² − 2x·c + ‖c‖², squared norms computed
-    once); selected rows get −∞ so they are never chosen again, even among duplicates. Runs on the
-    tensor's device and in its dtype, without a host synchronisation per step.
+    with one matrix product per step (‖x‖² − 2x·c + ‖c‖², squared norms computed once); selected rows
+    get −∞ so they are never chosen again, even among duplicates. Runs on the tensor's device and in
+    its dtype, without a host synchronisation per step.
+
+    ``batch = b > 1`` is the approximate variant: each step takes the b farthest rows at once and
+    updates the distances with one (N, D) × (D, b) product, so the bank is read n_select / b times
+    instead of n_select times (its cost on a large bank: reading memory, not arithmetic). ``b = 1``
+    is the exact rule.
     """
     n = features.shape[0]
     if not 0 < n_select <= n:
         raise ValueError(f"cannot select {n_select} of {n} rows")
     if not 0 <= start < n:
         raise ValueError(f"start index {start} outside 0..{n - 1}")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
     x = features
     sq = (x * x).sum(dim=1)
     min_d = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
     selected = torch.empty(n_select, dtype=torch.long, device=x.device)
     idx = torch.tensor([start], dtype=torch.long, device=x.device)
-    for i in range(n_select):
-        selected[i : i + 1] = idx
-        center = x.index_select(0, idx)[0]
-        dist = sq - 2.0 * (x @ center) + sq.index_select(0, idx)
+    filled = 0
+    while True:
+        selected[filled : filled + len(idx)] = idx
+        filled += len(idx)
+        if filled == n_select:
+            return selected
+        centers = x.index_select(0, idx)  # (b, D)
+        if len(idx) == 1:  # the exact rule: a matrix-vector product, as it always was
+            dist = sq - 2.0 * (x @ centers[0]) + sq.index_select(0, idx)
+        else:
+            dist = (sq[:, None] - 2.0 * (x @ centers.T) + sq.index_select(0, idx)[None, :]).amin(dim=1)
         torch.minimum(min_d, dist, out=min_d)
         min_d.index_fill_(0, idx, -math.inf)
-        idx = torch.argmax(min_d).reshape(1)
-    return selected
+        take = min(batch, n_select - filled)
+        idx = torch.argmax(min_d).reshape(1) if take == 1 else torch.topk(min_d, take, sorted=True).indices
 
 
 class PatchCore:
@@ -173,7 +187,9 @@ class PatchCore:
             pool = self._pool(n, n_select, generator)
             candidates = projected if pool is None else projected.index_select(0, pool)
             first_pick = first if pool is None else 0  # the pool is already a random draw
-            indices = greedy_coreset(candidates.to(self.coreset_dtype), n_select, first_pick)
+            indices = greedy_coreset(
+                candidates.to(self.coreset_dtype), n_select, first_pick, self.cfg.coreset_batch
+            )
             if pool is not None:
                 indices = pool.index_select(0, indices)
             self.counters_["coreset_pool"] = n if pool is None else int(len(pool))

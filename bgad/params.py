@@ -151,7 +151,13 @@ class PatchCoreParams(Settings):
         0.0,
         ge=0,
         description="greedy selection over a seeded random pool of this many times the coreset size "
-        "(0: the whole bank, exact); a large bank (AITEX) in minutes instead of hours",
+        "(0: the whole bank, exact)",
+    )
+    coreset_batch: int = Field(
+        1,
+        ge=1,
+        description="coreset patches chosen per pass over the bank (1: the exact greedy rule; b > 1: "
+        "the b farthest at once, the bank read 1/b as often)",
     )
     patchcore_reweight: bool = Field(
         False, description="the paper's image-score re-weighting over 9 neighbours"

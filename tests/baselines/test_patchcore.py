@@ -42,11 +42,36 @@ def test_greedy_coreset_never_repeats_duplicates() -> None:
     assert sorted(sel) == [0, 1, 2, 3] and sel == _naive()(x.numpy(), 4, 0)
 
 
+def _batched_reference(x: np.ndarray, k: int, start: int, b: int) -> list[int]:
+    """The batched rule as written: after each step, the b rows farthest from everything selected."""
+    selected, last = [start], [start]
+    d = np.full(len(x), np.inf)
+    while len(selected) < k:
+        for c in last:
+            d = np.minimum(d, ((x - x[c]) ** 2).sum(axis=1))
+        d[selected] = -np.inf
+        last = list(np.argsort(-d, kind="stable")[: min(b, k - len(selected))])
+        selected += last
+    return [int(i) for i in selected]
+
+
+@pytest.mark.parametrize(("n", "k", "b"), [(300, 40, 4), (500, 101, 8), (64, 64, 5)])
+def test_batched_greedy_coreset_equals_its_reference(n: int, k: int, b: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 6))
+    fast = greedy_coreset(torch.from_numpy(x), k, 3, batch=b).tolist()
+    assert fast == _batched_reference(x, k, 3, b)
+    assert len(set(fast)) == k  # distinct, and exactly k even when b does not divide k - 1
+    assert greedy_coreset(torch.from_numpy(x), k, 3, batch=1).tolist() == _naive()(x, k, 3)
+
+
 def test_greedy_coreset_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError, match="cannot select"):
         greedy_coreset(torch.zeros(3, 2), 4, 0)
     with pytest.raises(ValueError, match="start index"):
         greedy_coreset(torch.zeros(3, 2), 2, 3)
+    with pytest.raises(ValueError, match="batch"):
+        greedy_coreset(torch.zeros(3, 2), 2, 0, batch=0)
 
 
 def test_sparse_random_projection_is_seeded_and_sparse() -> None:
