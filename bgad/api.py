@@ -101,8 +101,10 @@ def run_cell(
     ``result.json`` as a dict.
     """
     from bgad.config import resolve_config
+    from bgad.data.content import content_sha256
+    from bgad.data.registry import load_category
     from bgad.run import run_cell as _run_cell
-    from bgad.store import ResultStore
+    from bgad.store import ResultStore, cell_id, is_complete_folder
 
     plan = {"method": method, "dataset": dataset, "category": category, "seed": seed}
     if data_root:
@@ -110,8 +112,11 @@ def run_cell(
     overrides = {**settings, "save_model": save_model}
     cfg = resolve_config(profile, overrides, [("bgad.run_cell", plan)])
     store = ResultStore(Path(results) if results else default_results())
-    folder = _run_cell(cfg, store.cells_dir)
-    store.rebuild_table()
+    data = load_category(dataset, category, Path(data_root) if data_root else None)
+    folder = store.cells_dir / cell_id(cfg, content_sha256(data))  # content hashes are cached
+    if not is_complete_folder(folder):
+        folder = _run_cell(cfg, store.cells_dir)
+        store.rebuild_table()
     return {**store.record(folder.name), "folder": str(folder)}
 
 

@@ -113,7 +113,8 @@ def cell_id(cfg: RunConfig, data_sha256: str) -> str:
     return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
 
 
-def _is_complete_folder(folder: Path) -> bool:
+def is_complete_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete cell record (a readable ``result.json`` with that status)."""
     try:
         return json.loads((folder / "result.json").read_text()).get("status") == "complete"
     except (OSError, json.JSONDecodeError, AttributeError):
@@ -149,10 +150,10 @@ def cell_folder(cells_dir: Path, name: str, overwrite: bool = False) -> Iterator
         os.replace(work, failed)
         raise
     if final.exists():
-        if _is_complete_folder(final) and not overwrite:
+        if is_complete_folder(final) and not overwrite:
             shutil.rmtree(work)
             return
-        if _is_complete_folder(final):
+        if is_complete_folder(final):
             old = Path(tempfile.mkdtemp(dir=cells_dir, prefix=f".{name}.old-"))
             os.replace(final, old / "cell")
             shutil.rmtree(old)
@@ -219,7 +220,7 @@ class ResultStore:
         return self.cells_dir / cell_id
 
     def is_complete(self, cell_id: str) -> bool:
-        return _is_complete_folder(self.cell_dir(cell_id))
+        return is_complete_folder(self.cell_dir(cell_id))
 
     def record(self, cell_id: str) -> dict:
         return json.loads((self.cell_dir(cell_id) / "result.json").read_text())

@@ -30,6 +30,22 @@ def test_the_readme_example(saved_cell: dict, tmp_path: Path) -> None:
     assert written and all(p.exists() for p in written)
 
 
+def test_a_done_cell_is_returned_from_the_store_not_retrained(
+    saved_cell: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bgad.run
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cell already in the store was trained again")
+
+    monkeypatch.setattr(bgad.run, "run_cell", no_training)
+    runs = Path(saved_cell["folder"]).parents[1]
+    again = bgad.run_cell(
+        "nfad", "synthetic", "widget", results=runs, save_model=True, feature_cache=False, **TINY
+    )
+    assert again["cell_id"] == saved_cell["cell_id"] and again["folder"] == saved_cell["folder"]
+
+
 def test_predict_on_the_cells_test_images_reproduces_its_scores(saved_cell: dict, tmp_path: Path) -> None:
     folder = Path(saved_cell["folder"])
     expected = pd.read_csv(folder / "scores.csv")
