@@ -98,8 +98,8 @@ def greedy_coreset(features: torch.Tensor, n_select: int, start: int, batch: int
         centers = x.index_select(0, idx)  # (b, D)
         if len(idx) == 1:  # the exact rule: a matrix-vector product, as it always was
             dist = sq - 2.0 * (x @ centers[0]) + sq.index_select(0, idx)
-        else:
-            dist = (sq[:, None] - 2.0 * (x @ centers.T) + sq.index_select(0, idx)[None, :]).amin(dim=1)
+        else:  # min over the b centers of ‖c‖² − 2x·c, in one fused product, then + ‖x‖²
+            dist = torch.addmm(sq.index_select(0, idx)[None, :], x, centers.T, alpha=-2.0).amin(dim=1) + sq
         torch.minimum(min_d, dist, out=min_d)
         min_d.index_fill_(0, idx, -math.inf)
         take = min(batch, n_select - filled)
