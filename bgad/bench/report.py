@@ -9,6 +9,8 @@ value is flagged. Missing cells show as missing, never as zero.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bgad.bench.protocols import Protocol, defect_subsets
+from bgad.bench.protocols import Protocol, Variant, defect_subsets
 from bgad.fileio import atomic_write_text, atomic_write_with
 from bgad.methods import METHODS
 from bgad.metrics import METRIC_LABELS
@@ -72,6 +74,7 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
             continue
         parts = [variant.name] if len(protocol.variants) > 1 else []
         parts += [f"{k}={_label(cfg[k])}" for k in protocol.grid if cfg.get(k) is not None]
+        parts += _off_profile(protocol, variant, cfg)
         row = {
             "dataset": dataset,
             "category": category,
@@ -93,6 +96,45 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
             )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# Settings that say which cell it is or how it ran, not what it computed.
+_IDENTITY = frozenset(
+    {
+        "seed", "dataset", "category", "method", "profile", "data_root", "device", "threads",
+        "feature_cache", "save_model", "backbone_weights", "loglik_samples", "map_samples",
+        "malloc_tuning", "anomaly_defect_type", "train_types", "test_types",
+    }
+)  # fmt: skip
+
+
+def _off_profile(protocol: Protocol, variant: Variant, cfg: dict) -> list[str]:
+    """``name=value`` for each setting where a record differs from what its profile and the protocol
+    give (e.g. a longer schedule run with ``--set``): such a record gets a column of its own, never
+    averaged with the profile's cells."""
+    grid = {k: cfg.get(k) for k in protocol.grid if cfg.get(k) is not None}
+    layer = json.dumps({**protocol.settings, **variant.settings, **grid}, sort_keys=True, default=str)
+    try:
+        expected = _expected_settings(cfg["profile"], layer, cfg["method"], cfg["dataset"], cfg["category"])
+    except Exception:  # noqa: BLE001 - a profile or method this version no longer has: no label
+        return []
+    return [
+        f"{k}={_label(v)}"
+        for k, v in sorted(cfg.items())
+        if k in expected
+        and k not in _IDENTITY
+        and k not in protocol.grid
+        and v is not None
+        and v != expected[k]
+    ]
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_settings(profile: str, layer: str, method: str, dataset: str, category: str) -> dict:
+    from bgad.config import resolve_config
+
+    plan = {"method": method, "dataset": dataset, "category": category}
+    return resolve_config(profile, {}, [("protocol", json.loads(layer)), ("plan", plan)]).to_dict()
 
 
 def _subsets_match(protocol: Protocol, cfg: dict, subsets: dict | None) -> bool:

@@ -304,3 +304,12 @@ def test_a_grid_axis_a_method_does_not_have_keeps_its_records() -> None:
     ]
     matched = match_records(protocol, records)
     assert sorted(matched["column"]) == ["input_size=128", "meta_epochs=4 input_size=128"]
+
+
+def test_a_record_off_its_profile_gets_a_column_of_its_own() -> None:
+    """A longer schedule run with --set is labelled with what differs, never averaged with the profile."""
+    protocol = load_protocol("one_anomaly")
+    on = make_record("brainmri", "brainmri", "nfad", 0, {"image_auroc": 0.8}, "cpu", meta_epochs=4)
+    off = make_record("brainmri", "brainmri", "nfad", 42, {"image_auroc": 0.7}, "cpu", meta_epochs=8)
+    matched = match_records(protocol, [on, off])
+    assert list(matched["column"]) == ["", "meta_epochs=8"]
