@@ -38,8 +38,9 @@ METRICS = ("image_auroc", "pixel_auroc", "pro")
 
 def study_frame(results: Path) -> pd.DataFrame:
     """One row per scale-study record: method, dataset, input size, schedule, epochs, metrics, minutes."""
-    records = list(ResultStore(results).records())
-    ids = set(match_records(load_protocol("scale_study"), records)["cell_id"]) if records else set()
+    protocol = load_protocol("scale_study")
+    records = [r for r in ResultStore(results).records() if r["config"].get("profile") == protocol.profile]
+    ids = set(match_records(protocol, records)["cell_id"]) if records else set()
     rows = []
     for r in records:
         if r["cell_id"] not in ids:
