@@ -445,6 +445,22 @@ def _selection_title(selection: str) -> str:
     )
 
 
+def _paired_test_lines(matched: pd.DataFrame, metric: str, selection: str) -> list[str]:
+    """BGAD vs NFAD, one test per profile (pairs never cross profiles or columns)."""
+    lines = []
+    profiles = sorted(matched["profile"].unique())
+    for profile in profiles:
+        test = paired_test(matched[matched["profile"] == profile], metric, "bgad", "nfad", selection)
+        if test:
+            where = f" ({profile} profile)" if len(profiles) > 1 else ""
+            lines += [
+                f"Paired Wilcoxon test{where}, bgad vs nfad over {test['n']} (dataset, category, seed) pairs: "
+                f"median difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
+                "",
+            ]
+    return lines
+
+
 def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataFrame) -> str:
     lines = [f"# {protocol.name}", "", protocol.description, "", f"Source: {protocol.source}", ""]
     if summary.empty:
@@ -464,13 +480,7 @@ def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataF
             lines.append("| " + " | ".join(lead + texts) + " |")
         lines.append("")
         if {"bgad", "nfad"} <= set(part["method"]):
-            test = paired_test(matched, metric, "bgad", "nfad", selection)
-            if test:
-                lines += [
-                    f"Paired Wilcoxon test, bgad vs nfad over {test['n']} (dataset, category, seed) pairs: median "
-                    f"difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
-                    "",
-                ]
+            lines += _paired_test_lines(matched, metric, selection)
     lines += [
         "Cells: mean ± std over seeds (a single seed shows its value). In brackets: the published value (with the "
         "paper's ± where it printed one) and our difference; ⚑ marks a cell whose 95 % interval over seeds excludes "
@@ -708,7 +718,8 @@ def write_index(out: Path, written: list[Path], protocols: list[Protocol], recor
             }
         )
         lines.append(f"| [{path.name}]({path.name}) (+ .tex, .csv) | {what} | {', '.join(profiles)} |")
-    figures = sorted(p for p in written if p.suffix == ".png")
+    # every figure in the folder (also those kept from an earlier run when this one skipped figures)
+    figures = sorted({*(p for p in written if p.suffix == ".png"), *(out / "figures").glob("*.png")})
     if figures:
         lines += ["", "## Figures (PNG and PDF)", "", "| file | what |", "|---|---|"]
         for path in figures:

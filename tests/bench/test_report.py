@@ -283,6 +283,7 @@ def test_written_tables_show_the_papers_other_methods_and_an_index(
     )
     aitex = next(line for line in text.splitlines() if line.startswith("| aitex |"))
     assert "0.692 ± 0.124" in aitex and "**0.692" not in aitex  # DRA's published AITEX number, not bold
+    assert "Paired Wilcoxon test (quick profile)" in text  # one test per profile: pairs never cross them
     index = write_index(tmp_path, written, [protocol], one_anomaly_records + extra).read_text()
     assert "one_anomaly.md" in index
 
