@@ -74,8 +74,9 @@ def greedy_coreset(features: torch.Tensor, n_select: int, start: int, batch: int
 
     ``batch = b > 1`` is the approximate variant: each step takes the b farthest rows at once and
     updates the distances with one (N, D) × (D, b) product, so the bank is read n_select / b times
-    instead of n_select times (its cost on a large bank: reading memory, not arithmetic). ``b = 1``
-    is the exact rule.
+    instead of n_select times (the exact rule on a large bank is bound by reading memory; the
+    batched one by arithmetic, hence a gain of a few times, not b: reports/performance.md).
+    ``b = 1`` is the exact rule.
     """
     n = features.shape[0]
     if not 0 < n_select <= n:
