@@ -149,6 +149,9 @@ class Executor:
     def _cancel(self) -> None:
         """Stop what is still running (called on an interrupt)."""
 
+    def _begin(self) -> None:
+        """Reset a backend's per-run state (called once at the start of every ``run``)."""
+
     def run(
         self,
         fn: Callable[[Any], Any],
@@ -157,6 +160,7 @@ class Executor:
         on_done: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
         items, keys = _check_inputs(items, keys)
+        self._begin()
         done: dict[str, Outcome] = {}
         attempts = [0] * len(items)
         todo = list(range(len(items)))
@@ -366,18 +370,8 @@ class SlurmExecutor(Executor):
         for job in self._pending.values():
             job.cancel(check=False)
 
-    def run(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        keys: Sequence[str],
-        on_done: Callable[[Outcome], None] | None = None,
-    ) -> list[Outcome]:
-        if not list(items):
-            _check_inputs(items, keys)
-            return []
+    def _begin(self) -> None:
         self._executor, self._pending = None, {}
-        return super().run(fn, items, keys, on_done)
 
 
 # ------------------------------------------------------------------------------------------- registry
