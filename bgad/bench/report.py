@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,13 +443,15 @@ def _selection_title(selection: str) -> str:
 
 
 def _paired_test_lines(matched: pd.DataFrame, metric: str, selection: str) -> list[str]:
-    """BGAD vs NFAD, one test per profile (pairs never cross profiles or columns)."""
+    """BGAD vs NFAD, one test per column (a profile, a grid point, an off-profile setting): pairs
+    never cross columns, and a column's test never pools cells of another setting."""
     lines = []
-    profiles = sorted(matched["profile"].unique())
-    for profile in profiles:
-        test = paired_test(matched[matched["profile"] == profile], metric, "bgad", "nfad", selection)
+    columns = sorted(set(matched["column"]))
+    for column in columns:
+        test = paired_test(matched[matched["column"] == column], metric, "bgad", "nfad", selection)
         if test:
-            where = f" ({profile} profile)" if len(profiles) > 1 else ""
+            label = re.sub(r"\s*\[(.*?)\]", r", \1", column).strip(", ")  # "meta_epochs=8, cpu profile"
+            where = f" ({label})" if len(columns) > 1 and label else ""
             lines += [
                 f"Paired Wilcoxon test{where}, bgad vs nfad over {test['n']} (dataset, category, seed) pairs: "
                 f"median difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",

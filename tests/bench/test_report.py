@@ -283,7 +283,7 @@ def test_written_tables_show_the_papers_other_methods_and_an_index(
     )
     aitex = next(line for line in text.splitlines() if line.startswith("| aitex |"))
     assert "0.692 ± 0.124" in aitex and "**0.692" not in aitex  # DRA's published AITEX number, not bold
-    assert "Paired Wilcoxon test (quick profile)" in text  # one test per profile: pairs never cross them
+    assert "Paired Wilcoxon test (quick profile)" in text  # one test per column: pairs never cross them
     index = write_index(tmp_path, written, [protocol], one_anomaly_records + extra).read_text()
     assert "one_anomaly.md" in index
 
@@ -314,3 +314,25 @@ def test_a_record_off_its_profile_gets_a_column_of_its_own() -> None:
     off = make_record("brainmri", "brainmri", "nfad", 42, {"image_auroc": 0.7}, "cpu", meta_epochs=8)
     matched = match_records(protocol, [on, off])
     assert list(matched["column"]) == ["", "meta_epochs=8"]
+
+
+def test_the_paired_test_never_pools_columns() -> None:
+    """Pairs at the profile's schedule and pairs at a longer one get a test each, labelled by column."""
+    from bgad.bench.report import _paired_test_lines
+
+    protocol = load_protocol("one_anomaly")
+    records = [
+        make_record(
+            ds, ds, m, seed, {"image_auroc": 0.8 + (0.02 if m == "bgad" else 0) + 0.01 * seed}, "cpu", **extra
+        )
+        for ds in ("brainmri", "headct")
+        for m in ("bgad", "nfad")
+        for seed in (0, 1)
+        for extra in ({"meta_epochs": 4}, {"meta_epochs": 8})
+    ]
+    lines = [
+        line for line in _paired_test_lines(match_records(protocol, records), "image_auroc", "last") if line
+    ]
+    assert len(lines) == 2
+    assert all("over 4 (dataset, category, seed) pairs" in line for line in lines)
+    assert "(meta_epochs=8)" in lines[-1] and "(meta_epochs=8)" not in lines[0]
