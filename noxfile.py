@@ -7,18 +7,38 @@ import nox
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+INSTALL_ATTEMPTS = 3
+
+
+def install(session: nox.Session, *args: str) -> None:
+    """`session.install` that survives a flaky network.
+
+    A clean install pulls torch and its CUDA wheels (gigabytes) from PyPI; CI once failed on a single
+    interrupted download. pip retries each request and resumes a cut download, and the whole install
+    is retried: wheels that did arrive are in pip's cache, so a retry only fetches what is missing.
+    """
+    env = {"PIP_RETRIES": "10", "PIP_TIMEOUT": "60", "PIP_RESUME_RETRIES": "20"}
+    for attempt in range(1, INSTALL_ATTEMPTS + 1):
+        try:
+            session.install(*args, env=env)
+            return
+        except nox.command.CommandFailed:
+            if attempt == INSTALL_ATTEMPTS:
+                raise
+            session.warn(f"pip install failed (attempt {attempt} of {INSTALL_ATTEMPTS}); trying again")
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install the package with its test extras and run every test (CPU, offline)."""
-    session.install("-e", ".[test]")
+    install(session, "-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Static checks: ruff lint and format check."""
-    session.install("ruff>=0.5")
+    install(session, "ruff>=0.5")
     session.run("ruff", "check", "bgad", "baselines", "tests", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "bgad", "baselines", "tests", "benchmarks", "noxfile.py")
 
@@ -30,5 +50,5 @@ def benchmark(session: nox.Session) -> None:
     Pass options after `--`, e.g. `nox -s benchmark -- --smoke` or `nox -s benchmark -- --only 4`.
     Not part of the default sessions: the full run takes a while and needs the AITEX raw copy.
     """
-    session.install("-e", ".")
+    install(session, "-e", ".")
     session.run("python", "benchmarks/speed.py", *session.posargs)
