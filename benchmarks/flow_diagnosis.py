@@ -245,10 +245,13 @@ def markdown(r: dict) -> str:
         + "; on one level alone (image): "
         + ", ".join(fmt(r["padim"][f"level{i}"]["image_auroc"]) for i in range(len(g)))
         + ".",
-        "",
-        "| experiment | what it tests | steps | fit s | image AUROC | smoothed | pixel AUROC | AU-PRO | per level: image / pixel / position AUROC | normal test ℓ per level |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if r["experiments"]:  # `--experiments ""` measures the Gaussians and PaDiM only
+        lines += [
+            "",
+            "| experiment | what it tests | steps | fit s | image AUROC | smoothed | pixel AUROC | AU-PRO | per level: image / pixel / position AUROC | normal test ℓ per level |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
     for name, e in r["experiments"].items():
         last = e["curve"][-1]
         levels = "; ".join(
