@@ -18,6 +18,7 @@ import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
 
+from bgad.errors import UserError
 from bgad.fileio import file_sha256
 from bgad.registry import Registry
 
@@ -25,7 +26,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """Backbone weights could not be obtained; the message says how to provide them by hand."""
 
 

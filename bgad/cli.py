@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from bgad.config import ConfigError, RunConfig, parse_set_options, profile_names, resolve_config
+from bgad.errors import UserError
 
 app = typer.Typer(help="BGAD benchmark reproduction suite.", no_args_is_help=False, add_completion=False)
 # Wide enough for the results table also when the output is a file or a CI log.
@@ -204,22 +205,9 @@ def _run_command(a: SimpleNamespace) -> None:
 @contextlib.contextmanager
 def _clear_errors():  # noqa: ANN202
     """Errors a user can fix (a setting, the data, a name, the cluster) as one line; exit code 2."""
-    from bgad.bench.executors import SubmissionError
-    from bgad.data.images import DatasetError
-    from bgad.fileio import StorageError
-    from bgad.registry import UnknownNameError
-    from bgad.selection import SelectionError
-
     try:
         yield
-    except (
-        ConfigError,
-        UnknownNameError,
-        DatasetError,
-        SelectionError,
-        SubmissionError,
-        StorageError,
-    ) as exc:
+    except UserError as exc:
         raise _fail(str(exc)) from None
 
 

@@ -19,12 +19,13 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from bgad.errors import UserError
 from bgad.methods import METHODS, MethodSpec
 from bgad.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings
 from bgad.registry import UnknownNameError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad option, profile file or override; the message names it and where it came from."""
 
 

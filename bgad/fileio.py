@@ -17,11 +17,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bgad.errors import UserError
+
 FILE_MODE = 0o644  # results are shared: readable by the group and others, like their folders
 DIR_MODE = 0o755
 
 
-class StorageError(OSError):
+class StorageError(UserError, OSError):
     """A file or folder could not be written; the message names it and the fix."""
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from bgad import threads
 from bgad.anomalies import RandAugmentCutPaste, balanced_batches
 from bgad.config import RunConfig
+from bgad.errors import DeterministicError
 from bgad.flows import ConditionalFlow
 from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
 from bgad.methods import MethodSpec
@@ -48,7 +49,7 @@ class Detector(Protocol):
     def load_model_state(self, state: dict) -> Detector: ...
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(DeterministicError, RuntimeError):
     """The loss became NaN or infinite; the message names where."""
 
 

@@ -15,6 +15,8 @@ from importlib.resources import files
 
 import pandas as pd
 
+from bgad.errors import UserError
+
 COLUMNS = (
     "source",
     "table",
@@ -37,7 +39,7 @@ UNITS = frozenset({"fraction", "%"})
 KEY = ("source", "table", "row", "column", "metric")
 
 
-class PublishedDataError(ValueError):
+class PublishedDataError(UserError, ValueError):
     """A published-numbers CSV that breaks the schema; the message names the file and the row."""
 
 

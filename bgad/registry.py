@@ -6,10 +6,12 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from bgad.errors import UserError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """An unknown name; the message lists the valid ones and the closest match."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain.

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from bgad.data.samples import Sample
+from bgad.errors import UserError
 
 RULES = ("multi_class", "one_class")
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """The category cannot give the requested known anomalies."""
 
 

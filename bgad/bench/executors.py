@@ -10,7 +10,7 @@ One loop (:meth:`Executor.run`) owns rounds, retries and interrupts; a backend o
 round of attempts runs (``_attempt``) and how to cancel it. Why our own thin interface and not
 submitit's executors alone: joblib's loky workers run locally without any cluster software, and the
 three backends then share one retry rule. Only failures that can pass are retried (a crash, a killed
-job, memory); a bad setting, missing data or weights (``DETERMINISTIC_ERRORS``) fail the same way
+job, memory); a bad setting, missing data or weights (a ``bgad.errors.DeterministicError``) fail the same way
 every time, so they are reported at once.
 
 - ``local``  :class:`LocalExecutor`, sequential and in-process (the debug executor).
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgad.errors import NOT_RETRIED, UserError
 from bgad.registry import Registry
 
 __all__ = [
@@ -62,7 +63,7 @@ class Outcome:
     job_id: str | None = None
 
 
-class SubmissionError(RuntimeError):
+class SubmissionError(UserError, RuntimeError):
     """The cluster refused the first submission of a run (bad partition, resources, no Slurm …)."""
 
 
@@ -112,24 +113,9 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> tuple[int, bool, A
         return index, False, None, _format_exception(exc)
 
 
-#: Errors that a retry cannot cure: the same inputs fail the same way (names, as tracebacks cross
-#: process and cluster boundaries as text).
-DETERMINISTIC_ERRORS = (
-    "ConfigError",
-    "DatasetError",
-    "SelectionError",
-    "WeightsUnavailableError",
-    "NonFiniteLossError",
-    "StorageError",
-    "UnknownNameError",
-)
-
-
 def retryable(error: str | None) -> bool:
-    """Whether a failure (its traceback text) can pass on another attempt."""
-    last = (error or "").strip().splitlines()[-1:] or [""]
-    name = last[0].split(":", 1)[0].rsplit(".", 1)[-1].strip()
-    return name not in DETERMINISTIC_ERRORS
+    """Whether a failure (its traceback text) can pass on another attempt: not a ``DeterministicError``."""
+    return NOT_RETRIED not in (error or "")
 
 
 Attempt = tuple[int, bool, Any, str | None, str | None]  # index, ok, value, error, job id

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bgad.errors import UserError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DatasetError",
@@ -32,7 +34,7 @@ __all__ = [
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """Bad or missing dataset input. The message names the file or folder and says what to do."""
 
 

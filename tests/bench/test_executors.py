@@ -205,13 +205,21 @@ def test_deterministic_errors_are_not_retried(executor: Executor) -> None:
     assert not outcome.ok and outcome.attempts == 1 and "ConfigError" in outcome.error
 
 
-def test_retryable_reads_the_exception_name_of_a_traceback() -> None:
-    from bgad.bench.executors import retryable
+def test_retryable_decides_by_class_also_for_subclasses_never_listed() -> None:
+    """A subclass of ``UserError`` declared anywhere is not retried; any other failure is."""
+    from bgad.bench.executors import _call, retryable
+    from bgad.errors import UserError
 
-    assert not retryable(
-        "Traceback (most recent call last):\n  ...\nbgad.data.images.DatasetError: no such folder"
-    )
-    assert retryable("Traceback ...\nMemoryError")
+    class LateUserError(UserError):
+        pass
+
+    def fails(exc: Exception) -> None:
+        raise exc
+
+    _, ok, _, error = _call(fails, 0, LateUserError("bad option --foo"))
+    assert not ok and not retryable(error)
+    _, _, _, error = _call(fails, 0, MemoryError())
+    assert retryable(error)
     assert retryable("joblib worker failure: ... TerminatedWorkerError: killed")
 
 
