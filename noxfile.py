@@ -30,8 +30,8 @@ def install(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install the package with its test extras and run every test (CPU, offline)."""
-    install(session, "-e", ".[test]")
+    """Install the package with its test and MLflow extras and run every test (CPU, offline)."""
+    install(session, "-e", ".[test,mlflow]")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 

@@ -16,6 +16,7 @@ Example (the README's)::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import pandas as pd
 
 from bgad.paths import work_dir
+
+log = logging.getLogger("bgad.api")
 
 
 def default_results() -> Path:
@@ -66,19 +69,30 @@ def run_grid(
     executor: str = "local",
     max_retries: int = 1,
     on_done: Callable | None = None,
+    track: str | None = None,
     **executor_options: Any,
 ) -> list:
-    """Run the cells not yet in the store ``results`` (a rerun resumes); returns one outcome per cell run."""
-    from bgad.bench.executors import make_executor
+    """Run the cells not yet in the store ``results`` (a rerun resumes); returns one outcome per cell run.
+
+    ``track="mlflow"`` logs each newly computed cell as an MLflow run (``bgad.bench.tracking``).
+    """
+    from bgad.bench.executors import EXECUTORS, make_executor
     from bgad.bench.preflight import preflight
-    from bgad.bench.runner import pending_tasks, run_with_others
+    from bgad.bench.runner import after_each_record, pending_tasks, run_with_others
+    from bgad.bench.tracking import open_tracker
     from bgad.store import ResultStore
 
+    tracker = open_tracker(track)
     store = ResultStore(Path(results) if results else default_results())
     todo, done = pending_tasks(cells, store)
-    preflight([c for c in cells if c.id not in {d.id for d in done}])
+    for warning in preflight(
+        [c for c in cells if c.id not in {d.id for d in done}],
+        elsewhere=EXECUTORS.get(executor).runs_elsewhere,
+    ):
+        log.warning(warning)
     runner = make_executor(executor, max_retries=max_retries, **executor_options)
-    outcomes = run_with_others(runner, todo, on_done)
+    with after_each_record(tracker.log_cell if tracker else None):
+        outcomes = run_with_others(runner, todo, on_done)
     store.rebuild_table()
     return outcomes
 
@@ -93,19 +107,22 @@ def run_cell(
     results: str | Path | None = None,
     data_root: str | Path | None = None,
     save_model: bool = False,
+    track: str | None = None,
     **settings: Any,
 ) -> dict:
     """Train and evaluate one cell (or return it from the store if done); its record, plus ``folder``.
 
     ``settings`` are any settings by name (``meta_epochs=4``); the record is the cell's
-    ``result.json`` as a dict.
+    ``result.json`` as a dict. ``track="mlflow"`` logs the cell, when computed here, as an MLflow run.
     """
+    from bgad.bench.tracking import open_tracker
     from bgad.config import resolve_config
     from bgad.data.content import content_sha256
     from bgad.data.registry import load_category
     from bgad.run import run_cell as _run_cell
     from bgad.store import ResultStore, cell_id, is_complete_folder
 
+    tracker = open_tracker(track)
     plan = {"method": method, "dataset": dataset, "category": category, "seed": seed}
     if data_root:
         plan["data_root"] = str(data_root)
@@ -117,6 +134,8 @@ def run_cell(
     if not is_complete_folder(folder):
         folder = _run_cell(cfg, store.cells_dir)
         store.rebuild_table()
+        if tracker:
+            tracker.log_cell(folder)
     return {**store.record(folder.name), "folder": str(folder)}
 
 
@@ -156,7 +175,9 @@ def predict(
 ) -> pd.DataFrame:  # noqa: ANN001
     """Image scores (and, with ``out``, PNG anomaly maps and a ``scores.csv``) for image files.
 
-    ``threshold``: a number, ``"auto"`` (the F1-best threshold on the model's own test set), or None.
+    ``threshold``: a number, ``"auto"`` (the F1-best threshold on the model's own test set, which does
+    not carry over to unlike images: see the README), or None. With ``out``, maps are written at each
+    image's size, laid out as the images' folders below their common folder.
     """
     from bgad.model import TrainedModel, write_predictions
 

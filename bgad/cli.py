@@ -10,10 +10,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bgad.config import ConfigError, RunConfig, parse_set_options, profile_names, resolve_config
+from bgad.config import RunConfig, parse_set_options, profile_names, resolve_config
 from bgad.errors import UserError
 
 app = typer.Typer(help="BGAD benchmark reproduction suite.", no_args_is_help=False, add_completion=False)
@@ -37,7 +38,9 @@ def _warn(message: str) -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    # Escaped: a message may hold square brackets (`pip install -e '.[mlflow]'`) that rich would eat;
+    # soft-wrapped: one error, one line, whatever the console's width.
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -108,6 +111,13 @@ CpusOpt = Annotated[int, typer.Option(help="CPUs per Slurm job.")]
 RetriesOpt = Annotated[
     int, typer.Option(help="Retries of a cell that crashed (not of a bad setting or missing data).")
 ]
+TrackOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Log each newly computed cell to an experiment tracker: mlflow (pip install -e '.[mlflow]'; "
+        "store: $MLFLOW_TRACKING_URI, default sqlite:///$BGAD_WORK_DIR/mlflow.db)."
+    ),
+]
 
 
 @app.command()
@@ -137,6 +147,7 @@ def run(  # noqa: PLR0913 - one parameter per command-line option
     gpus: GpusOpt = 0,
     cpus: CpusOpt = 1,
     max_retries: RetriesOpt = 1,
+    track: TrackOpt = None,
 ) -> None:
     """Run a protocol's grid (or an ad-hoc one); cells already in the store are skipped, so a rerun resumes.
 
@@ -148,8 +159,10 @@ def run(  # noqa: PLR0913 - one parameter per command-line option
 def _run_command(a: SimpleNamespace) -> None:
     """The work of ``run``: plan, check, run what is not done, print the results."""
     from bgad.api import default_results, plan_grid
+    from bgad.bench.executors import EXECUTORS
     from bgad.bench.preflight import preflight
-    from bgad.bench.runner import pending_tasks
+    from bgad.bench.runner import after_each_record, pending_tasks
+    from bgad.bench.tracking import open_tracker
     from bgad.store import ResultStore
 
     options = {
@@ -169,6 +182,7 @@ def _run_command(a: SimpleNamespace) -> None:
         "seeds": a.seed or None,
     }
     with _clear_errors():
+        tracker = open_tracker(a.track)
         overrides = {k: v for k, v in options.items() if v is not None} | parse_set_options(a.set_)
         cells = plan_grid(
             a.protocol,
@@ -184,11 +198,18 @@ def _run_command(a: SimpleNamespace) -> None:
     console.print(
         f"[bold]{a.protocol or 'adhoc'}[/]: {total} cell(s), {len(done)} already in {where}, {len(todo)} to run"
     )
+    with _clear_errors():  # a dry run is checked as the real run; what the machine lacks only warns
+        warnings = preflight(
+            [c for c in cells if c.id not in {d.id for d in done}],
+            dry_run=a.dry_run,
+            elsewhere=EXECUTORS.get(a.executor).runs_elsewhere,
+        )
+    for warning in warnings:
+        _warn(warning)
     if a.dry_run:
         _print_plan(cells, {c.id for c in done})
         return
-    with _clear_errors():
-        preflight([c for c in cells if c.id not in {d.id for d in done}])
+    with _clear_errors(), after_each_record(tracker.log_cell if tracker else None):
         if todo:
             store.check_writable()
         failures = _run_tasks(
@@ -299,14 +320,14 @@ TABLE_NOTES = (
 
 def _print_failures(failures: list, store, max_retries: int) -> None:  # noqa: ANN001
     """Each failed cell's error, the last lines of its log, and where the whole log and traceback are."""
+    from bgad.bench.executors import error_summary
     from bgad.cell_log import tail
 
     word = "retry" if max_retries == 1 else "retries"
     console.print(f"[bold red]{len(failures)} cell(s) failed after {max_retries} {word}:[/]")
     for outcome in failures:
         folder = store.cells_dir / f"{outcome.key}.failed"
-        last = (outcome.error or "").strip().splitlines()
-        console.print(f"  {outcome.key}: {last[-1] if last else ''}", highlight=False)
+        console.print(f"  {outcome.key}: {error_summary(outcome.error)}", highlight=False)
         for line in tail(folder / "run.log"):
             console.print(f"    | {line}", highlight=False)
         if folder.exists():
@@ -350,21 +371,28 @@ def _run_plain(runner, todo) -> list:  # noqa: ANN001
     return failures
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | None, flag: str | None = None) -> str:
+    """A metric as printed: its flag's text when flagged (``diverged``, ``tied (—)``), else the number."""
+    from bgad.metrics import FLAG_TEXT
+
+    if flag:
+        return FLAG_TEXT[flag]
     return "—" if value is None or value != value else f"{value:.3f}"
 
 
 def results_table(records: list[dict]) -> Table:
     """Each run's metrics at the last epoch, with the best epoch per metric (chosen on the test set) in brackets."""
     from bgad.metrics import METRIC_LABELS, METRIC_NAMES
+    from bgad.store import metric_value
 
     table = Table(title="Results: last epoch (best epoch per metric, paper-compatible)")
     for col in ("dataset/category", "method", "seed", *(METRIC_LABELS[m] for m in METRIC_NAMES), "time"):
         table.add_column(col, justify="left" if col in {"dataset/category", "method"} else "right")
     for rec in records:
-        last = rec["metrics"]["last_epoch"]
-        best = rec["metrics"]["best_per_metric_paper_compatible"]
-        cells = [f"{_fmt(last.get(name))} ({_fmt(best.get(name, {}).get('value'))})" for name in METRIC_NAMES]
+        cells = [
+            f"{_fmt(*metric_value(rec, name, 'last'))} ({_fmt(*metric_value(rec, name, 'best'))})"
+            for name in METRIC_NAMES
+        ]
         table.add_row(
             f"{rec['dataset']['name']}/{rec['dataset']['category']}",
             rec["config"]["method"],
@@ -421,19 +449,18 @@ def regress(
 ) -> None:
     """Exit non-zero on any regression; print every comparison made."""
     from bgad.api import default_results
-    from bgad.bench.regress import all_checks, expectations_frame
-    from bgad.bench.report import record_problems
-    from bgad.fileio import atomic_write_with
-    from bgad.store import ResultStore
+    from bgad.bench.regress import all_checks, write_expectations
+    from bgad.bench.report import open_store, record_problems
 
-    store = ResultStore(results or default_results())
+    with _clear_errors():
+        store = open_store(results or default_results())
     records = list(store.records())
     for problem in record_problems(store, records):
         _warn(problem)
     expectations = expectations or store.root / "expectations.csv"
     if update_expectations:
-        frame = expectations_frame(records)
-        atomic_write_with(expectations, lambda tmp: frame.to_csv(tmp, index=False))
+        with _clear_errors():
+            frame = write_expectations(records, expectations)
         cells = frame["cell_id"].nunique() if len(frame) else 0
         console.print(f"wrote {len(frame)} expectation(s) of {cells} cell(s) to {expectations}")
         return
@@ -545,58 +572,113 @@ def show_config(
     method: Annotated[str, typer.Option("--method", "-m", help="Method whose settings to resolve.")] = "bgad",
     set_: Annotated[list[str], typer.Option("--set", help="NAME=VALUE overrides.")] = [],  # noqa: B006
     describe: Annotated[
-        bool, typer.Option("--describe", help="List every setting: group, default, limits, meaning.")
+        bool,
+        typer.Option(
+            "--describe", help="List every setting: methods, value under --profile, limits, meaning."
+        ),
     ] = False,
 ) -> None:
     """Print the resolved configuration (profile < method defaults < overrides) as JSON."""
+    with _clear_errors():
+        overrides = parse_set_options(set_)
+        if describe:
+            console.print(_describe_table(profile, method, overrides))
+            return
+        cfg: RunConfig = resolve_config(profile, overrides, [("--method", {"method": method})])
+    console.print_json(json.dumps(cfg.to_dict()))
+
+
+def _describe_table(profile: str, method: str, overrides: dict[str, str]) -> Table:
+    """Every setting with the value a run would use: the profile's, not the model's bare default.
+
+    A setting of another method shows the value that method gets under the same profile.
+    """
     from bgad.config import describe_settings
 
-    if describe:
-        table = Table(title="settings (--set NAME=VALUE)")
-        for col in ("name", "for", "default", "limits", "meaning"):
-            table.add_column(col)
-        for row in describe_settings():
-            table.add_row(
-                row["name"], row["methods"], repr(row["default"]), row["limits"], row["description"]
-            )
-        console.print(table)
-        return
-    with _clear_errors():
-        cfg: RunConfig = resolve_config(profile, parse_set_options(set_), [("--method", {"method": method})])
-    console.print_json(json.dumps(cfg.to_dict()))
+    resolved: dict[str, dict] = {}
+
+    def value(name: str, of: str) -> object:
+        if of not in resolved:
+            resolved[of] = resolve_config(profile, overrides, [("--method", {"method": of})]).to_dict()
+        return resolved[of][name]
+
+    table = Table(title=f"settings (--set NAME=VALUE); value: profile {profile}, method {method}")
+    for col in ("name", "for", "value", "limits", "meaning"):
+        table.add_column(col)
+    for row in describe_settings():
+        users = row["methods"].split(", ")
+        if row["methods"] == "every method" or method in users:
+            shown = repr(value(row["name"], method))
+        else:
+            shown = f"{value(row['name'], users[0])!r} (-m {users[0]})"
+        table.add_row(row["name"], row["methods"], shown, row["limits"], row["description"])
+    return table
 
 
 @app.command()
 def predict(
     model: Annotated[Path, typer.Option(help="Cell folder of a model saved with `run --save-model`.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files (or folders of images) to score.")],
-    out: Annotated[Path, typer.Option(help="Folder for scores.csv and the PNG anomaly maps.")],
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files, or folders searched for images (sub-folders too).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for scores.csv and the PNG maps (laid out as the images' folders).")
+    ],
     threshold: Annotated[
         str | None,
-        typer.Option(help="Image-score threshold: a number, or 'auto' (F1-best on the model's test set)."),
+        typer.Option(
+            help="Image-score threshold: a number, or 'auto' (F1-best on the model's own test set)."
+        ),
     ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    backbone_weights: WeightsOpt = None,
 ) -> None:
-    """Score new images with a saved model: anomaly maps (PNG) and image scores (CSV)."""
+    """Score new images with a saved model: anomaly maps (PNG, at each image's size) and image scores (CSV)."""
     from bgad.api import load_model
     from bgad.api import predict as predict_images
-    from bgad.data.images import is_image_file
+    from bgad.model import check_out
 
-    files = [p for i in images for p in (sorted(i.iterdir()) if i.is_dir() else [i]) if is_image_file(p)]
-    if not files:
-        raise _fail("no image files given (png, jpg, bmp, tif…)")
+    files = _image_inputs(images)
     if threshold not in (None, "auto"):
         try:
             float(threshold)
         except ValueError:
             raise _fail(f"--threshold {threshold!r}: give a number or 'auto'") from None
     with _clear_errors():
-        try:
-            trained = load_model(model, device)
-        except (FileNotFoundError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
+        check_out(out)
+        trained = load_model(model, device, str(backbone_weights) if backbone_weights else None)
         frame = predict_images(trained, files, out, threshold)
-    console.print(f"{len(frame)} image(s) scored → {out / 'scores.csv'} and {out}/*_map.png", highlight=False)
+    console.print(f"{len(frame)} image(s) scored → {out / 'scores.csv'}, maps under {out}", highlight=False)
+
+
+def _image_inputs(paths: list[Path]) -> list[Path]:
+    """The image files named, and those in named folders and their sub-folders (hidden entries left out).
+
+    A named path that is missing or not an image stops the command: skipping it silently would leave
+    a user believing it was scored.
+    """
+    from bgad.data.images import IMAGE_EXTENSIONS, is_image_file
+
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                p
+                for p in path.rglob("*")
+                if is_image_file(p)
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif not path.exists():
+            raise _fail(f"{path} does not exist: give image files or folders of images")
+        elif is_image_file(path):
+            files.append(path)
+        else:
+            raise _fail(f"{path} is not an image file ({kinds}): leave it out")
+    if not files:
+        raise _fail(f"no image files ({kinds}) in {', '.join(map(str, paths))}")
+    return list(dict.fromkeys(files))
 
 
 def _version(value: bool) -> None:

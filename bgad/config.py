@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from bgad.errors import UserError
 from bgad.methods import METHODS, MethodSpec
-from bgad.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings
+from bgad.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings, limits_in_words
 from bgad.registry import UnknownNameError
 
 
@@ -283,7 +283,6 @@ def describe_settings() -> list[dict[str, Any]]:
     for group, model in groups:
         users = ", ".join(n for n in METHODS.names() if METHODS.get(n).params is model) or "every method"
         for name, field in model.model_fields.items():
-            limits = [str(m) for m in field.metadata]
             rows.append(
                 {
                     "group": group,
@@ -291,7 +290,7 @@ def describe_settings() -> list[dict[str, Any]]:
                     "name": name,
                     "type": str(field.annotation).replace("typing.", ""),
                     "default": field.default,
-                    "limits": ", ".join(limits),
+                    "limits": limits_in_words(field),
                     "description": field.description or "",
                 }
             )

@@ -26,6 +26,9 @@ DIR_MODE = 0o755
 class StorageError(UserError, OSError):
     """A file or folder could not be written; the message names it and the fix."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()  # the message, without OSError's "[Errno N]"
+
 
 def storage_error(path: Path, exc: OSError, hint: str = "") -> StorageError:
     """A ``StorageError`` that says what went wrong with ``path`` in words, plus ``hint``."""
@@ -35,9 +38,24 @@ def storage_error(path: Path, exc: OSError, hint: str = "") -> StorageError:
         errno.EROFS: "the file system is read-only",
         errno.EACCES: "permission denied",
         errno.EPERM: "permission denied",
+        errno.ENOTDIR: "a file is in the way of the folder",
     }.get(exc.errno or 0, exc.strerror or str(exc))
     message = f"cannot write {path}: {reason}"
     return StorageError(exc.errno or 0, f"{message}. {hint}".strip() if hint else message)
+
+
+def check_writable_folder(folder: Path, hint: str) -> None:
+    """Create ``folder`` if needed and write a probe file into it, so a command fails before its work,
+    not after: a ``StorageError`` that names the folder (a file in its place, read-only) and ``hint``."""
+    if folder.exists() and not folder.is_dir():
+        raise StorageError(errno.ENOTDIR, f"cannot write {folder}: it is a file, not a folder. {hint}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise storage_error(folder, exc, hint) from exc
 
 
 def file_sha256(path: str | os.PathLike) -> str:

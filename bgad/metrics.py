@@ -22,6 +22,7 @@ ties early in training). Higher score = more anomalous.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -36,8 +37,15 @@ __all__ = [
     "METRIC_NAMES",
     "METRIC_SPECS",
     "METRIC_VARIANTS",
+    "FLAG_TEXT",
+    "DIVERGED",
+    "DIVERGED_LOSS",
+    "TIED",
+    "TIE_SPREAD",
     "MetricSpec",
     "compute_metrics",
+    "tie_flags",
+    "tied",
     "image_auroc",
     "pixel_auroc",
     "pro_auc",
@@ -90,6 +98,19 @@ METRIC_VARIANTS: dict[str, str] = {m.name: m.definition for m in METRICS}
 METRIC_NAMES: tuple[str, ...] = tuple(METRIC_SPECS)
 #: How tables, figures and logs name each metric.
 METRIC_LABELS: dict[str, str] = {m.name: m.label for m in METRICS}
+
+#: A metric whose value means nothing is kept in the record as NaN with one of these flags beside it
+#: (``flags`` of an evaluation): ``diverged`` (the training loss blew up: every metric of that
+#: evaluation), ``tied`` (its scores are all equal up to :data:`TIE_SPREAD`; the AUROC of such
+#: scores is an accident of rounding, e.g. 0.380 from 25 image scores within 2e-5 of each other).
+DIVERGED = "diverged"
+TIED = "tied"
+#: How tables, logs and the CLI show a flagged value in place of a number.
+FLAG_TEXT: dict[str, str] = {DIVERGED: "diverged", TIED: "tied (—)"}
+#: Scores whose spread (max − min) is at most this fraction of their magnitude count as tied.
+TIE_SPREAD = 1e-4
+#: A mean training loss above this (or not finite) since the last evaluation means the model diverged.
+DIVERGED_LOSS = 1e6
 
 # 8-connectivity, as MVTec's evaluation code (scipy, 3x3 ones) and skimage.measure.label(mask)
 # (default connectivity = ndim = 2) in the released code both use.
@@ -440,6 +461,28 @@ def pro_auc_paper(
 # --------------------------------------------------------------------------------------------------
 
 
+def tied(scores: np.ndarray) -> bool:
+    """Whether ``scores`` are all equal up to rounding: spread (max − min) at most :data:`TIE_SPREAD`
+    of their magnitude (max |score|, or 1 when that is 0).
+
+    Why relative: flows' scores are differences of summed probabilities (values near the number of
+    levels), so an untrained or collapsed flow gives scores that differ only in the last digits; a
+    ranking of those digits is no measurement of the detector.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    return hi - lo <= TIE_SPREAD * (max(abs(lo), abs(hi)) or 1.0)
+
+
+def tie_flags(image_scores: np.ndarray, maps: np.ndarray | None = None) -> dict[str, str]:
+    """``{metric: "tied"}`` for each metric whose scores are tied (see :func:`tied`): the image AUROC
+    reads the image scores, the pixel AUROC and both PROs the maps."""
+    flags = {"image_auroc": TIED} if tied(image_scores) else {}
+    if maps is not None and tied(maps):
+        flags |= {m.name: TIED for m in METRICS if m.needs_pixel_masks}
+    return flags
+
+
 def compute_metrics(
     labels: np.ndarray,
     image_scores: np.ndarray,
@@ -449,10 +492,14 @@ def compute_metrics(
     """All metrics of one evaluation, as ``{"image_auroc", "pixel_auroc", "pro", "pro_paper"}``.
 
     Pixel entries are present only when both ``masks`` and ``maps`` are given and some mask is
-    non-empty (image-level datasets have no masks). The negatives are sorted and the components
-    labelled once for all three pixel metrics. See :data:`METRIC_VARIANTS` for the definitions.
+    non-empty (image-level datasets have no masks). A metric whose scores are tied (:func:`tie_flags`)
+    is undefined: NaN, never a number that only ranks rounding errors. The negatives are sorted and
+    the components labelled once for all three pixel metrics. See :data:`METRIC_VARIANTS` for the
+    definitions.
     """
-    out: dict[str, float] = {"image_auroc": image_auroc(labels, image_scores)}
+    auroc = image_auroc(labels, image_scores)  # validates the scores before they are judged
+    flags = tie_flags(image_scores, maps)
+    out: dict[str, float] = {"image_auroc": math.nan if "image_auroc" in flags else auroc}
     if masks is None and maps is None:
         return out
     if masks is None or maps is None:
@@ -462,6 +509,8 @@ def compute_metrics(
         raise ValueError(f"masks hold {gt.shape[0]} images but labels {np.shape(labels)[0]}")
     if not gt.any():
         return out
+    if "pixel_auroc" in flags:
+        return out | {m.name: math.nan for m in METRICS if m.needs_pixel_masks}
     sets = _split_pixels(gt, maps, with_regions=True)
     out["pixel_auroc"] = _pixel_auroc_from_sets(sets)
     out["pro"] = _pro_auc_from_sets(sets, 0.3)

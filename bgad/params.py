@@ -10,9 +10,11 @@ released code's (METHOD.md); changing one changes cell ids (``RunConfig.result_h
 
 from __future__ import annotations
 
-from typing import Literal
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
 
 
 class Settings(BaseModel):
@@ -52,6 +54,8 @@ class RunSettings(Settings):
 
 
 AnomalySelection = Literal["multi_class", "one_class"]
+#: The largest seed whose per-flow seeds (seed × 1000 + level, ``bgad.method``) numpy still accepts.
+MAX_SEED = (2**32 - 1) // 1000 - 1
 
 
 class CellSettings(Settings):
@@ -60,7 +64,13 @@ class CellSettings(Settings):
     method: str = Field("bgad", description="registered method (bgad-bench ls)")
     dataset: str = Field("synthetic", description="registered dataset")
     category: str = Field("weave", description="category of the dataset")
-    seed: int = Field(0, ge=0, description="seed of every random choice of the cell")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=MAX_SEED,
+        description="seed of every random choice of the cell; each flow is seeded with seed×1000 + its level, "
+        "which numpy takes up to 2^32 - 1",
+    )
     profile: str = Field(
         "quick", description="the profile the settings were resolved from (set by --profile)"
     )
@@ -181,3 +191,32 @@ PARAMETER_MODELS: tuple[type[Settings], ...] = (FlowParams, PatchCoreParams, PaD
 def fields_of(model: type[Settings]) -> dict[str, object]:
     """Field name -> pydantic FieldInfo of a settings model."""
     return dict(model.model_fields)
+
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def limits_in_words(field: FieldInfo) -> str:
+    """A setting's allowed values as a user reads them (">= 32, <= 2048, multiple of 32").
+
+    ``config --describe`` shows this instead of pydantic's own objects (``Ge(ge=32)``), which name
+    its internals rather than the rule.
+    """
+    union = get_origin(field.annotation) in (Union, UnionType)
+    types = get_args(field.annotation) if union else (field.annotation,)
+    words = [
+        "one of " + ", ".join(str(choice) for choice in get_args(t))
+        for t in types
+        if get_origin(t) is Literal
+    ]
+    for item in field.metadata:
+        words += [
+            f"{sign} {getattr(item, key)}" for key, sign in _BOUNDS if getattr(item, key, None) is not None
+        ]
+        if getattr(item, "multiple_of", None) is not None:
+            words.append(f"multiple of {item.multiple_of}")
+        if getattr(item, "pattern", None):
+            words.append(f"matching {item.pattern}")
+    if words and type(None) in types:
+        words.append("or none")
+    return ", ".join(words)

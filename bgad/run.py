@@ -38,7 +38,18 @@ from bgad.features import FeatureCache, resize_mask
 from bgad.fileio import StorageError, storage_error
 from bgad.method import Detector, TrainingData, downsample_masks
 from bgad.methods import METHODS
-from bgad.metrics import METRIC_LABELS, METRIC_NAMES, METRIC_VARIANTS, compute_metrics
+from bgad.metrics import (
+    DIVERGED,
+    DIVERGED_LOSS,
+    FLAG_TEXT,
+    METRIC_LABELS,
+    METRIC_NAMES,
+    METRIC_VARIANTS,
+    TIE_SPREAD,
+    TIED,
+    compute_metrics,
+    tie_flags,
+)
 from bgad.model import save_model
 from bgad.paths import cache_dir
 from bgad.provenance import environment
@@ -47,7 +58,9 @@ from bgad.selection import select_known_anomalies
 from bgad.store import cell_folder, cell_id, write_record
 from bgad.threads import governed_threads
 
-SCHEMA_VERSION = 1
+#: 2: an evaluation (and ``last_epoch``) may carry ``flags`` ({metric: "diverged" | "tied"}, its value NaN)
+#: and a best-epoch entry ``flag``; records without them (version 1) are unflagged.
+SCHEMA_VERSION = 2
 #: File-system errors a user fixes by giving another folder (or freeing space), not by retrying.
 WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
@@ -78,12 +91,26 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → the GPU when one is visible, else the CPU; an unavailable GPU is a clear error."""
+    """``auto`` → the GPU when one is visible, else the CPU; a device this machine lacks is a clear error.
+
+    Called before anything runs (the grid's preflight, ``predict``), so a GPU that is not there is one
+    line naming ``--device`` instead of a torch traceback from every cell.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"setting device={name!r}, but torch sees no CUDA device; use device=cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        seen = f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+        raise ConfigError(f"--device {name!r}: torch sees {seen} on this machine; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name!r}: torch sees no Apple MPS device here; use --device cpu or auto")
+    return device
 
 
 def load_mask(sample: Sample, size: int) -> tuple[np.ndarray, bool]:
@@ -280,6 +307,7 @@ def fit_and_evaluate(
             entry["warnings"] = sorted({str(w.message) for w in caught})
             for text in entry["warnings"]:
                 log.warning(text)
+        flag_evaluation(entry, tie_flags(scores.image_scores, maps), log)
         history.append(entry)
         last["scores"] = scores
         log.info(epoch_line(entry, meta_epochs, time.perf_counter() - started))
@@ -289,6 +317,7 @@ def fit_and_evaluate(
         if sub == 0:
             log.phase(
                 f"training meta-epoch {meta + 1}/{meta_epochs} ({per_meta} pass(es) over the normal images)"
+                + _phase_note(cfg, meta)
             )
         advance((meta * per_meta + sub + 1) / (meta_epochs * per_meta))
 
@@ -297,15 +326,54 @@ def fit_and_evaluate(
     return FitResult(detector, history, last["scores"], times)
 
 
+def _phase_note(cfg: RunConfig, meta: int) -> str:
+    """Why BGAD's first meta-epochs print NFAD's numbers: phase 1 trains on normal images only, by design."""
+    phase1 = getattr(cfg, "phase1_epochs", 0)
+    if not cfg.spec.uses_anomalies or meta >= phase1:
+        return ""
+    return f"; phase 1: normal images only, as NFAD (known anomalies from meta-epoch {phase1 + 1})"
+
+
+def flag_evaluation(entry: dict, ties: dict[str, str], log: CellLog) -> None:
+    """Flag the metrics of one evaluation that mean nothing; their values become NaN, with a warning.
+
+    Why: a diverged flow scores every image alike and a tie ranks rounding errors, yet both give
+    numbers (an image AUROC of 0.500, or 0.380) that would otherwise be reported, averaged, drawn
+    and even chosen as the best epoch without a word. A divergence flags every metric (its cause is
+    the training, not the scores); otherwise only the metrics whose scores are tied.
+    """
+    present = [k for k in METRIC_NAMES if k in entry]
+    loss = entry.get("train_loss")
+    if loss is not None and not (np.isfinite(loss) and loss <= DIVERGED_LOSS):
+        flags = dict.fromkeys(present, DIVERGED)
+        log.warning(
+            f"training diverged at meta-epoch {entry['meta_epoch'] + 1}: mean loss {loss:.3g} (limit "
+            f"{DIVERGED_LOSS:g}); every metric of this evaluation is flagged {DIVERGED!r}, not a number. "
+            "Try a lower --set lr=..."
+        )
+    else:
+        flags = {k: v for k, v in ties.items() if k in present}
+        if flags:
+            log.warning(
+                f"tied scores at meta-epoch {entry['meta_epoch'] + 1} (spread within {TIE_SPREAD:g} of their "
+                f"magnitude): {', '.join(METRIC_LABELS[k] for k in flags)} undefined, flagged {TIED!r}"
+            )
+    if flags:
+        entry.update(dict.fromkeys(flags, float("nan")), flags=flags)
+
+
 def epoch_line(entry: dict, meta_epochs: int, elapsed: float) -> str:
-    """One meta-epoch as a plain line: training loss and ℓ per level, then the metrics."""
+    """One meta-epoch as a plain line: training loss and ℓ per level, then the metrics (or their flag)."""
     head = f"meta-epoch {entry['meta_epoch'] + 1}/{meta_epochs}:"
     parts: list[str] = []
     if "train_loss" in entry:
         levels = "/".join(f"{x:.2f}" for x in entry.get("train_ll", []))
         parts.append(f"loss {entry['train_loss']:.3f}, train ℓ per level {levels}")
+    flags = entry.get("flags", {})
     parts += [
-        f"{label} {entry[k]:.3f}" for k, label in METRIC_LABELS.items() if k in entry and entry[k] == entry[k]
+        f"{label} {FLAG_TEXT[flags[k]]}" if k in flags else f"{label} {entry[k]:.3f}"
+        for k, label in METRIC_LABELS.items()
+        if k in flags or (k in entry and entry[k] == entry[k])
     ]
     return f"{head} {', '.join(parts)} ({elapsed:.0f} s)"
 
@@ -445,7 +513,7 @@ def _record(
             "variants": {k: METRIC_VARIANTS[k] for k in METRIC_VARIANTS},
             "pixel_metrics_at": f"{cfg.input_size}x{cfg.input_size}",
             "per_epoch": history,
-            "last_epoch": {k: history[-1][k] for k in METRIC_NAMES if k in history[-1]}
+            "last_epoch": {k: history[-1][k] for k in (*METRIC_NAMES, "flags") if k in history[-1]}
             | {"meta_epoch": history[-1]["meta_epoch"]},
             "best_per_metric_paper_compatible": _best_per_metric(history),
         },
@@ -498,11 +566,18 @@ def _known_section(cfg: RunConfig, inputs: CellInputs, uses_anomalies: bool) -> 
 
 
 def _best_per_metric(history: list[dict]) -> dict:
-    """Best epoch per metric, each chosen on the test set separately (the released code's reporting)."""
+    """Best epoch per metric, each chosen on the test set separately (the released code's reporting).
+
+    A flagged evaluation (NaN) is never chosen; when every evaluation of a metric is flagged, its
+    entry keeps the last one's flag, so tables say why there is no value.
+    """
     best = {}
     for name in METRIC_NAMES:
         values = [(h[name], h["meta_epoch"]) for h in history if name in h and not np.isnan(h[name])]
+        flag = history[-1].get("flags", {}).get(name)
         if values:
             value, epoch = max(values, key=lambda v: v[0])
             best[name] = {"value": value, "meta_epoch": epoch}
+        elif flag:
+            best[name] = {"value": float("nan"), "meta_epoch": history[-1]["meta_epoch"], "flag": flag}
     return best

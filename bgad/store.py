@@ -10,10 +10,12 @@ rebuilt from the records under a file lock and replaced atomically.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -29,8 +31,8 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
 import bgad
-from bgad.config import RunConfig
-from bgad.fileio import atomic_write_text, atomic_write_with, storage_error
+from bgad.config import ConfigError, RunConfig
+from bgad.fileio import atomic_write_text, atomic_write_with, check_writable_folder
 from bgad.metrics import METRIC_NAMES
 
 
@@ -101,16 +103,76 @@ def _json_default(obj: object) -> object:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def cell_id(cfg: RunConfig, data_sha256: str) -> str:
-    """Readable prefix + hash of (resolved config, data content digest, code result version).
+def cell_id(cfg: RunConfig, data_sha256: str, weights_sha256: str | None = None) -> str:
+    """Readable prefix + hash of (resolved config, data content digest, code result version[, weights]).
 
     ``data_sha256`` is ``bgad.data.content.content_sha256``: the file list with every image's and
-    mask's bytes, so changed data is never taken for the data a stored result ran on.
+    mask's bytes, so changed data is never taken for the data a stored result ran on. A
+    ``--backbone-weights`` file is hashed in too (its path is a run setting, its bytes are not: other
+    weights are another cell); ``weights_sha256`` is that file's digest when known (planned, or a
+    record's), else it is read from the file. Cells without a weights file keep the ids they always had.
     """
-    digest = hashlib.sha256(f"{cfg.result_hash()}|{data_sha256}|{bgad.RESULT_VERSION}".encode()).hexdigest()[
-        :16
-    ]
-    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}-{digest}"
+    parts = [cfg.result_hash(), data_sha256, str(bgad.RESULT_VERSION)]
+    if loads_weights_file(cfg):
+        parts.append(f"weights:{weights_sha256 or weights_file_sha256(cfg.backbone_weights)}")
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:ID_DIGEST_CHARS]
+    return f"{cell_name_prefix(cfg)}-{digest}"
+
+
+#: Hex digits of the hash at the end of a cell id.
+ID_DIGEST_CHARS = 16
+#: The longest file name most file systems allow (ext4, xfs, btrfs, NFS, Lustre).
+NAME_MAX = 255
+
+
+def cell_name_prefix(cfg: RunConfig) -> str:
+    """The readable start of a cell id: dataset, category, method and seed."""
+    return f"{cfg.dataset}-{cfg.category}-{cfg.method}-seed{cfg.seed}"
+
+
+def name_excess(cell_id: str) -> int:
+    """How many characters the longest name the store makes of ``cell_id`` is over ``NAME_MAX``.
+
+    That name is the cell's partial folder, ``.<id>.partial-<host>-<pid>-<8 random characters>``
+    (pids have at most 7 digits): a cell whose folders cannot be named must stop before it runs.
+    """
+    longest = f"{_partial_prefix(cell_id)}{socket.gethostname()}-{'0' * 7}-{'x' * 8}"
+    return max(0, len(longest) - NAME_MAX)
+
+
+def loads_weights_file(cfg: RunConfig) -> bool:
+    """Whether the cell loads its backbone from a ``--backbone-weights`` file (random weights read none)."""
+    return bool(cfg.backbone_weights) and not cfg.random_weights
+
+
+@functools.cache
+def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
+    from bgad.data.content import HashCache
+
+    cache = HashCache()
+    digest = cache.digest(Path(path))
+    cache.save()
+    return digest
+
+
+def weights_file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a ``--backbone-weights`` file (cached by path, size and mtime), or a ConfigError saying why not."""
+    where = Path(path)
+    try:
+        resolved = where.resolve()
+        stat = resolved.stat()
+        if resolved.is_dir():
+            raise ConfigError(f"--backbone-weights {where} is a folder; give the weights file (.pth) itself")
+        return _weights_digest(str(resolved), stat.st_size, stat.st_mtime_ns)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--backbone-weights {where} does not exist; give the path of a weights file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"--backbone-weights {where} cannot be read ({exc.strerror or exc}); make it readable "
+            "(chmod a+r) or give another weights file"
+        ) from None
 
 
 def is_complete_folder(folder: Path) -> bool:
@@ -123,6 +185,20 @@ def is_complete_folder(folder: Path) -> bool:
 
 def _partial_prefix(name: str) -> str:
     return f".{name}.partial-"
+
+
+FAILED_SUFFIX = ".failed"
+_BROKEN_SUFFIX = re.compile(r"\.broken-\d{8}-\d{6}$")
+
+
+def is_store_own_name(name: str) -> bool:
+    """Whether ``name`` in ``cells/`` is one the store makes beside the records, not a cell's folder.
+
+    Partial and old copies, leases and write probes start with a dot; a failed cell is ``<id>.failed``
+    and a broken record kept aside ``<id>.broken-<time>``. A cell id ends in its hex digest, so an id
+    with a dot inside (a category ``part.v2``) is a cell's folder.
+    """
+    return name.startswith(".") or name.endswith(FAILED_SUFFIX) or _BROKEN_SUFFIX.search(name) is not None
 
 
 @contextmanager
@@ -145,7 +221,7 @@ def cell_folder(cells_dir: Path, name: str, overwrite: bool = False) -> Iterator
     try:
         yield work
     except BaseException:
-        failed = cells_dir / f"{name}.failed"
+        failed = cells_dir / f"{name}{FAILED_SUFFIX}"
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(work, failed)
         raise
@@ -160,7 +236,7 @@ def cell_folder(cells_dir: Path, name: str, overwrite: bool = False) -> Iterator
         else:  # a broken record loses to a good one, and is kept aside for a look
             os.replace(final, cells_dir / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(work, final)
-    shutil.rmtree(cells_dir / f"{name}.failed", ignore_errors=True)  # an earlier failure is history
+    shutil.rmtree(cells_dir / f"{name}{FAILED_SUFFIX}", ignore_errors=True)  # an earlier failure is history
 
 
 def _owner_alive(tag: str) -> bool:
@@ -232,7 +308,7 @@ class ResultStore:
             return
         for folder in sorted(self.cells_dir.iterdir()):
             path = folder / "result.json"
-            if folder.name.startswith(".") or "." in folder.name or not folder.is_dir():
+            if is_store_own_name(folder.name) or not folder.is_dir():
                 continue
             try:
                 record = json.loads(path.read_text())
@@ -269,9 +345,10 @@ class ResultStore:
             return found
         for entry in sorted(self.cells_dir.iterdir()):
             name = entry.name
-            if ".partial-" in name and not _owner_alive(name.split(".partial-", 1)[1]):
+            partial = name.startswith(".") and ".partial-" in name
+            if partial and not _owner_alive(name.rsplit(".partial-", 1)[1]):
                 found.append(entry)
-            elif name.endswith(".failed") and self.is_complete(name.removesuffix(".failed")):
+            elif name.endswith(FAILED_SUFFIX) and self.is_complete(name.removesuffix(FAILED_SUFFIX)):
                 found.append(entry)
             elif name.endswith(".lease") and time.time() - entry.stat().st_mtime > LEASE_TTL_S:
                 found.append(entry)
@@ -309,17 +386,23 @@ class ResultStore:
 
     def check_writable(self) -> None:
         """Fail now, naming the folder and the fix, when cells could not be written here."""
-        try:
-            self.cells_dir.mkdir(parents=True, exist_ok=True)
-            probe = Path(tempfile.mkstemp(dir=self.cells_dir, prefix=".write-test-")[1])
-            probe.unlink()
-        except OSError as exc:
-            raise storage_error(
-                self.cells_dir, exc, "give a writable results folder with --results DIR"
-            ) from exc
+        check_writable_folder(self.cells_dir, "give a writable results folder with --results DIR")
+
+
+def metric_value(rec: dict, name: str, selection: str) -> tuple[float | None, str | None]:
+    """A record's value of metric ``name`` at its ``last`` epoch or its ``best`` epoch, and the value's
+    flag (``diverged`` or ``tied``, the value then NaN; None for a number and for records older than
+    flags, schema version 1)."""
+    metrics = rec["metrics"]
+    if selection == "last":
+        return metrics["last_epoch"].get(name), metrics["last_epoch"].get("flags", {}).get(name)
+    best = metrics["best_per_metric_paper_compatible"].get(name, {})
+    return best.get("value"), best.get("flag")
 
 
 def flatten_record(rec: dict) -> dict:
+    """One row of the table: identity and settings, then per metric its last and best value, and the
+    flag of a flagged one (``<metric>_last_flag``, ``<metric>_best_flag``: empty for a number)."""
     cfg = rec["config"]
     row = {
         "cell_id": rec["cell_id"],
@@ -340,11 +423,9 @@ def flatten_record(rec: dict) -> dict:
         "git_commit": rec["provenance"]["git"]["commit"],
         "seconds": rec["timing_seconds"]["total"],
     }
-    last = rec["metrics"]["last_epoch"]
-    best = rec["metrics"]["best_per_metric_paper_compatible"]
     for name in METRIC_NAMES:
-        row[f"{name}_last"] = last.get(name)
-        row[f"{name}_best"] = best.get(name, {}).get("value")
+        for selection in ("last", "best"):
+            row[f"{name}_{selection}"], row[f"{name}_{selection}_flag"] = metric_value(rec, name, selection)
     return row
 
 
@@ -382,7 +463,7 @@ def migrate_cell_ids(store: ResultStore, expectations: Path | None = None) -> li
     for record in list(store.records()):
         cfg = RunConfig.from_dict(record["config"])
         digest = record["dataset"].get("content_sha256") or _content_of(record, cfg)
-        new = cell_id(cfg, digest)
+        new = cell_id(cfg, digest, record.get("backbone", {}).get("weights", {}).get("sha256"))
         old = record["cell_id"]
         if new == old:
             continue

@@ -1,4 +1,5 @@
-"""The Python API, as the README shows it: run a cell, load the results, keep the model, predict."""
+"""The Python API: run a cell, load the results, keep the model, predict (the README's own example is
+run as written by tests/test_readme.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 import bgad
+from bgad.errors import UserError
 
 TINY = {"input_size": 64, "meta_epochs": 2, "sub_epochs": 1, "warmup_epochs": 1, "n_known_anomalies": 1}
 
@@ -21,7 +23,7 @@ def saved_cell(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
 
 
-def test_the_readme_example(saved_cell: dict, tmp_path: Path) -> None:
+def test_a_cells_results_load_and_report(saved_cell: dict, tmp_path: Path) -> None:
     runs = Path(saved_cell["folder"]).parents[1]
     frame = bgad.load_results(runs)
     assert isinstance(frame, pd.DataFrame) and len(frame) == 1
@@ -65,5 +67,5 @@ def test_plan_grid_lists_cells_without_running(tmp_path: Path) -> None:
 
 
 def test_a_model_is_needed_to_predict(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="--save-model"):
+    with pytest.raises(UserError, match="--save-model"):
         bgad.load_model(tmp_path)

@@ -217,7 +217,7 @@ def test_rules_between_settings_name_their_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="warmup_epochs=1 exceeds meta_epochs=0|greater than or equal to 1"):
         resolve_config("quick", {"meta_epochs": "0"})
     with pytest.raises(ConfigError, match="phase1_epochs=2 exceeds meta_epochs=1"):
-        resolve_config("quick", {"meta_epochs": "1"})
+        resolve_config("quick", {"meta_epochs": "1", "phase1_epochs": "2"})
 
 
 @pytest.mark.parametrize("key", ["profile", "dataset", "method", "category", "seed"])
@@ -266,3 +266,15 @@ def test_result_hash_ignores_paths_threads_and_device() -> None:
     same = base.with_overrides({"data_root": "/somewhere/else", "threads": "16", "device": "cpu"})
     assert same.result_hash() == base.result_hash()
     assert same.to_dict() != base.to_dict()
+
+
+def test_the_largest_seed_is_one_every_flow_can_be_seeded_with() -> None:
+    """A seed past numpy's range would pass the plan and fail in every cell (and its retry)."""
+    import numpy as np
+
+    from bgad.params import MAX_SEED
+
+    np.random.seed(MAX_SEED * 1000 + 999)  # bgad.method seeds flow i with seed × 1000 + i
+    assert RunConfig.of(seed=MAX_SEED).seed == MAX_SEED
+    with pytest.raises(ConfigError, match=f"seed={MAX_SEED + 1}.*less than or equal to {MAX_SEED}"):
+        RunConfig.of(seed=MAX_SEED + 1)

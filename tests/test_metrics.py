@@ -378,3 +378,36 @@ def test_pro_auc_paper_degenerate_cases_give_nan() -> None:
         assert np.isnan(pro_auc_paper(masks, np.array([[[1.0, 0.0], [0.0, 0.0]]])))
     # the exact AU-PRO is fine there
     assert pro_auc(masks, np.array([[[1.0, 0.0], [0.0, 0.0]]])) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# ties: a metric of scores equal up to rounding is undefined
+
+
+def test_tie_rule_on_hand_made_scores() -> None:
+    # spread within 1e-4 of the magnitude (max |score|, or 1 when that is 0): tied
+    assert metrics.tied(np.array([2.99998, 2.99999, 3.0]))  # 2e-5 apart at 3: the widget case
+    assert metrics.tied(np.zeros(5))  # all zero: magnitude 1, spread 0
+    assert metrics.tied(np.array([1.0, 1.00009]))  # 9e-5 apart at 1
+    assert metrics.tied(np.array([-1.0, -1.00009]))  # negative scores: |score| is the magnitude
+    # spread above 1e-4 of the magnitude: a real ranking, however small the scores
+    assert not metrics.tied(np.array([1.0, 1.00011]))  # 1.1e-4 apart at 1
+    assert not metrics.tied(np.array([2.9995, 3.0]))  # 5e-4 apart at 3: 1.7e-4 relative
+    assert not metrics.tied(np.array([1e-7, 2e-7]))  # tiny scores, spread half their size
+
+
+def test_tied_scores_give_no_metric_only_a_flag() -> None:
+    labels = np.array([0] * 12 + [1] * 13)
+    rng = np.random.default_rng(0)
+    scores = 3.0 - rng.uniform(0, 2e-5, size=25)  # 25 image scores within 2e-5 of each other
+    assert image_auroc(labels, scores) != 0.5  # the old code printed such a number (0.380 on widget)
+    masks, maps = make_case(21, n=25, size=8)
+    masks[labels == 0] = 0
+    out = compute_metrics(labels, scores, masks, maps)
+    assert np.isnan(out["image_auroc"]) and out["pixel_auroc"] == pixel_auroc(masks, maps)
+    assert metrics.tie_flags(scores, maps) == {"image_auroc": "tied"}
+    flat = np.full_like(maps, 2.5) + rng.uniform(0, 1e-5, size=maps.shape)  # tied maps: every pixel metric
+    out = compute_metrics(labels, flat.max(axis=(1, 2)), masks, flat)
+    assert set(out) == {"image_auroc", "pixel_auroc", "pro", "pro_paper"}
+    assert all(np.isnan(v) for v in out.values())
+    assert metrics.tie_flags(flat.max(axis=(1, 2)), flat) == dict.fromkeys(out, "tied")

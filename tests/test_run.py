@@ -96,6 +96,61 @@ def test_nan_loss_fails_clearly_and_leaves_no_result(tmp_path: Path, monkeypatch
     assert len(failed) == 1 and "NonFiniteLossError" in (failed[0] / "error.txt").read_text()
 
 
+def test_a_diverged_run_is_flagged_never_reported_as_a_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--set lr=1`` on widget: loss 1.7e29, every image score alike, once printed as image AUROC 0.500.
+    Every metric of such an evaluation is flagged ``diverged`` (NaN), never the best epoch, and shown as
+    ``diverged`` in the record, the log, the run's table and the store's table."""
+    import io
+
+    from rich.console import Console
+
+    from bgad.cli import results_table
+    from bgad.store import flatten_record
+
+    loss = FlowDetector._loss
+    monkeypatch.setattr(FlowDetector, "_loss", lambda self, *a: loss(self, *a) * 0 + 1.7e29)
+    folder = run_cell(_cfg(method="nfad"), tmp_path)
+    rec = _record(folder)
+    names = {"image_auroc", "pixel_auroc", "pro", "pro_paper"}
+    for entry in rec["metrics"]["per_epoch"]:
+        assert entry["train_loss"] == pytest.approx(1.7e29)
+        assert entry["flags"] == dict.fromkeys(names, "diverged")
+        assert all(np.isnan(entry[name]) for name in names)
+    assert rec["metrics"]["last_epoch"]["flags"] == dict.fromkeys(names, "diverged")
+    best = rec["metrics"]["best_per_metric_paper_compatible"]
+    assert {best[n]["flag"] for n in names} == {"diverged"} and all(np.isnan(best[n]["value"]) for n in names)
+    assert "training diverged at meta-epoch 1: mean loss 1.7e+29" in (folder / "run.log").read_text()
+    out = io.StringIO()
+    Console(file=out, width=250).print(results_table([rec]))
+    assert out.getvalue().count("diverged (diverged)") == 4 and "0.500" not in out.getvalue()
+    row = flatten_record(rec)
+    assert row["image_auroc_last_flag"] == "diverged" and np.isnan(row["image_auroc_last"])
+
+
+def test_a_tied_evaluation_is_flagged_and_never_the_best_epoch() -> None:
+    """Image scores within 1e-4 of each other (0.380 on widget once): the image AUROC of that epoch is
+    undefined; a later, smaller but real value is the best epoch."""
+    from bgad.cell_log import CellLog
+    from bgad.run import _best_per_metric, epoch_line, flag_evaluation
+
+    history = [
+        {"meta_epoch": 0, "image_auroc": 0.9, "pixel_auroc": 0.8, "train_loss": 3.0},
+        {"meta_epoch": 1, "image_auroc": 0.6, "pixel_auroc": 0.7, "train_loss": 2.0},
+    ]
+    flag_evaluation(history[0], {"image_auroc": "tied"}, CellLog("test"))
+    flag_evaluation(history[1], {}, CellLog("test"))
+    assert history[0]["flags"] == {"image_auroc": "tied"} and np.isnan(history[0]["image_auroc"])
+    assert "flags" not in history[1]
+    assert "image AUROC tied (—), pixel AUROC 0.800" in epoch_line(history[0], 2, 1.0)
+    best = _best_per_metric(history)
+    assert best["image_auroc"] == {"value": 0.6, "meta_epoch": 1}
+    assert best["pixel_auroc"] == {"value": 0.8, "meta_epoch": 0}
+    flag_evaluation(history[1], {"image_auroc": "tied"}, CellLog("test"))  # tied to the end: no best
+    assert _best_per_metric(history)["image_auroc"]["flag"] == "tied"
+
+
 def test_unknown_category_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="weave"):
         run_cell(_cfg(category="nosuch"), tmp_path)

@@ -141,3 +141,95 @@ def test_the_table_is_readable_by_the_group(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     path = store.rebuild_table()
     assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044
+
+
+def test_a_record_whose_category_has_a_dot_is_read_and_not_cleaned(tmp_path: Path) -> None:
+    """``-c part.v2``: the record is visible (table, report, resume); only the store's own names are skipped."""
+    store = ResultStore(tmp_path)
+    dotted = "folder-part.v2-padim-seed0-0123456789abcdef"
+    core = {"config": {}, "metrics": {"last_epoch": {}, "best_per_metric_paper_compatible": {}}}
+    _complete(store, dotted, **core)
+    for own in (f"{dotted}.failed", f"{dotted}.broken-20240101-120000", f".{dotted}.partial-otherhost-1-abc"):
+        _complete(store, own, **core)  # a complete record inside: still not one of the store's records
+    (store.cells_dir / f".{dotted}.lease").write_text("otherhost-1")
+    assert [r["cell_id"] for r in store.records()] == [dotted] and not store.bad
+    assert store.cell_dir(dotted) not in store.clean(dry_run=True)
+
+
+def test_a_dead_partial_folder_of_a_dotted_category_is_cleaned(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    store.cells_dir.mkdir(parents=True)
+    dead = (
+        store.cells_dir
+        / f".folder-x.partial-y-nfad-seed0-{'0' * 16}.partial-{socket.gethostname()}-999999999-abc"
+    )
+    dead.mkdir()
+    assert store.clean(dry_run=True) == [dead]
+
+
+def _weights(path: Path, payload: bytes) -> str:
+    path.write_bytes(payload)
+    return str(path)
+
+
+def test_the_weights_files_bytes_are_part_of_the_cell_id(tmp_path: Path) -> None:
+    plain = RunConfig.of(method="padim")
+    a = plain.with_overrides({"backbone_weights": _weights(tmp_path / "a.pth", b"weights A")})
+    b = plain.with_overrides({"backbone_weights": _weights(tmp_path / "b.pth", b"weights B")})
+    same_as_a = plain.with_overrides({"backbone_weights": _weights(tmp_path / "copy.pth", b"weights A")})
+    ids = {name: cell_id(cfg, "d" * 64) for name, cfg in {"a": a, "b": b, "copy": same_as_a}.items()}
+    assert ids["a"] != ids["b"] and ids["a"] == ids["copy"] != cell_id(plain, "d" * 64)
+    random = a.with_overrides({"random_weights": True})  # the file is never read: its bytes do not count
+    assert cell_id(random, "d" * 64) == cell_id(plain.with_overrides({"random_weights": True}), "d" * 64)
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing", "unreadable"])
+def test_a_weights_file_that_cannot_be_hashed_names_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import bgad.data.content as content
+    from bgad.config import ConfigError
+
+    path = {"folder": tmp_path, "missing": tmp_path / "nope.pth"}.get(kind, tmp_path / "w.pth")
+    if kind == "unreadable":  # tests run as root, where chmod 000 does not stop reading
+        _weights(path, b"secret")
+        monkeypatch.setattr(
+            content, "file_sha256", lambda p: (_ for _ in ()).throw(PermissionError(13, "denied"))
+        )
+    cfg = RunConfig.of(method="padim", backbone_weights=str(path))
+    with pytest.raises(ConfigError, match=f"--backbone-weights {path}.*(folder|does not exist|chmod a\\+r)"):
+        cell_id(cfg, "d" * 64)
+
+
+def test_migration_keys_a_weights_record_by_its_recorded_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file may be gone or changed since: the record says which bytes the cell ran on."""
+    store = ResultStore(tmp_path / "store")
+    weights = tmp_path / "w.pth"
+    cfg = RunConfig.of(method="padim", backbone_weights=_weights(weights, b"weights A"))
+    name = cell_id(cfg, "c" * 64)
+    _complete(
+        store,
+        name,
+        config=cfg.to_dict(),
+        dataset={"manifest_sha256": "m" * 64, "content_sha256": "c" * 64},
+        backbone={"weights": {"sha256": "5" * 64}},
+        metrics={"last_epoch": {}, "best_per_metric_paper_compatible": {}},
+    )
+    weights.write_bytes(b"other weights now")
+    monkeypatch.setattr(ResultStore, "rebuild_table", lambda self: None)
+    moves = migrate_cell_ids(store)
+    assert moves == [(name, cell_id(cfg, "c" * 64, "5" * 64))]
+
+
+def test_the_store_knows_when_a_cell_name_is_too_long(tmp_path: Path) -> None:
+    from bgad.store import NAME_MAX, name_excess
+
+    short = "synthetic-weave-padim-seed0-" + "0" * 16
+    assert name_excess(short) == 0
+    long_id = "folder-" + "p" * 240 + "-padim-seed0-" + "0" * 16
+    over = name_excess(long_id)
+    assert over > 0
+    name = f".{long_id[over:]}.partial-{socket.gethostname()}-{'1' * 7}-{'x' * 8}"
+    assert len(name) == NAME_MAX  # shortened by exactly that many characters, the longest name fits

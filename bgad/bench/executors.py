@@ -113,6 +113,13 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> tuple[int, bool, A
         return index, False, None, _format_exception(exc)
 
 
+def error_summary(error: str | None) -> str:
+    """The exception's own line of a failure's traceback text (its ``NOT_RETRIED`` note said after it)."""
+    lines = [line for line in (error or "").strip().splitlines() if line.strip() != NOT_RETRIED]
+    last = lines[-1] if lines else ""
+    return f"{last} {NOT_RETRIED}" if NOT_RETRIED in (error or "") else last
+
+
 def retryable(error: str | None) -> bool:
     """Whether a failure (its traceback text) can pass on another attempt: not a ``DeterministicError``."""
     return NOT_RETRIED not in (error or "")
@@ -125,6 +132,8 @@ class Executor:
     """The one retry/interrupt loop; a backend implements ``_attempt`` (one round) and ``_cancel``."""
 
     name = "base"
+    #: Whether items run on other machines (a cluster's nodes), not on the one that submits them.
+    runs_elsewhere = False
 
     def __init__(self, max_retries: int = 1) -> None:
         self.max_retries = _check_retries(max_retries)
@@ -246,6 +255,7 @@ class SlurmExecutor(Executor):
     so the cluster sees the same Python installation; ``fn`` must be importable there.
     """
 
+    runs_elsewhere = True
     name = "slurm"
 
     def __init__(

@@ -21,13 +21,21 @@ from bgad.metrics import METRIC_LABELS  # noqa: E402
 METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves: one PRO is enough
 
 
+# No creation date and no software version in the files: the same figure is the same bytes, so
+# rendering unchanged results again leaves committed figures unchanged.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+
+
 def _save(fig: plt.Figure, path: Path) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for suffix in (".png", ".pdf"):
-        target = path.with_suffix(suffix)
+    for fmt in ("png", "pdf"):
+        target = path.with_suffix(f".{fmt}")
         atomic_write_with(
-            target, lambda tmp, fmt=suffix[1:]: fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
+            target,
+            lambda tmp, fmt=fmt: fig.savefig(
+                tmp, format=fmt, dpi=120, bbox_inches="tight", metadata=_METADATA[fmt]
+            ),
         )
         out.append(target)
     plt.close(fig)
@@ -164,11 +172,27 @@ def _defect_types(folder: Path) -> dict[str, str]:
     return {Path(p).name: t for p, t in zip(frame["path"], frame["defect_type"], strict=True)}
 
 
+def _map_range(maps: np.ndarray, labels: np.ndarray, masks: np.ndarray | None) -> tuple[float, float]:
+    """The maps' colour range: from the median score of the normal pixels shown (those of normal
+    images, and outside the ground truth of anomalous ones) to the highest score shown.
+
+    A scale from 0 paints a texture red edge to edge (AITEX: every fabric pixel scores near the top),
+    hiding the defect; from the normal pixels' median up, what is coloured is what scores above a
+    normal pixel, as the pixel-level metric compares them.
+    """
+    normal = np.broadcast_to(labels.reshape(-1, 1, 1) == 0, maps.shape)
+    if masks is not None and masks.shape == maps.shape:
+        normal = normal | (masks == 0)
+    low = float(np.median(maps[normal])) if normal.any() else float(maps.min())
+    high = float(maps.max())
+    return low, max(high, low + 1e-6)
+
+
 def map_panels(folder: Path, title: str, path: Path) -> list[Path]:
     """Test images, ground truth and anomaly maps of one cell (highest/lowest-scored anomalies, top normal).
 
-    One colour scale for all maps (its bar on the right); each row names the image, its label and
-    defect type, and its own image score.
+    One colour scale for all maps (its bar on the right, ``_map_range``); each row names the image,
+    its label and defect type, and its own image score.
     """
     sample = folder / "map_samples.npz"
     if not sample.exists():
@@ -181,7 +205,8 @@ def map_panels(folder: Path, title: str, path: Path) -> list[Path]:
     fig, axes = plt.subplots(
         n, cols, figsize=(2.4 * cols + 0.6, 2.5 * n), squeeze=False, layout="constrained"
     )
-    vmax = float(np.max(data["maps"].astype(np.float32)))
+    maps = data["maps"].astype(np.float32)
+    low, high = _map_range(maps, data["labels"], data["masks"] if has_masks else None)
     shown = None
     for i in range(n):
         name = str(data["paths"][i])
@@ -195,13 +220,18 @@ def map_panels(folder: Path, title: str, path: Path) -> list[Path]:
             axes[i][1].imshow(data["masks"][i], cmap="gray", vmin=0, vmax=1)
             axes[i][1].set_title("ground truth", fontsize=7)
         axes[i][cols - 1].imshow(data["images"][i])
-        shown = axes[i][cols - 1].imshow(
-            data["maps"][i].astype(np.float32), cmap="jet", alpha=0.5, vmin=0, vmax=vmax
+        shown = axes[i][cols - 1].imshow(  # at most a typical normal pixel: the image, uncoloured
+            np.ma.masked_less_equal(maps[i], low), cmap="jet", alpha=0.5, vmin=low, vmax=high
         )
         axes[i][cols - 1].set_title(f"anomaly map · image score {float(data['scores'][i]):.3g}", fontsize=7)
         for ax in axes[i]:
             ax.axis("off")
-    fig.colorbar(shown, ax=axes[:, cols - 1].tolist(), shrink=0.6, label="anomaly score")
+    fig.colorbar(
+        shown,
+        ax=axes[:, cols - 1].tolist(),
+        shrink=0.6,
+        label=f"anomaly score: uncoloured up to {low:.3g} (median normal pixel shown), red at {high:.3g} (highest)",
+    )
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 

@@ -1,7 +1,8 @@
 """Expand a protocol into cells: plain-data units of work whose id is the resume, store and join key.
 
-A cell's id hashes the resolved config (paths excluded), the dataset manifest and the result
-version of the code; the protocol name is left out, so a cell shared by two tables runs once.
+A cell's id hashes the resolved config (paths excluded), the data's content digest, the bytes of a
+``--backbone-weights`` file and the result version of the code; the protocol name is left out, so a
+cell shared by two tables runs once.
 """
 
 from __future__ import annotations
@@ -12,13 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from bgad.bench.protocols import Protocol, Variant, defect_subsets
-from bgad.config import CELL_SETTINGS, KNOWN_SETTINGS, RUN_SETTINGS, ConfigError, RunConfig, resolve_config
+from bgad.config import (
+    AXES,
+    CELL_SETTINGS,
+    KNOWN_SETTINGS,
+    RUN_SETTINGS,
+    ConfigError,
+    Layer,
+    RunConfig,
+    resolve_config,
+)
 from bgad.data.content import content_sha256
 from bgad.data.images import DatasetError
 from bgad.data.registry import DATASETS, list_dataset_categories, load_category
 from bgad.data.specs import DATASET_SPECS
 from bgad.methods import METHODS, methods_using
-from bgad.store import cell_id
+from bgad.store import cell_id, cell_name_prefix, loads_weights_file, weights_file_sha256
 
 
 @dataclass(frozen=True)
@@ -28,13 +38,14 @@ class Cell:
     config: RunConfig
     data_sha256: str | None  # content digest; None: planned from the dataset's facts, data not on disk
     grid_label: str = ""  # the grid point / variant, so two cells never share a label
+    weights_sha256: str | None = None  # of the --backbone-weights file; None: the cell loads none
 
     @property
     def id(self) -> str:
+        """The cell id; without the data a stand-in that still tells apart cells of other settings."""
         if self.data_sha256 is None:
-            c = self.config
-            return f"{c.dataset}-{c.category}-{c.method}-seed{c.seed}-(dataset not prepared)"
-        return cell_id(self.config, self.data_sha256)
+            return f"{cell_name_prefix(self.config)}-{self.config.result_hash()}-(dataset not prepared)"
+        return cell_id(self.config, self.data_sha256, self.weights_sha256)
 
     @property
     def label(self) -> str:
@@ -77,7 +88,8 @@ def plan(
     """All cells of ``protocol`` on one dataset, narrowed by the given categories, methods and seeds.
 
     With ``require_data=False`` (``--dry-run``) a dataset that is not on disk is planned from its
-    facts (official categories and defect types); those cells have no id until the data is there.
+    facts (official categories and defect types); until the data is there those cells have a
+    stand-in id that tells apart their settings, not their data.
     """
     run_overrides = dict(overrides or {})
     dataset = _choose_dataset(protocol, dataset)
@@ -106,18 +118,36 @@ def plan(
             for grid_point, type_point, method, seed in itertools.product(
                 grid_axis, type_axis, variant_methods, list(seeds or protocol.seeds)
             ):
-                where = protocol.path
-                layers = [
-                    (f"{where} [settings]", protocol.settings),
-                    (f"{where} variant {variant.name!r}", variant.settings),
-                    (f"{where} [grid]", grid_point),
-                    (f"{where} (defect type)", {**type_point, **subset_settings}),
-                    ("plan", {"method": method, "dataset": dataset, "category": category, "seed": seed}),
-                    ("--data-root", {"data_root": str(data_root)} if data_root else {}),
-                ]
+                axes = {"method": method, "dataset": dataset, "category": category, "seed": seed}
+                layers = _layers(
+                    protocol, variant, grid_point, {**type_point, **subset_settings}, axes, data_root
+                )
                 cfg = resolve_config(profile or protocol.profile, run_overrides, layers)
-                cells.append(Cell(protocol.name, variant.name, cfg, digest, _grid_label(grid_point, variant)))
+                weights = weights_file_sha256(cfg.backbone_weights) if loads_weights_file(cfg) else None
+                label = _grid_label(grid_point, variant)
+                cells.append(Cell(protocol.name, variant.name, cfg, digest, label, weights))
     return cells
+
+
+def _layers(
+    protocol: Protocol,
+    variant: Variant,
+    grid_point: dict[str, Any],
+    defect_point: dict[str, Any],
+    axes: dict[str, Any],
+    data_root: Path | None,
+) -> list[Layer]:
+    """A cell's settings, each layer named by where it comes from; an axis by its option, so a bad
+    value (``--seed -1``) names the option."""
+    where = protocol.path
+    return [
+        (f"{where} [settings]", protocol.settings),
+        (f"{where} variant {variant.name!r}", variant.settings),
+        (f"{where} [grid]", grid_point),
+        (f"{where} (defect type)", defect_point),
+        *[(f"{AXES[name]} or the protocol", {name: value}) for name, value in axes.items()],
+        ("--data-root", {"data_root": str(data_root)} if data_root else {}),
+    ]
 
 
 def _grid_points(protocol: Protocol, overrides: dict[str, Any]) -> list[dict[str, Any]]:

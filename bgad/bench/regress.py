@@ -19,7 +19,9 @@ import pandas as pd
 from bgad.bench.protocols import Protocol
 from bgad.bench.report import match_records, summarize
 from bgad.config import ConfigError, RunConfig
+from bgad.fileio import atomic_write_with, storage_error
 from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS
+from bgad.store import metric_value
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,37 @@ def expectations_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cell_id", "profile", "metric", "value"])
 
 
+def write_expectations(records: list[dict], path: Path) -> pd.DataFrame:
+    """Write the expectations file of ``records`` (``--update-expectations``); a path that cannot
+    be written (a folder, read-only) is a ``StorageError`` that names it."""
+    frame = expectations_frame(records)
+    try:
+        atomic_write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
+    except OSError as exc:
+        raise storage_error(path, exc, "pass a writable file with --expectations FILE") from exc
+    return frame
+
+
+def read_expectations(path: Path) -> pd.DataFrame:
+    """The expectations file, or a ``ConfigError`` that names it and what is wrong with it (not a
+    CSV, columns missing, values not numbers) instead of a traceback from deep in the comparison."""
+    fix = "pass the file `regress --update-expectations` writes with --expectations FILE"
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # a folder, bytes that are no CSV, an empty file
+        raise ConfigError(f"--expectations {path} cannot be read as CSV ({exc}); {fix}") from exc
+    missing = [c for c in ("cell_id", "metric", "value") if c not in frame.columns]
+    if missing:
+        has = ", ".join(map(str, frame.columns[:6])) + (", …" if len(frame.columns) > 6 else "")
+        raise ConfigError(
+            f"--expectations {path} is not an expectations file: it lacks the column(s) {', '.join(missing)} "
+            f"(its columns: {has}); {fix}"
+        )
+    if not pd.api.types.is_numeric_dtype(frame["value"]):
+        raise ConfigError(f"--expectations {path}: its column value holds text, not numbers; {fix}")
+    return frame
+
+
 def check_definitions(records: list[dict]) -> list[Check]:
     """A failing check for every reported metric whose record names another definition than this
     code computes: its number must not be compared with new ones (or expectations) until re-run."""
@@ -87,10 +120,12 @@ def check_definitions(records: list[dict]) -> list[Check]:
 
 def check_expectations(records: list[dict], expected: pd.DataFrame, tol: dict[str, float]) -> list[Check]:
     ours = expectations_frame(records).set_index(["cell_id", "metric"])["value"]
+    flags = {(r["cell_id"], m): metric_value(r, m, "last")[1] for r in records for m in METRIC_NAMES}
     checks = []
     for row in expected.itertuples():
         key = (row.cell_id, row.metric)
         if key not in ours.index:
+            flag = flags.get(key)
             checks.append(
                 Check(
                     "missing",
@@ -99,7 +134,7 @@ def check_expectations(records: list[dict], expected: pd.DataFrame, tol: dict[st
                     row.value,
                     0.0,
                     True,
-                    "expected result not in the store",
+                    f"flagged {flag} in the store: no value" if flag else "expected result not in the store",
                 )
             )
             continue
@@ -148,8 +183,10 @@ def check_published(protocols: list[Protocol], records: list[dict], tol: dict[st
                 "  ", " "
             )
             limit = tol.get(row.metric, 0.0)
-            failed = paper and abs(row.mean - row.published) > limit
+            failed = paper and (row.n_seeds == 0 or abs(row.mean - row.published) > limit)
             note = "" if paper else f"profile {row.profiles}: distance reported, not failed"
+            if row.n_seeds == 0:  # every seed's value flagged (diverged, tied): nothing to compare
+                note = f"every seed flagged {row.flagged_as}" + ("" if paper else ", not failed")
             checks.append(
                 Check("published", where, row.mean, row.published, limit if paper else math.nan, failed, note)
             )
@@ -176,16 +213,17 @@ def rerun_cell(record: dict, work_dir: Path) -> dict:
 def compare_rerun(committed: dict, fresh: dict, tol: dict[str, float]) -> list[Check]:
     checks = []
     for metric in METRIC_NAMES:
-        old = committed["metrics"]["last_epoch"].get(metric)
-        new = fresh["metrics"]["last_epoch"].get(metric)
+        old, old_flag = metric_value(committed, metric, "last")
+        new, new_flag = metric_value(fresh, metric, "last")
         if old is None or new is None:
             continue
         limit = tol.get(metric, 0.0)
-        checks.append(
-            Check(
-                "rerun", f"{committed['cell_id']} {metric}", new, old, limit, abs(new - old) > limit + 1e-12
-            )
-        )
+        what = f"{committed['cell_id']} {metric}"
+        if old_flag or new_flag:  # a flagged value is no number: only the same flag agrees
+            note = f"committed {old_flag or 'a number'}, re-run {new_flag or 'a number'}"
+            checks.append(Check("rerun", what, new, old, limit, old_flag != new_flag, note))
+            continue
+        checks.append(Check("rerun", what, new, old, limit, abs(new - old) > limit + 1e-12))
     return checks
 
 
@@ -194,8 +232,6 @@ def all_checks(store, records: list[dict], expectations: Path, rerun: list[str],
     and cells re-run from scratch. Raises ``ConfigError`` when there is nothing (valid) to compare."""
     import tempfile
 
-    import pandas as pd
-
     from bgad.bench.protocols import load_protocol, protocol_names
     from bgad.config import ConfigError
 
@@ -203,7 +239,7 @@ def all_checks(store, records: list[dict], expectations: Path, rerun: list[str],
     checks = check_definitions(records)
     checks += check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])
     if expectations.exists():
-        checks += check_expectations(records, pd.read_csv(expectations), tol["expectations"])
+        checks += check_expectations(records, read_expectations(expectations), tol["expectations"])
     elif any(r["config"]["profile"] != "paper" for r in records):
         raise ConfigError(
             f"{expectations} is missing: create it with `bgad-bench regress --update-expectations` and commit it"

@@ -14,7 +14,8 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,11 @@ import pandas as pd
 from scipy import stats
 
 from bgad.bench.protocols import Protocol, Variant, defect_subsets
-from bgad.fileio import atomic_write_text, atomic_write_with
+from bgad.fileio import atomic_write_text, atomic_write_with, check_writable_folder
 from bgad.methods import METHODS
-from bgad.metrics import METRIC_LABELS
+from bgad.metrics import DIVERGED_LOSS, FLAG_TEXT, METRIC_LABELS, TIE_SPREAD
 from bgad.published import published_value
+from bgad.store import ResultStore, metric_value
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,6 @@ log = logging.getLogger(__name__)
 PAPER_METHOD_NAMES = {"bgad_cc": "bgad_dagger"}
 REFERENCE_METHODS = {n for n in METHODS.names() if METHODS.get(n).reference}  # baselines we add
 MEAN_ROW = "mean"
-
-
-def _heading(label: str) -> str:
-    """A metric label at the start of a heading or caption ("image AUROC" -> "Image AUROC")."""
-    return label[:1].upper() + label[1:]
 
 
 def _label(value: object) -> str:
@@ -52,36 +49,20 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
     for rec in records:
         cfg = rec["config"]
         dataset, category, method = cfg["dataset"], cfg["category"], cfg["method"]
-        if dataset not in protocol.datasets or method not in protocol.methods:
-            continue
-        allowed = protocol.datasets[dataset]
-        if allowed is not None and category not in allowed:
-            continue
-        # a grid axis the method does not have (None in its record: PaDiM has no schedule) keeps it
-        if any(cfg.get(k) is not None and cfg.get(k) not in values for k, values in protocol.grid.items()):
-            continue
-        if protocol.expand == "defect_types" and not cfg.get("anomaly_defect_type"):
-            continue
-        if protocol.subsets and not _subsets_match(protocol, cfg, subsets.get(category)):
-            continue
-        for variant in protocol.variants:
-            if variant.methods is not None and method not in variant.methods:
-                continue
-            required = {**protocol.settings, **variant.settings}
-            # a setting the method does not have (e.g. a flow schedule for PaDiM) does not exclude it
-            if all(cfg.get(k, v) == v for k, v in required.items()):
-                break
-        else:
+        variant = _variant_of(protocol, cfg, subsets)
+        if variant is None:
             continue
         parts = [variant.name] if len(protocol.variants) > 1 else []
         parts += [f"{k}={_label(cfg[k])}" for k in protocol.grid if cfg.get(k) is not None]
-        parts += _off_profile(protocol, variant, cfg)
+        off_profile = _off_profile(protocol, variant, cfg)
+        parts += off_profile
         row = {
             "dataset": dataset,
             "category": category,
             "defect_type": cfg.get("anomaly_defect_type") or "",
             "method": method,
             "column": " ".join(parts),
+            "off_profile": " ".join(off_profile),  # settings that differ from the profile's, or ""
             "variant": variant.name,
             "seed": cfg["seed"],
             "profile": cfg["profile"],
@@ -91,12 +72,37 @@ def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
             "settings": {k: cfg.get(k) for k in ("n_known_anomalies", "beta", "tau", "racp", "focal")},
         }
         for name in METRIC_LABELS:
-            row[f"{name}|last"] = rec["metrics"]["last_epoch"].get(name)
-            row[f"{name}|best"] = (
-                rec["metrics"]["best_per_metric_paper_compatible"].get(name, {}).get("value")
-            )
+            for selection in ("last", "best"):
+                row[f"{name}|{selection}"], row[f"{name}|{selection}|flag"] = metric_value(
+                    rec, name, selection
+                )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _variant_of(protocol: Protocol, cfg: dict, subsets: dict) -> Variant | None:
+    """The protocol's variant a record's settings belong to, or None when they belong to none."""
+    dataset, category, method = cfg["dataset"], cfg["category"], cfg["method"]
+    if dataset not in protocol.datasets or method not in protocol.methods:
+        return None
+    allowed = protocol.datasets[dataset]
+    if allowed is not None and category not in allowed:
+        return None
+    # a grid axis the method does not have (None in its record: PaDiM has no schedule) keeps it
+    if any(cfg.get(k) is not None and cfg.get(k) not in values for k, values in protocol.grid.items()):
+        return None
+    if protocol.expand == "defect_types" and not cfg.get("anomaly_defect_type"):
+        return None
+    if protocol.subsets and not _subsets_match(protocol, cfg, subsets.get(category)):
+        return None
+    for variant in protocol.variants:
+        if variant.methods is not None and method not in variant.methods:
+            continue
+        required = {**protocol.settings, **variant.settings}
+        # a setting the method does not have (e.g. a flow schedule for PaDiM) does not exclude it
+        if all(cfg.get(k, v) == v for k, v in required.items()):
+            return variant
+    return None
 
 
 # Settings that say which cell it is or how it ran, not what it computed.
@@ -167,17 +173,15 @@ def summarize(protocol: Protocol, matched: pd.DataFrame, selection: str = "last"
     if matched.empty:
         return pd.DataFrame()
     out = []
-    keys = ["dataset", "column", "method"]
-    for (dataset, column, method), group in matched.groupby(keys, sort=True):
+    keys = ["dataset", "profile", "column", "method"]  # never averaged across profiles
+    for (dataset, _profile, column, method), group in matched.groupby(keys, sort=True):
         settings = group["settings"].iloc[0]
         variant = group["variant"].iloc[0]
         for metric in protocol.metrics:
             col = f"{metric}|{selection}"
-            if group[col].isna().all():
+            if group[col].isna().all() and group[f"{col}|flag"].isna().all():
                 continue
-            per_seed = group.pivot_table(
-                index=["category", "defect_type"], columns="seed", values=col, aggfunc="first"
-            )
+            per_seed, flagged = _per_seed(group, col)
             rows = [(cat, dt, per_seed.loc[(cat, dt)].dropna().to_numpy()) for cat, dt in per_seed.index]
             if protocol.expand == "defect_types":  # each category's mean over its defect types, per seed
                 for cat in sorted({c for c, _ in per_seed.index}):
@@ -191,9 +195,10 @@ def summarize(protocol: Protocol, matched: pd.DataFrame, selection: str = "last"
             if len(by_category) > 1 and complete_seeds.shape[1]:
                 rows.append((MEAN_ROW, "", complete_seeds.mean(axis=0).to_numpy()))
             for cat, dtype, values in rows:
-                if len(values) == 0:
+                flags = flagged.get((cat, dtype), [])
+                if len(values) == 0 and not flags:
                     continue
-                mean, std, low, high = interval(values)
+                mean, std, low, high = interval(values) if len(values) else (math.nan,) * 4
                 ref = _published(protocol, variant, method, dataset, cat, dtype, metric, settings)
                 pub, pm = ref if ref else (math.nan, math.nan)
                 out.append(
@@ -206,6 +211,8 @@ def summarize(protocol: Protocol, matched: pd.DataFrame, selection: str = "last"
                         "metric": metric,
                         "selection": selection,
                         "n_seeds": len(values),
+                        "n_flagged": len(flags),  # seeds left out: their value is flagged
+                        "flagged_as": "/".join(sorted(set(flags))),  # e.g. "diverged", "tied", or ""
                         "mean": mean,
                         "std": std,
                         "ci_low": low,
@@ -221,6 +228,19 @@ def summarize(protocol: Protocol, matched: pd.DataFrame, selection: str = "last"
                     }
                 )
     return pd.DataFrame(out)
+
+
+def _per_seed(group: pd.DataFrame, col: str) -> tuple[pd.DataFrame, dict[tuple[str, str], list[str]]]:
+    """(category, defect type) × seed values of one metric, and each row's flags (diverged, tied).
+
+    A flagged value stays in its place as NaN: it is left out of the row's mean, and its seed out of
+    the category mean rows (complete seeds only), where a dropped cell would shrink the mean's categories.
+    """
+    kept = group[group[col].notna() | group[f"{col}|flag"].notna()]
+    keys = ["category", "defect_type"]
+    per_seed = kept.groupby([*keys, "seed"])[col].first().astype(float).unstack("seed")
+    flagged = kept[kept[f"{col}|flag"].notna()].groupby(keys)[f"{col}|flag"]
+    return per_seed, {key: sorted(flags) for key, flags in flagged}
 
 
 def _published(
@@ -351,28 +371,56 @@ Column = tuple[str, str]  # (method, column label)
 
 @dataclass(frozen=True)
 class TableLayout:
-    """Row keys and column keys of one rendered table (one per metric × epoch selection)."""
+    """Row keys and column keys of one rendered table (one per profile × metric × epoch selection)."""
 
     rows: list[Row]
     columns: list[Column]
 
 
-def _layout(summary: pd.DataFrame, printed: list[Row] | None = None) -> TableLayout:
-    """Rows: the paper's in print order, then ours it does not print; columns: ours, references, published."""
+def _layout(protocol: Protocol, summary: pd.DataFrame, metric: str) -> TableLayout:
+    """Rows: the paper's in print order, then ours it does not print; columns: see ``_column_order``."""
 
     def row_key(r: Row) -> tuple:
         dataset, cat, dt = r
         return (dataset, cat == MEAN_ROW, cat, dt == MEAN_ROW, dt)
 
     ours = sorted({(r.dataset, r.category, r.defect_type) for r in summary.itertuples()}, key=row_key)
-    rows = list(dict.fromkeys([*(printed or []), *ours]))
-
-    def column_key(c: Column) -> tuple:
-        method = c[0]
-        return (method.startswith("published:"), method in REFERENCE_METHODS, c)
-
-    columns = sorted({(r.method, r.column) for r in summary.itertuples()}, key=column_key)
+    rows = list(dict.fromkeys([*paper_rows(protocol, metric), *ours]))
+    columns = sorted({(r.method, r.column) for r in summary.itertuples()}, key=_column_order(protocol))
     return TableLayout(rows, columns)
+
+
+def _column_order(protocol: Protocol) -> Callable[[Column], tuple]:
+    """Sort key of a column, so a table reads like the paper's: the methods the paper prints in its
+    column order (ours, e.g. BGAD, where the paper prints it), then our other methods (NFAD), then the
+    reference baselines we add; one method's columns in the protocol's variant order, then by grid value."""
+    table = paper_table(protocol)
+    printed = list(dict.fromkeys(table["method"])) if not table.empty else []
+    methods = list(protocol.methods)
+    variants = [v.name for v in protocol.variants]
+
+    def key(column: Column) -> tuple:
+        method, label = column
+        name = method.removeprefix("published:")
+        if PAPER_METHOD_NAMES.get(name, name) in printed:
+            rank = (0, printed.index(PAPER_METHOD_NAMES.get(name, name)))
+        else:
+            rank = (
+                2 if method in REFERENCE_METHODS else 1,
+                methods.index(name) if name in methods else len(methods),
+            )
+        named = [v for v in variants if label == v or label.startswith(f"{v} ")]
+        variant = max(named, key=len) if named else ""
+        rest = label.removeprefix(variant)
+        return (*rank, name, variants.index(variant) if variant else -1, _natural(rest))
+
+    return key
+
+
+def _natural(text: str) -> tuple:
+    """``meta_epochs=8`` before ``meta_epochs=16``: numbers in a label compare as numbers."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", text)
+    return tuple(float(p) if i % 2 else p for i, p in enumerate(parts))
 
 
 def _row_label(row: Row) -> str:
@@ -391,6 +439,9 @@ def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
     if cell is None:
         return "--" if latex else "—"
     pm = "$\\pm$" if latex else "±"
+    flagged = cell.get("n_flagged", 0)  # NaN in a published row
+    if flagged > 0 and cell["n_seeds"] == 0:  # every seed flagged: the reason, never a number
+        return _flag_text(cell, latex)
     if cell["n_seeds"] == 0:  # a published number: with the paper's ± where it printed one
         return f"{cell['mean']:.3f}" + (f" {pm} {cell['std']:.3f}" if not math.isnan(cell["std"]) else "")
     text = f"{cell['mean']:.3f} {pm} {cell['std']:.3f}" if cell["n_seeds"] > 1 else f"{cell['mean']:.3f}"
@@ -401,7 +452,17 @@ def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
         text += f" (paper {printed}, {sign}{abs(cell['diff']):.3f})"
         if cell["flag"]:
             text += " \\textdagger" if latex else " ⚑"
+    if flagged > 0:
+        text += f" [{int(flagged)} seed(s) {cell['flagged_as']}, left out]"
     return text
+
+
+def _flag_text(cell: pd.Series, latex: bool) -> str:
+    """A cell whose every seed is flagged: ``diverged``, ``tied (—)``, with the count of seeds."""
+    text = " / ".join(FLAG_TEXT[f] for f in cell["flagged_as"].split("/"))
+    if cell["n_flagged"] > 1:
+        text += f" ({int(cell['n_flagged'])} seeds)"
+    return text.replace("—", "---") if latex else text
 
 
 def _table_rows(part: pd.DataFrame, layout: TableLayout, latex: bool) -> list[list[str]]:
@@ -430,8 +491,24 @@ def _table_rows(part: pd.DataFrame, layout: TableLayout, latex: bool) -> list[li
     return out
 
 
-def _groups(summary: pd.DataFrame):  # noqa: ANN202 - a pandas groupby iterator
-    return summary.groupby(["metric", "selection"], sort=False)
+def _profile_rank(profile: str) -> tuple:
+    return (profile != "paper", profile)  # the paper's setting first
+
+
+def _tables(summary: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """(profile, metric, selection, cells) of each rendered table: one per profile × metric × epoch
+    selection, so numbers of two settings never share a table; the paper's other methods in each."""
+    published = summary["method"].str.startswith("published:")
+    ours = summary[~published]
+    for profile in sorted(set(ours["profiles"]), key=_profile_rank):
+        mine = ours[ours["profiles"] == profile]
+        for (metric, selection), part in mine.groupby(["metric", "selection"], sort=False):
+            others = summary[published & (summary["metric"] == metric) & (summary["selection"] == selection)]
+            yield profile, metric, selection, pd.concat([part, others], ignore_index=True)
+
+
+def _table_title(profile: str, metric: str, selection: str) -> str:
+    return f"Profile {profile}: {METRIC_LABELS[metric]}, {_selection_title(selection)}"
 
 
 def _selection_title(selection: str) -> str:
@@ -443,15 +520,14 @@ def _selection_title(selection: str) -> str:
 
 
 def _paired_test_lines(matched: pd.DataFrame, metric: str, selection: str) -> list[str]:
-    """BGAD vs NFAD, one test per column (a profile, a grid point, an off-profile setting): pairs
-    never cross columns, and a column's test never pools cells of another setting."""
+    """BGAD vs NFAD, one test per column of one profile's records (a grid point, an off-profile
+    setting): pairs never cross columns, and a column's test never pools cells of another setting."""
     lines = []
-    columns = sorted(set(matched["column"]))
+    columns = sorted(set(matched["column"]), key=_natural)
     for column in columns:
         test = paired_test(matched[matched["column"] == column], metric, "bgad", "nfad", selection)
         if test:
-            label = re.sub(r"\s*\[(.*?)\]", r", \1", column).strip(", ")  # "meta_epochs=8, cpu profile"
-            where = f" ({label})" if len(columns) > 1 and label else ""
+            where = f" ({column})" if len(columns) > 1 and column else ""
             lines += [
                 f"Paired Wilcoxon test{where}, bgad vs nfad over {test['n']} (dataset, category, seed) pairs: "
                 f"median difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
@@ -460,14 +536,18 @@ def _paired_test_lines(matched: pd.DataFrame, metric: str, selection: str) -> li
     return lines
 
 
-def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataFrame) -> str:
+def render_markdown(
+    protocol: Protocol, summary: pd.DataFrame, matched: pd.DataFrame, left_out: str = ""
+) -> str:
+    """The protocol's tables, one per profile × metric × epoch selection; ``left_out`` says which
+    records of the protocol are not in them and where they are."""
     lines = [f"# {protocol.name}", "", protocol.description, "", f"Source: {protocol.source}", ""]
     if summary.empty:
         return "\n".join([*lines, "_No results in the store for this protocol yet._", ""])
-    lines += _provenance_lines(matched)
-    for (metric, selection), part in _groups(summary):
-        layout = _layout(part, paper_rows(protocol, metric))
-        lines += [f"## {_heading(METRIC_LABELS[metric])}, {_selection_title(selection)}", ""]
+    lines += _provenance_lines(matched) + ([left_out, ""] if left_out else [])
+    for profile, metric, selection, part in _tables(summary):
+        layout = _layout(protocol, part, metric)
+        lines += [f"## {_table_title(profile, metric, selection)}", ""]
         header = [
             "dataset/category",
             *(["defect type"] if protocol.expand else []),
@@ -479,7 +559,9 @@ def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataF
             lines.append("| " + " | ".join(lead + texts) + " |")
         lines.append("")
         if {"bgad", "nfad"} <= set(part["method"]):
-            lines += _paired_test_lines(matched, metric, selection)
+            lines += _paired_test_lines(matched[matched["profile"] == profile], metric, selection)
+    if summary.get("n_flagged", pd.Series(dtype=float)).gt(0).any():
+        lines += [FLAGGED_NOTE, ""]
     lines += [
         "Cells: mean ± std over seeds (a single seed shows its value). In brackets: the published value (with the "
         "paper's ± where it printed one) and our difference; ⚑ marks a cell whose 95 % interval over seeds excludes "
@@ -490,6 +572,14 @@ def render_markdown(protocol: Protocol, summary: pd.DataFrame, matched: pd.DataF
         "",
     ]
     return "\n".join(lines)
+
+
+FLAGGED_NOTE = (
+    f"`diverged`: the mean training loss exceeded {DIVERGED_LOSS:g} (or was not finite), so every metric of that "
+    f"evaluation is meaningless; `tied (—)`: the scores were equal to within {TIE_SPREAD:g} of their size, so the "
+    "metric is undefined. Such a value is never averaged: a cell shows the mean of its other seeds and how many "
+    "were left out."
+)
 
 
 def _provenance_lines(matched: pd.DataFrame) -> list[str]:
@@ -524,19 +614,19 @@ def latex_escape(text: str) -> str:
 
 
 def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
-    """One booktabs table per metric × epoch selection."""
+    """One booktabs table per profile × metric × epoch selection."""
     if summary.empty:
         return f"% {latex_escape(protocol.name)}: no results yet\n"
     blocks = [f"% {latex_escape(protocol.name)}: generated by bgad-bench report; do not edit by hand"]
-    for (metric, selection), part in _groups(summary):
-        layout = _layout(part, paper_rows(protocol, metric))
+    for profile, metric, selection, part in _tables(summary):
+        layout = _layout(protocol, part, metric)
         spec = "l" * (2 if protocol.expand else 1) + "c" * len(layout.columns)
         header = [
             "Dataset/category",
             *(["Defect type"] if protocol.expand else []),
             *(_column_title(m, c) for m, c in layout.columns),
         ]
-        caption = f"{protocol.name}: {_heading(METRIC_LABELS[metric])}, {_selection_title(selection)}"
+        caption = f"{protocol.name}: {_table_title(profile, metric, selection)}"
         body = []
         for row, texts in zip(layout.rows, _table_rows(part, layout, latex=True), strict=True):
             lead = [
@@ -561,25 +651,72 @@ def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
     return "\n".join(blocks)
 
 
+@dataclass(frozen=True)
+class TableRecords:
+    """The records one table shows, and those of its protocol it leaves out because they ran off their
+    profile's settings (a ``--set`` schedule, another input size), with the tables that show those."""
+
+    protocol: Protocol
+    shown: pd.DataFrame  # rows of ``match_records``
+    left_out: pd.DataFrame  # rows of ``match_records`` with an ``off_profile`` label
+    elsewhere: dict[str, int]  # table name -> how many of the left-out records it shows
+
+    def left_out_note(self) -> str:
+        """One sentence for the table and the index: how many records are left out and where they are."""
+        if self.left_out.empty:
+            return ""
+        values: dict[str, set[str]] = {}
+        for setting in {s for label in self.left_out["off_profile"] for s in label.split()}:
+            name, value = setting.split("=", 1)
+            values.setdefault(name, set()).add(value)
+        labels = [f"{k}={'/'.join(sorted(v, key=_natural))}" for k, v in sorted(values.items())]
+        where = ", ".join(f"{name}.md ({n})" for name, n in sorted(self.elsewhere.items()))
+        return (
+            f"{self.left_out['cell_id'].nunique()} record(s) run off their profile's settings "
+            f"({', '.join(labels)}) are not in these tables"
+            + (f"; they are in {where}" if where else "")
+            + "."
+        )
+
+
+def assign_records(protocols: list[Protocol], records: list[dict]) -> list[TableRecords]:
+    """The tables to write: each protocol's with the records at their profile's settings, then one of
+    the records no protocol shows (ad-hoc runs, schedules set by hand). A record off its profile's
+    settings is shown only where those settings are the table's own (the scale study's grid) or in
+    the ad-hoc table, so every table compares one setting per profile, as the paper's do."""
+    parts = []
+    for protocol in protocols:
+        matched = match_records(protocol, records)
+        if not matched.empty:
+            off = matched["off_profile"] != ""
+            parts.append((protocol, matched[~off], matched[off]))
+    claimed = {cell for _, shown, _ in parts for cell in shown["cell_id"]}
+    rest = [r for r in records if r["cell_id"] not in claimed]
+    if rest:
+        adhoc = _adhoc_for(rest)
+        parts.append((adhoc, match_records(adhoc, rest), pd.DataFrame(columns=["cell_id", "off_profile"])))
+    homes: dict[str, list[str]] = {}
+    for protocol, shown, _ in parts:
+        for cell in set(shown["cell_id"]):
+            homes.setdefault(cell, []).append(protocol.name)
+    return [
+        TableRecords(
+            protocol,
+            shown,
+            off,
+            dict(Counter(t for cell in set(off["cell_id"]) for t in homes.get(cell, []))),
+        )
+        for protocol, shown, off in parts
+        if not shown.empty
+    ]
+
+
 def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) -> list[Path]:
     """Markdown, LaTeX and CSV per protocol that has results (last and best-epoch selections)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    claimed: set[str] = set()
-    for protocol in [*protocols, None]:
-        if protocol is None:  # records of no protocol (an ad-hoc run): a table of their own
-            rest = [r for r in records if r["cell_id"] not in claimed]
-            if not rest:
-                break
-            protocol = _adhoc_for(rest)
-            matched = match_records(protocol, rest)
-        else:
-            matched = match_records(protocol, records)
-        if matched.empty:
-            continue
-        claimed |= set(matched["cell_id"])
-        if matched["profile"].nunique() > 1:  # never mix profiles: every column says its own
-            matched["column"] = (matched["column"] + " [" + matched["profile"] + " profile]").str.strip()
+    for table in assign_records(protocols, records):
+        protocol, matched = table.protocol, table.shown
         published = published_columns(protocol, set(matched["method"]))
         summary = pd.concat(
             [summarize(protocol, matched, sel) for sel in ("last", "best")]
@@ -587,7 +724,7 @@ def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) 
             ignore_index=True,
         )
         for suffix, text in (
-            (".md", render_markdown(protocol, summary, matched)),
+            (".md", render_markdown(protocol, summary, matched, table.left_out_note())),
             (".tex", render_latex(protocol, summary)),
         ):
             written.append(_write_text(out_dir / f"{protocol.name}{suffix}", text))
@@ -624,17 +761,43 @@ def record_problems(store, records: list[dict]) -> list[str]:  # noqa: ANN001
 
     problems = [f"skipped unreadable record {name}: {why}" for name, why in store.bad.items()]
     for rec in records:
-        last = rec["metrics"].get("last_epoch", {})
         masks = rec.get("dataset", {}).get("has_pixel_masks", True)
         for name, spec in METRIC_SPECS.items():
             if name == "pro_paper" or (spec.needs_pixel_masks and not masks):
                 continue  # pro_paper is undefined by design on some maps (each epoch says so)
-            value = last.get(name)
-            if value is None or value != value:
+            value, flag = metric_value(rec, name, "last")
+            if flag:
+                problems.append(
+                    f"record {rec['cell_id']} has its {spec.label} flagged {flag}: left out of means"
+                )
+            elif value is None or value != value:
                 problems.append(
                     f"record {rec['cell_id']} has no {spec.label}: its cells in the tables stay empty"
                 )
     return problems
+
+
+def open_store(results: Path) -> ResultStore:
+    """The result store at ``results`` (``--results``), or a ``ConfigError`` that says what is there
+    instead (nothing, a file, one cell's folder, the cells folder itself) and what to pass."""
+    from bgad.config import ConfigError
+
+    store = ResultStore(results)
+    if store.cells_dir.is_dir():
+        return store
+    if not results.exists():
+        why = "does not exist (run `bgad-bench run ...` first)"
+    elif not results.is_dir():
+        why = "is a file, not a result store"
+    elif (results / "result.json").is_file():
+        why = f"is one cell's folder, not a result store (the store holding it: {results.parent.parent})"
+    elif any(results.glob("*/result.json")):
+        why = f"is a store's cells/ folder (the store: {results.parent})"
+    else:
+        why = "is not a result store: it has no cells/ folder"
+    raise ConfigError(
+        f"--results {results} {why}; pass the folder that holds cells/<cell id>/result.json with --results DIR"
+    )
 
 
 def render_reports(
@@ -651,10 +814,9 @@ def render_reports(
     from bgad.bench.figures import write_figures
     from bgad.bench.protocols import load_protocol, protocol_names
     from bgad.config import ConfigError
-    from bgad.store import ResultStore
 
     chosen = [load_protocol(p) for p in (protocols or protocol_names())]
-    store = ResultStore(results)
+    store = open_store(results)
     records = list(store.records())
     for problem in record_problems(store, records):
         (warn or log.warning)(problem)
@@ -662,6 +824,7 @@ def render_reports(
         raise ConfigError(
             f"no results in {store.cells_dir}; run `bgad-bench run ...` first, or pass --results DIR"
         )
+    check_writable_folder(out, "give a writable folder for the reports with --out DIR")
     written = write_report(chosen, records, out)
     if figures:
         written += write_figures(records, store.cells_dir, out / "figures")
@@ -698,25 +861,25 @@ and the references run on the very same features (PaDiM, PatchCore).
 
 def write_index(out: Path, written: list[Path], protocols: list[Protocol], records: list[dict]) -> Path:
     """``README.md`` of the reports folder: every table and figure with one line on what it shows."""
-    by_name = {p.name: p for p in protocols}
+    tables = {t.protocol.name: t for t in assign_records(protocols, records)}
     lines = [
         "# Reports",
         "",
-        "Generated by `bgad-bench report` from the result store; never edited by hand.",
+        "Generated by `bgad-bench report` from the result store; never edited by hand. Each file holds "
+        "one table per profile (and metric, epoch selection); records run off their profile's settings "
+        "are left out of a protocol's tables and shown where those settings are the table's own.",
         "",
     ]
-    lines += ["## Tables", "", "| file | what | profiles |", "|---|---|---|"]
+    lines += ["## Tables", "", "| file | what | profiles | left out |", "|---|---|---|---|"]
     for path in sorted(p for p in written if p.suffix == ".md" and p.parent == out):
-        proto = by_name.get(path.stem)
-        what = proto.description if proto else "records of no paper protocol (ad-hoc runs)"
-        profiles = sorted(
-            {
-                r["config"]["profile"]
-                for r in records
-                if proto is None or r["config"]["dataset"] in proto.datasets
-            }
+        table = tables.get(path.stem)
+        if table is None:  # not a table of these records
+            continue
+        profiles = ", ".join(sorted(set(table.shown["profile"]), key=_profile_rank))
+        lines.append(
+            f"| [{path.name}]({path.name}) (+ .tex, .csv) | {table.protocol.description} | {profiles} "
+            f"| {table.left_out_note() or '—'} |"
         )
-        lines.append(f"| [{path.name}]({path.name}) (+ .tex, .csv) | {what} | {', '.join(profiles)} |")
     # every figure in the folder (also those kept from an earlier run when this one skipped figures)
     figures = sorted({*(p for p in written if p.suffix == ".png"), *(out / "figures").glob("*.png")})
     if figures:

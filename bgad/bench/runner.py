@@ -38,6 +38,22 @@ def cell_progress(
         _progress_hook = previous
 
 
+# Per-process hook given the folder of each cell this process saw through to a record (experiment
+# tracking). Called in the process that runs the grid, after each outcome, so it serves every executor.
+_record_hook: Callable[[Path], object] | None = None
+
+
+@contextlib.contextmanager
+def after_each_record(hook: Callable[[Path], object] | None) -> Iterator[None]:
+    """Call ``hook(cell folder)`` for each cell that ``run_with_others`` completes (None: no hook)."""
+    global _record_hook
+    previous, _record_hook = _record_hook, hook
+    try:
+        yield
+    finally:
+        _record_hook = previous
+
+
 #: What ``execute_cell`` returns for a cell another live worker holds a lease on.
 ELSEWHERE = "running elsewhere"
 
@@ -79,7 +95,13 @@ def run_with_others(runner, todo: list[CellTask], on_done=None, poll_s: float = 
     """
     import time
 
-    outcomes = [o for o in runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=on_done)]
+    def settled(outcome) -> None:  # noqa: ANN001
+        if on_done is not None:
+            on_done(outcome)
+        if _record_hook is not None and outcome.ok and outcome.value != ELSEWHERE:
+            _record_hook(ResultStore(todo[0].results_dir).cell_dir(outcome.value))
+
+    outcomes = [o for o in runner.run(execute_cell, todo, [t.cell_id for t in todo], on_done=settled)]
     waiting = [t for t, o in zip(todo, outcomes, strict=True) if o.ok and o.value == ELSEWHERE]
     finished = [o for o in outcomes if not (o.ok and o.value == ELSEWHERE)]
     while waiting:
@@ -87,7 +109,7 @@ def run_with_others(runner, todo: list[CellTask], on_done=None, poll_s: float = 
         waiting = [t for t in waiting if not store.is_complete(t.cell_id)]
         free = [t for t in waiting if not store.held_elsewhere(t.cell_id)]
         if free:  # their worker finished without a record or died: run them here
-            again = runner.run(execute_cell, free, [t.cell_id for t in free], on_done=on_done)
+            again = runner.run(execute_cell, free, [t.cell_id for t in free], on_done=settled)
             finished += [o for o in again if not (o.ok and o.value == ELSEWHERE)]
             done_here = {o.key for o in again if not (o.ok and o.value == ELSEWHERE)}
             waiting = [t for t in waiting if t.cell_id not in done_here]

@@ -40,6 +40,13 @@ def _root(name: str, root: Path | None) -> Path:
 
 def _check_name(name: str, allowed: tuple[str, ...]) -> str:
     name = name.lower()
+    if name == "folder" and name not in allowed:  # a newcomer's first guess for their own data
+        err.print(
+            "error: your own folder needs no download or preparation; check it with "
+            "`bgad-bench data verify folder --data-root DIR`.",
+            markup=False,
+        )
+        raise typer.Exit(2)
     if name not in allowed:
         err.print(f"[red]error:[/] unknown dataset {name!r}; choose one of: {', '.join(allowed)}.")
         raise typer.Exit(2)

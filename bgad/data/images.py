@@ -24,6 +24,7 @@ __all__ = [
     "DatasetError",
     "StrayEntryWording",
     "is_image_file",
+    "unreadable_file_error",
     "list_image_files",
     "read_image",
     "read_mask",
@@ -46,8 +47,14 @@ def is_image_file(path: Path | str) -> bool:
 def visible_entries(folder: Path) -> list[Path]:
     """Entries of ``folder`` sorted by name; hidden names (leading ``.``, e.g. ``.DS_Store``) are left out."""
     folder = Path(folder)
-    with os.scandir(folder) as it:
-        names = [e.name for e in it if not e.name.startswith(".")]
+    try:
+        with os.scandir(folder) as it:
+            names = [e.name for e in it if not e.name.startswith(".")]
+    except PermissionError as exc:
+        raise DatasetError(
+            f"cannot list folder {folder}: {exc.strerror}. Make it readable (chmod a+rx {folder}) or move it "
+            "out of the dataset folder."
+        ) from exc
     return [folder / name for name in sorted(names)]
 
 
@@ -98,6 +105,14 @@ def list_image_files(
     return images
 
 
+def unreadable_file_error(path: Path, exc: OSError) -> DatasetError:
+    """A file of the dataset that cannot be opened (permissions, I/O): name it and say what to do."""
+    return DatasetError(
+        f"cannot read {path}: {exc.strerror or exc}. Make it readable (chmod a+r {path}) or move it out "
+        "of the dataset folder."
+    )
+
+
 def _open_decoded(path: Path, what: str) -> Image.Image:
     """Open and fully decode ``path`` (``load()``), turning every failure into a DatasetError."""
     path = Path(path)
@@ -106,6 +121,8 @@ def _open_decoded(path: Path, what: str) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # actually decode: a truncated file fails here, not later in a worker
+    except PermissionError as exc:  # not the file's content: its mode
+        raise unreadable_file_error(path, exc) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(
             f"cannot read {what} {path}: {exc.__class__.__name__}: {exc}. The file is corrupt, truncated or "

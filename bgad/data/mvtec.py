@@ -32,6 +32,7 @@ __all__ = [
     "MVTEC_TEXTURE_CATEGORIES",
     "list_categories",
     "load_mvtec_category",
+    "prepare_hint",
     "read_dataset_info",
 ]
 
@@ -55,17 +56,29 @@ _WORDING = StrayEntryWording(
 )
 
 
-def _prepare_hint(dataset: str | None) -> str:
+def prepare_hint(dataset: str | None, root: Path | None = None) -> str:
+    """What to do about a missing or incomplete ``dataset`` folder: the command that makes or checks it.
+
+    Your own folder (``folder``) is never prepared by us: its hint names the layout it needs and the
+    command that checks it, not a ``data prepare`` that would reject it.
+    """
     name = dataset or "<dataset>"
+    if name == "folder":
+        where = root if root is not None else "DIR"
+        return (
+            f"your own folder {where} needs <category>/train/good, <category>/test/good and "
+            f"<category>/test/<defect type> (docs/datasets.md); check it with "
+            f"`bgad-bench data verify folder --data-root {where}`"
+        )
     if name in ("mvtec", "btad"):
         how = (
-            f"download it with `bgad-bench data download {name}` (or place the archive by hand and run "
-            f"`bgad-bench data prepare {name}`)"
+            f"download it with `bgad-bench data download {name}` (or, with the archive at hand, "
+            f"`bgad-bench data prepare {name} --archive FILE`)"
         )
     elif name == "synthetic":
         how = "it is generated automatically by `bgad.data.synthetic.ensure_synthetic_dataset()`"
     else:
-        how = f"convert the raw copy with `bgad-bench data prepare {name}`"
+        how = f"convert the raw copy with `bgad-bench data prepare {name} --raw DIR`"
     return f"{how}, or pass the folder that holds the categories (or set BGAD_DATA_DIR)"
 
 
@@ -97,8 +110,9 @@ def read_dataset_info(root: Path) -> dict[str, Any] | None:
 def _check_root(root: Path, dataset: str | None) -> Path:
     root = Path(root).expanduser()
     if not root.is_dir():
-        what = f"{dataset} dataset folder" if dataset else "dataset folder"
-        raise DatasetError(f"{what} {root} does not exist; {_prepare_hint(dataset)}.")
+        what = f"{dataset} dataset folder" if dataset not in (None, "folder") else "dataset folder"
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"{what} {root} {state}; {prepare_hint(dataset, root)}.")
     return root
 
 
@@ -112,7 +126,8 @@ def list_categories(root: Path, *, dataset: str | None = None) -> list[str]:
     ]
     if not cats:
         raise DatasetError(
-            f"no category folders (<category>/train, <category>/test) found in {root}; {_prepare_hint(dataset)}."
+            f"no category folders (<category>/train, <category>/test) found in {root}; "
+            f"{prepare_hint(dataset, root)}."
         )
     return cats
 
@@ -156,7 +171,7 @@ def _train_samples(cat_dir: Path, dataset: str, category: str) -> tuple[Sample, 
     if not good_dir.is_dir():
         raise DatasetError(
             f"missing folder {good_dir} (normal training images) for {dataset} category {category!r}; "
-            f"the dataset is incomplete - {_prepare_hint(dataset)}."
+            f"the dataset is incomplete - {prepare_hint(dataset, cat_dir.parent)}."
         )
     for p in visible_entries(train_dir):
         if p.name != NORMAL_TYPE:
@@ -168,7 +183,7 @@ def _train_samples(cat_dir: Path, dataset: str, category: str) -> tuple[Sample, 
     if not train_imgs:
         raise DatasetError(
             f"folder {good_dir} holds no images; the {dataset} category {category!r} has no normal training data - "
-            f"{_prepare_hint(dataset)}."
+            f"{prepare_hint(dataset, cat_dir.parent)}."
         )
     return tuple(Sample(p, 0, NORMAL_TYPE, None, "train") for p in train_imgs)
 
@@ -236,7 +251,8 @@ def _test_samples(test_dir: Path, gt_dir: Path | None, dataset: str, category: s
         _raise_missing_masks(missing_masks, dataset, category)
     if not test:
         raise DatasetError(
-            f"folder {test_dir} holds no test images for {dataset} category {category!r}; {_prepare_hint(dataset)}."
+            f"folder {test_dir} holds no test images for {dataset} category {category!r}; "
+            f"{prepare_hint(dataset, test_dir.parent.parent)}."
         )
     return tuple(test)
 
@@ -263,7 +279,7 @@ def load_mvtec_category(
     if not test_dir.is_dir():
         raise DatasetError(
             f"missing folder {test_dir} (test images) for {dataset} category {category!r}; the dataset is "
-            f"incomplete - {_prepare_hint(dataset)}."
+            f"incomplete - {prepare_hint(dataset, root)}."
         )
     gt_dir = cat_dir / "ground_truth"
     has_pixel_masks = _resolve_pixel_masks(gt_dir, has_pixel_masks, info, dataset, category)

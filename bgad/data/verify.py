@@ -3,7 +3,9 @@
 What is checked (every problem names the file and says what to do):
 
 * layout: category folders present (for MVTec AD and BTAD: exactly the official ones), no unexpected
-  files (unknown extensions) or folders, no empty image folders;
+  files (unknown extensions) or folders, no empty image folders; plain text files beside the
+  categories (MVTec AD's own ``license.txt`` and ``readme.txt``) are documentation, not strays;
+* every category has normal and anomalous test images (an AUROC needs both);
 * counts against the official numbers where known (DATASETS.md; AITEX: what our converter produces
   from the official raw copy with seed 42, which equals DRA's 1692/564/183);
 * every image fully decodes (truncated/unreadable files are found);
@@ -26,8 +28,8 @@ from bgad.data.btad import (
 )
 from bgad.data.images import DatasetError, is_image_file, read_image, read_mask
 from bgad.data.manifest import DATASET_INFO_FILE, MANIFEST_FILE, read_manifest, sha256_file
-from bgad.data.mvtec import list_categories, load_mvtec_category
-from bgad.data.samples import CategoryData
+from bgad.data.mvtec import list_categories, load_mvtec_category, prepare_hint
+from bgad.data.samples import NORMAL_TYPE, CategoryData
 from bgad.data.specs import DATASET_SPECS
 
 __all__ = ["IMAGE_LEVEL_ONLY", "OFFICIAL_COUNTS", "verify_dataset"]
@@ -41,6 +43,10 @@ OFFICIAL_COUNTS: dict[str, dict[str, tuple[int | None, int | None, int | None]]]
     if DATASET_SPECS.get(n).source in ("archive", "raw")
 }
 
+#: Documentation shipped inside a dataset (MVTec AD has ``license.txt`` and ``readme.txt`` in every
+#: category folder): accepted beside the split folders, never inside an image folder.
+_DOC_SUFFIXES = frozenset({".txt", ".md", ".rst"})
+
 
 def _scan_layout(cat_dir: Path) -> list[str]:
     """Unexpected files/folders and empty image folders below a category folder."""
@@ -52,6 +58,8 @@ def _scan_layout(cat_dir: Path) -> list[str]:
         depth = len(d.relative_to(cat_dir).parts)
         for f in visible:
             p = d / f
+            if depth == 0 and p.suffix.lower() in _DOC_SUFFIXES:
+                continue
             if depth < 2:
                 problems.append(
                     f"unexpected file {p}: files belong in <split>/<type>/ folders; move it out of the dataset folder."
@@ -92,6 +100,22 @@ def _check_counts(name: str, category: str, data: CategoryData) -> list[str]:
                 f"different - re-prepare it (`bgad-bench data prepare {name}`)."
             )
     return out
+
+
+def _check_test_kinds(data: CategoryData) -> list[str]:
+    """A test set without normal (or anomalous) images gives no AUROC, whatever -k a run uses."""
+    test_dir = data.root / data.category / "test"
+    if not any(not s.is_anomalous for s in data.test):
+        return [
+            f"{data.dataset}/{data.category}: no normal test images; add some to {test_dir / NORMAL_TYPE} "
+            "(an AUROC needs normal and anomalous test images)."
+        ]
+    if not any(s.is_anomalous for s in data.test):
+        return [
+            f"{data.dataset}/{data.category}: no anomalous test images; add them to {test_dir}/<defect type> "
+            "(an AUROC needs normal and anomalous test images)."
+        ]
+    return []
 
 
 def _check_pixels(data: CategoryData) -> list[str]:
@@ -178,6 +202,22 @@ def _identity_problem(name: str, root: Path) -> str | None:
     return None
 
 
+def _check_category(name: str, root: Path, cat: str, check_counts: bool) -> list[str]:
+    """Layout, test-set kinds, counts and pixels of one category (the loader's error if it cannot load)."""
+    problems = _scan_layout(root / cat)
+    try:
+        if name == "btad":
+            data = load_btad_category(root, cat)
+        else:
+            masks = False if name in IMAGE_LEVEL_ONLY else None
+            data = load_mvtec_category(root, cat, name, has_pixel_masks=masks)
+    except DatasetError as exc:
+        return [*problems, str(exc)]
+    if check_counts:
+        problems.extend(_check_counts(name, cat, data))
+    return problems + _check_test_kinds(data) + _check_pixels(data)
+
+
 def verify_dataset(
     name: str,
     root: Path,
@@ -188,10 +228,7 @@ def verify_dataset(
     """Problems found in the prepared dataset ``name`` at ``root`` (``[]`` when it is fine)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        return [
-            f"dataset folder {root} does not exist; prepare it with `bgad-bench data prepare {name}` "
-            f"(or `bgad-bench data download {name}` for mvtec/btad)."
-        ]
+        return [f"dataset folder {root} does not exist; {prepare_hint(name, root)}."]
     identity = _identity_problem(name, root)
     if identity:
         return [identity]
@@ -214,22 +251,7 @@ def verify_dataset(
     for cat in cats:
         if progress:
             progress(cat)
-        layout = _scan_layout(root / cat)
-        problems.extend(layout)
-        try:
-            if name == "btad":
-                data = load_btad_category(root, cat)
-            else:
-                masks = False if name in IMAGE_LEVEL_ONLY else None
-                data = load_mvtec_category(root, cat, name, has_pixel_masks=masks)
-        except DatasetError as exc:
-            msg = str(exc)
-            if not any(msg == p for p in problems):
-                problems.append(msg)
-            continue
-        if check_counts:
-            problems.extend(_check_counts(name, cat, data))
-        problems.extend(_check_pixels(data))
+        problems.extend(p for p in _check_category(name, root, cat, check_counts) if p not in problems)
     if (root / MANIFEST_FILE).is_file():
         problems.extend(_check_manifest(root))
     return problems

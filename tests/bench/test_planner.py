@@ -81,3 +81,36 @@ def test_protocol_restricting_categories_refuses_others(tmp_path: Path) -> None:
     proto = load_protocol(_proto(tmp_path, 'methods = ["nfad"]\n[datasets]\nsynthetic = ["weave"]\n'))
     with pytest.raises(ConfigError, match="does not use category 'widget'"):
         plan(proto, categories=["widget"])
+
+
+@pytest.mark.parametrize("protocol", ["one_class", "multi_class"])
+def test_cells_planned_without_their_data_keep_distinct_ids(protocol: str, tmp_path: Path) -> None:
+    """A dry run without the data: one id per distinct config (defect type, grid point), as with the data."""
+    cells = plan(load_protocol(protocol), dataset="mvtec", data_root=tmp_path / "absent", require_data=False)
+    assert all(c.data_sha256 is None for c in cells)
+    distinct_configs = {(c.config.to_dict().items().__repr__()) for c in cells}
+    assert len({c.id for c in cells}) == len(distinct_configs) == len(cells)
+
+
+def test_the_weights_file_is_planned_into_the_cell_id(tmp_path: Path) -> None:
+    proto = load_protocol(_proto(tmp_path, 'methods = ["padim"]\n[datasets]\nsynthetic = ["weave"]\n'))
+    (tmp_path / "a.pth").write_bytes(b"weights A")
+    (tmp_path / "b.pth").write_bytes(b"weights B")
+    ids = [
+        plan(proto, seeds=[0], overrides=weights)[0].id
+        for weights in (
+            {},
+            {"backbone_weights": str(tmp_path / "a.pth")},
+            {"backbone_weights": str(tmp_path / "b.pth")},
+        )
+    ]
+    assert len(set(ids)) == 3
+    with pytest.raises(ConfigError, match="--backbone-weights .* is a folder"):
+        plan(proto, seeds=[0], overrides={"backbone_weights": str(tmp_path)})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_seed_out_of_range_names_the_option(tmp_path: Path, seed: int) -> None:
+    proto = load_protocol(_proto(tmp_path, 'methods = ["padim"]\n[datasets]\nsynthetic = ["weave"]\n'))
+    with pytest.raises(ConfigError, match=f"seed={seed} \\(--seed"):
+        plan(proto, seeds=[seed])

@@ -114,3 +114,45 @@ def test_rerun_of_a_committed_real_cell_matches(shared_data: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "rerun" in result.output
     assert os.environ["BGAD_CACHE_DIR"] in str(data_dir())  # never the user's cache
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (
+            "cell_id,dataset,method\nx,brainmri,bgad\n",
+            "lacks the column(s) metric, value (its columns: cell_id",
+        ),
+        ("cell_id,profile,metric,value\nx,quick,image_auroc,high\n", "column value holds text"),
+        (None, "cannot be read as CSV"),  # a folder
+        ("", "cannot be read as CSV"),  # an empty file
+    ],
+)
+def test_expectations_of_the_wrong_kind_are_one_clear_error(
+    tmp_path: Path, content: str | None, says: str
+) -> None:
+    """Not a traceback from deep in the comparison (KeyError: 'cell_id'): the file and what it lacks."""
+    store = _quick_store(tmp_path / "store")
+    wrong = tmp_path / "wrong.csv"
+    wrong.mkdir() if content is None else wrong.write_text(content)
+    result = runner.invoke(app, ["regress", "--results", str(store), "--expectations", str(wrong)])
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert result.exit_code == 2, result.output
+    assert f"--expectations {wrong}" in text and says in text and "Traceback" not in result.output
+
+
+def test_update_expectations_into_a_folder_is_one_clear_error(tmp_path: Path) -> None:
+    store = _quick_store(tmp_path / "store")
+    (tmp_path / "folder").mkdir()
+    args = [
+        "regress",
+        "--results",
+        str(store),
+        "--update-expectations",
+        "--expectations",
+        str(tmp_path / "folder"),
+    ]
+    result = runner.invoke(app, args)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert f"cannot write {tmp_path / 'folder'}" in text and "--expectations FILE" in text

@@ -268,24 +268,90 @@ def test_written_tables_show_the_papers_other_methods_and_an_index(
     one_anomaly_records: list[dict], tmp_path: Path
 ) -> None:
     """Methods of the paper we do not run appear as [published] columns with the paper's ±, never bold;
-    two profiles in one table get a column each; the index lists every table."""
+    two profiles get a table each, each with its own paired test; the index lists every table."""
     from bgad.bench.report import write_index, write_report
 
-    extra = [make_record("aitex", "aitex", "bgad", s, {"image_auroc": 0.7}, profile="cpu") for s in (0, 42)]
+    extra = [
+        make_record(
+            ds, ds, m, s, {"image_auroc": 0.7 + 0.01 * s + (0.02 if m == "bgad" else 0)}, profile="cpu"
+        )
+        for ds in ("aitex", "headct")
+        for m in ("bgad", "nfad")
+        for s in (0, 1)
+    ]
     protocol = load_protocol("one_anomaly")
     written = write_report([protocol], one_anomaly_records + extra, tmp_path)
     text = (tmp_path / "one_anomaly.md").read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| dataset/category"))
-    assert (
-        "DRA [6] [published]" in header
-        and "bgad [cpu profile]" in header
-        and "bgad [quick profile]" in header
-    )
-    aitex = next(line for line in text.splitlines() if line.startswith("| aitex |"))
-    assert "0.692 ± 0.124" in aitex and "**0.692" not in aitex  # DRA's published AITEX number, not bold
-    assert "Paired Wilcoxon test (quick profile)" in text  # one test per column: pairs never cross them
+    sections = text.split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in sections] == [
+        "Profile cpu: image AUROC, last epoch",
+        "Profile cpu: image AUROC, best epoch per metric (paper-compatible, chosen on the test set)",
+        "Profile quick: image AUROC, last epoch",
+        "Profile quick: image AUROC, best epoch per metric (paper-compatible, chosen on the test set)",
+    ]
+    for section, n_pairs in zip(sections, (4, 4, 6, 6), strict=True):
+        header = next(line for line in section.splitlines() if line.startswith("| dataset/category"))
+        assert "DRA [6] [published]" in header and "profile" not in header
+        assert f"bgad vs nfad over {n_pairs} (dataset, category, seed) pairs" in section  # its own test
+    quick_aitex = next(line for line in sections[2].splitlines() if line.startswith("| aitex |"))
+    assert "0.692 ± 0.124" in quick_aitex and "**0.692" not in quick_aitex  # DRA's AITEX number, not bold
+    assert "0.820 ± 0.010" in quick_aitex and "0.710" not in quick_aitex  # quick seeds only
     index = write_index(tmp_path, written, [protocol], one_anomaly_records + extra).read_text()
-    assert "one_anomaly.md" in index
+    assert "one_anomaly.md" in index and "cpu, quick" in index
+
+
+def test_table_columns_follow_the_papers_order() -> None:
+    """Published methods in the paper's column order, then BGAD where the paper prints it, then NFAD,
+    then the reference baselines; a method's grid points in numeric order."""
+    from bgad.bench.report import _column_order, published_columns
+
+    protocol = load_protocol("one_anomaly")
+    records = [
+        make_record("brainmri", "brainmri", m, 0, {"image_auroc": 0.8}, "cpu")
+        for m in ("padim", "patchcore", "nfad", "bgad")
+    ]
+    matched = match_records(protocol, records)
+    published = published_columns(protocol, set(matched["method"]))
+    both = pd.concat([matched, published])
+    columns = sorted(set(zip(both["method"], both["column"], strict=True)), key=_column_order(protocol))
+    # arXiv Table 3 prints KDAD, DevNet, FLOS, SAOE, MLEP, DRA, then BGAD
+    expected = ["kdad", "devnet", "flos", "saoe", "mlep", "dra", "bgad", "nfad", "patchcore", "padim"]
+    assert [m.removeprefix("published:") for m, _ in columns] == expected
+    scale = load_protocol("scale_study")
+    labels = ["meta_epochs=16 input_size=128", "meta_epochs=2 input_size=128", "meta_epochs=4 input_size=256"]
+    ordered = sorted((("nfad", label) for label in labels), key=_column_order(scale))
+    assert [label for _, label in ordered] == [labels[1], labels[2], labels[0]]
+
+
+def test_records_off_their_profile_are_left_out_and_said_where_they_are(tmp_path: Path) -> None:
+    """A longer schedule (--set) and the scale study's grid points are not in Table 3's tables: they
+    are shown in the scale study (or the ad-hoc table), and the table and the index say so."""
+    from bgad.bench.report import write_index, write_report
+
+    settings = {"anomaly_selection": "multi_class", "n_known_anomalies": 1}
+    records = [
+        make_record("brainmri", "brainmri", "nfad", s, {"image_auroc": 0.8}, "cpu", meta_epochs=e, **settings)
+        for s in (0, 42)
+        for e in (4, 8, 10)
+    ]
+    protocols = [load_protocol("one_anomaly"), load_protocol("scale_study")]
+    written = write_report(protocols, records, tmp_path)
+    assert sorted(p.name for p in written if p.suffix == ".md") == [
+        "adhoc.md",
+        "one_anomaly.md",
+        "scale_study.md",
+    ]
+    table3 = (tmp_path / "one_anomaly.md").read_text()
+    assert "meta_epochs" not in table3.split("\n## ", 1)[1]  # no column of another schedule
+    note = (
+        "4 record(s) run off their profile's settings (meta_epochs=8/10) are not in these tables; "
+        "they are in adhoc.md (2), scale_study.md (2)."
+    )
+    assert note in table3
+    assert "meta_epochs=8" in (tmp_path / "scale_study.md").read_text()
+    assert "meta_epochs=10" in (tmp_path / "adhoc.md").read_text()
+    index = write_index(tmp_path, written, protocols, records).read_text()
+    assert note in next(line for line in index.splitlines() if line.startswith("| [one_anomaly.md]"))
 
 
 def test_a_grid_axis_a_method_does_not_have_keeps_its_records() -> None:
@@ -336,3 +402,120 @@ def test_the_paired_test_never_pools_columns() -> None:
     assert len(lines) == 2
     assert all("over 4 (dataset, category, seed) pairs" in line for line in lines)
     assert "(meta_epochs=8)" in lines[-1] and "(meta_epochs=8)" not in lines[0]
+
+
+def flag(record: dict, metric: str, why: str) -> dict:
+    """``record`` with ``metric`` flagged in every evaluation, as ``run_cell`` writes it (value NaN)."""
+    section = record["metrics"]
+    for entry in [*section["per_epoch"], section["last_epoch"]]:
+        entry[metric] = float("nan")
+        entry["flags"] = {**entry.get("flags", {}), metric: why}
+    section["best_per_metric_paper_compatible"][metric] = {
+        "value": float("nan"),
+        "meta_epoch": 1,
+        "flag": why,
+    }
+    return record
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")  # lineplot is replaced by a probe
+def test_flagged_values_show_their_flag_and_stay_out_of_means_and_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BrainMRI BGAD: seed 42 tied (its 0.10 would pull the mean down); AITEX BGAD: every seed diverged."""
+    from bgad.bench import figures
+
+    protocol = load_protocol("one_anomaly")
+    values = {"brainmri": (0.70, 0.10, 0.74), "aitex": (0.5, 0.5, 0.5)}
+    records = [
+        make_record(ds, ds, "bgad", seed, {"image_auroc": v})
+        for ds, vs in values.items()
+        for seed, v in zip((0, 42, 100), vs, strict=True)
+    ]
+    flag(records[1], "image_auroc", "tied")
+    for rec in records[3:]:
+        flag(rec, "image_auroc", "diverged")
+    matched = match_records(protocol, records)
+    for selection in ("last", "best"):
+        summary = summarize(protocol, matched, selection).set_index("dataset")
+        assert summary.loc["brainmri", "mean"] == pytest.approx(0.72)  # seeds 0 and 100 only
+        assert summary.loc["brainmri", "n_seeds"] == 2 and summary.loc["brainmri", "n_flagged"] == 1
+        assert summary.loc["aitex", "n_seeds"] == 0 and summary.loc["aitex", "flagged_as"] == "diverged"
+        assert np.isnan(summary.loc["aitex", "mean"])
+    summary = summarize(protocol, matched, "last")
+    text = render_markdown(protocol, summary, matched)
+    brainmri = next(line for line in text.splitlines() if line.startswith("| brainmri"))
+    aitex = next(line for line in text.splitlines() if line.startswith("| aitex"))
+    assert "0.720 ± 0.028" in brainmri and "[1 seed(s) tied, left out]" in brainmri
+    assert "diverged (3 seeds)" in aitex and "0.500" not in aitex
+    assert "`tied (—)`" in text  # the note says what the flags mean
+    assert "diverged (3 seeds)" in render_latex(protocol, summary)
+    # curves: the tied and diverged epochs are no points (the diverged cells draw nothing at all)
+    assert figures.metric_curves(records[3:], "t", tmp_path / "curves") == []
+    drawn = []
+    monkeypatch.setattr(figures.sns, "lineplot", lambda data, **kw: drawn.append(data))
+    assert figures.metric_curves(records[:3], "t", tmp_path / "curves")
+    assert sorted(set(drawn[0]["seed"])) == [0, 100] and drawn[0]["value"].max() == pytest.approx(0.74)
+
+
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_a_reports_folder_that_cannot_be_written_is_one_clear_error(
+    tmp_path: Path, one_anomaly_records: list[dict], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from bgad.cli import app
+
+    write_store(tmp_path / "store", one_anomaly_records)
+    out = tmp_path / "reports"
+    if kind == "a file":
+        out.write_text("a file where the reports folder should be")
+    else:  # chmod does not stop root: refuse every file written into the folder instead
+        out.mkdir()
+        real = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kwargs):  # noqa: A002, ANN002, ANN003, ANN202, ANN001
+            if dir is not None and Path(dir) == out:
+                raise OSError(errno.EROFS, "Read-only file system")
+            return real(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    args = ["report", "--results", str(tmp_path / "store"), "--out", str(out), "--no-figures"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert f"cannot write {out}" in text and "--out DIR" in text
+    assert "Traceback" not in result.output and "Errno" not in result.output
+
+
+@pytest.mark.parametrize("command", ["report", "regress"])
+@pytest.mark.parametrize("kind", ["missing", "file", "cell folder", "cells folder", "other folder"])
+def test_a_results_option_that_is_no_store_is_one_clear_error(
+    tmp_path: Path, one_anomaly_records: list[dict], command: str, kind: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from bgad.cli import app
+
+    store = write_store(tmp_path / "store", one_anomaly_records[:1])
+    (tmp_path / "file").write_text("not a store")
+    (tmp_path / "other").mkdir()
+    where, says = {
+        "missing": (tmp_path / "nowhere", "does not exist"),
+        "file": (tmp_path / "file", "is a file"),
+        "cell folder": (
+            store.cell_dir(one_anomaly_records[0]["cell_id"]),
+            f"the store holding it: {store.root}",
+        ),
+        "cells folder": (store.cells_dir, f"the store: {store.root}"),
+        "other folder": (tmp_path / "other", "has no cells/ folder"),
+    }[kind]
+    extra = ["--out", str(tmp_path / "r"), "--no-figures"] if command == "report" else []
+    result = CliRunner().invoke(app, [command, "--results", str(where), *extra])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    assert says in text and "--results DIR" in text
+    assert "Traceback" not in result.output

@@ -156,35 +156,28 @@ def test_slurm_without_a_cluster_is_one_clear_line(tmp_path: Path, monkeypatch: 
 
 @pytest.mark.slow
 def test_two_runs_on_one_store_split_the_grid(tmp_path: Path) -> None:
-    """Two concurrent `bgad-bench run` processes on a 4-cell grid train each cell once, and together
-    finish sooner than one run doing all four (measured in this test, one after the other)."""
+    """Two concurrent `bgad-bench run` processes on a 4-cell grid: each cell is trained exactly once,
+    and both workers train some. (How much sooner they finish is measured by benchmarks/load.py, not
+    here: a wall-time assertion fails on a busy machine.)"""
+    import re
     import subprocess
     import sys
-    import time
 
     args = ["-m", "nfad", "-c", "widget", "-s", "0", "-s", "1", "-s", "2", "-s", "3"]
-    # Cells long enough (about 10 s each) that process start-up does not dominate the comparison.
+    # Cells long enough (several seconds each) that both workers are up before one could take them all.
     work = {**TINY, "meta_epochs": 6, "sub_epochs": 4, "threads": 1}
     args += [f"--set={k}={v}" for k, v in work.items()]
-
-    def start(store: Path) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "bgad.cli", "run", "--results", str(store), *args]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    begin = time.perf_counter()
-    alone = start(tmp_path / "alone")
-    assert alone.wait(timeout=900) == 0, alone.stdout.read()
-    one_run = time.perf_counter() - begin
-
-    begin = time.perf_counter()
-    pair = [start(tmp_path / "shared"), start(tmp_path / "shared")]
+    cmd = [sys.executable, "-m", "bgad.cli", "run", "--results", str(tmp_path / "shared"), *args]
+    pair = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=900)[0] for p in pair]
-    together = time.perf_counter() - begin
     assert all(p.returncode == 0 for p in pair), outputs
-    trained = [out.count("| done in ") for out in outputs]
-    assert sum(trained) == 4 and min(trained) >= 1, outputs  # each cell once, both workers busy
+    trained = [re.findall(r"^\S+ (.+?) \| done in ", out, re.MULTILINE) for out in outputs]
+    every = [label for worker in trained for label in worker]
+    assert len(every) == 4 and len(set(every)) == 4, trained  # each cell trained exactly once
+    assert all(trained), trained  # both workers trained some
     assert len(list(ResultStore(tmp_path / "shared").records())) == 4
-    assert together < one_run, (together, one_run)
 
 
 def test_the_grid_is_checked_before_any_cell_runs(tmp_path: Path) -> None:

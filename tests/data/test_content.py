@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad.data.content import HashCache, content_sha256
+from bgad.data.content import DecodedCache, HashCache, content_sha256, undecodable_files
 from bgad.data.images import DatasetError
 from bgad.data.manifest import rows_from_category, write_manifest
 from bgad.data.registry import load_category
@@ -67,3 +67,44 @@ def test_an_unwritable_hash_cache_is_skipped(tmp_path: Path) -> None:
     cache = HashCache(blocker / "h.json")
     digest = content_sha256(load_category("folder", "parts", root), cache)
     assert len(digest) == 64 and not (blocker / "h.json").exists()
+
+
+def _denied(path: object) -> None:
+    raise PermissionError(13, "Permission denied", str(path))
+
+
+def test_an_unreadable_image_is_named_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chmod 000`` on an image (simulated: tests run as root, who reads it anyway)."""
+    import bgad.data.content as content
+
+    data = load_category("folder", "parts", _copy(tmp_path))
+    monkeypatch.setattr(content, "file_sha256", _denied)
+    with pytest.raises(DatasetError, match=f"cannot read {data.train[0].image_path}: .*chmod a\\+r"):
+        content_sha256(data, HashCache(tmp_path / "h.json"))
+
+
+def test_an_image_that_cannot_be_opened_is_not_called_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgad.data.images import read_image
+
+    path = ensure_synthetic_dataset() / "widget" / "train" / "good" / "000.png"
+    monkeypatch.setattr(Image, "open", _denied)
+    with pytest.raises(DatasetError, match="chmod a\\+r") as exc:
+        read_image(path)
+    assert "corrupt" not in str(exc.value)
+
+
+def test_decoding_is_remembered_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgad.data.content as content
+
+    hashes, decoded = HashCache(tmp_path / "h.json"), DecodedCache(tmp_path / "d.json")
+    assert undecodable_files(load_category("folder", "parts", _copy(tmp_path, "a")), hashes, decoded) == []
+    monkeypatch.setattr(content, "read_image", _denied)  # would fail if anything were decoded again
+    copy = load_category("folder", "parts", _copy(tmp_path, "b"))  # other paths, the same bytes
+    assert undecodable_files(copy, HashCache(tmp_path / "h.json"), DecodedCache(tmp_path / "d.json")) == []
+    broken = copy.test[-1].image_path
+    broken.write_bytes(b"not a png")
+    monkeypatch.undo()
+    (problem,) = undecodable_files(copy, HashCache(tmp_path / "h.json"), DecodedCache(tmp_path / "d.json"))
+    assert str(broken) in problem and "corrupt" in problem
