@@ -1,7 +1,7 @@
 """Pieces shared by the nearest-neighbour / Gaussian reference baselines (PatchCore, PaDiM).
 
 These methods are not flows: they fit statistics of normal features once and score by a distance.
-Their parameters are their method's typed settings (``bgad.params``), read from the cell's config.
+Their parameters are their method's typed settings (``bgad.bench.params``), read from the cell's config.
 """
 
 from __future__ import annotations

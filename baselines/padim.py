@@ -30,9 +30,9 @@ from bgad.baselines._common import (
     upsample_maps,
 )
 
-from bgad.config import RunConfig
-from bgad.method import TrainingData
-from bgad.methods import MethodSpec
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import MethodSpec
+from bgad.flow_detector import TrainingData
 from bgad.scoring import Scores
 
 

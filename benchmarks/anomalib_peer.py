@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bgad.config import resolve_config
+    from bgad.bench.config import resolve_config
 
     if not args.anomalib_python.exists():
         print(f"blocked: no anomalib virtualenv at {args.anomalib_python}", file=sys.stderr)
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = [
         sys.executable,
         "-c",
-        "import bgad.baselines.patchcore, bgad.baselines.padim; from bgad.cli import app; app()",
+        "import bgad.baselines.patchcore, bgad.baselines.padim; from bgad.bench.cli import app; app()",
     ]
 
     data_root = work / "data"

@@ -36,15 +36,15 @@ from bgad.baselines._common import smooth_maps
 from bgad.baselines.padim import PaDiM
 
 from bgad.backbones import create_backbone
-from bgad.config import resolve_config
-from bgad.data.registry import load_category
+from bgad.bench.cell import known_and_test, load_mask
+from bgad.bench.config import resolve_config
+from bgad.bench.method_registry import METHODS
+from bgad.data.datasets import load_category
 from bgad.features import FeatureCache
 from bgad.fileio import atomic_write_text
-from bgad.method import TrainingData, downsample_masks
-from bgad.methods import METHODS
+from bgad.flow_detector import TrainingData, downsample_masks
 from bgad.metrics import image_auroc, pixel_auroc, pro_auc
 from bgad.paths import cache_dir
-from bgad.run import known_and_test, load_mask
 from bgad.scoring import anomaly_maps
 
 REPO = Path(__file__).resolve().parents[1]

@@ -51,7 +51,7 @@ def label(variant: dict[str, float]) -> str:
 
 def run_case(dataset: str, variant: dict[str, float], profile: str, results: Path, seed: int) -> dict:
     """One PatchCore cell; its metrics, wall times and coreset counters."""
-    from bgad.api import run_cell
+    from bgad.bench.api import run_cell
 
     record = run_cell("patchcore", dataset, dataset, seed=seed, profile=profile, results=results, **variant)
     last = record["metrics"]["last_epoch"]

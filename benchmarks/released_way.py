@@ -1,6 +1,6 @@
 """An emulation of the released BGAD/CFLOW-AD code's way of working, for the speed benchmark.
 
-Same math as ``bgad.run.run_cell`` (same flow parameters and initialisation, batches, learning rates,
+Same math as ``bgad.bench.cell.run_cell`` (same flow parameters and initialisation, batches, learning rates,
 losses, RACP samples and metric definitions), but organised the way the authors' code is:
 
 * the frozen backbone (the plain timm model: NCHW, batch norms unfolded) is recomputed for every
@@ -40,12 +40,12 @@ from scipy import ndimage
 from sklearn.metrics import auc, roc_auc_score
 
 from bgad.backbones import BACKBONES, FeatureExtractor
-from bgad.config import RunConfig
-from bgad.data.registry import load_category
+from bgad.bench.cell import known_and_test, load_mask, resolve_device, seed_everything
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.data.datasets import load_category
 from bgad.features import FeatureCache, to_tensor
-from bgad.method import FlowDetector, downsample_masks, learning_rate
-from bgad.methods import METHODS
-from bgad.run import known_and_test, load_mask, resolve_device, seed_everything
+from bgad.flow_detector import FlowDetector, downsample_masks, learning_rate
 from bgad.scoring import Scores, anomaly_maps
 
 _STRUCTURE_8 = np.ones((3, 3), dtype=bool)

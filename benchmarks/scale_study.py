@@ -28,9 +28,9 @@ from matplotlib import ticker  # noqa: E402
 
 from bgad.bench.protocols import load_protocol  # noqa: E402
 from bgad.bench.report import match_records  # noqa: E402
+from bgad.bench.store import ResultStore  # noqa: E402
 from bgad.fileio import atomic_write_text, atomic_write_with  # noqa: E402
 from bgad.metrics import METRIC_LABELS  # noqa: E402
-from bgad.store import ResultStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("image_auroc", "pixel_auroc", "pro")

@@ -18,7 +18,7 @@ Each item is a side-by-side measurement in one run, against the released code's 
 
 Each side of items 1–3 runs in a fresh interpreter (``--worker``), so neither inherits the other's
 warm caches and each has its own allocator: ours raises glibc's malloc thresholds
-(``bgad/allocator.py``) as every ``run_cell`` does; the released way runs with glibc's defaults, as the
+(``bgad/bench/allocator.py``) as every ``run_cell`` does; the released way runs with glibc's defaults, as the
 released code does, and once more with our thresholds so the gain of the allocator alone is visible.
 
 This file is the entry point (options, running the chosen items, the report); each item's
@@ -56,7 +56,7 @@ import speed_pro  # noqa: E402
 from report_io import REPORT_JSON, REPORT_MD, markers, write_json, write_section  # noqa: E402
 from speed_common import devices, machine, peak_rss_mb, say, table  # noqa: E402
 
-from bgad.allocator import malloc_settings, tune_malloc  # noqa: E402
+from bgad.bench.allocator import malloc_settings, tune_malloc  # noqa: E402
 
 KEY = "speed"
 ITEMS = (

@@ -16,8 +16,8 @@ import torch
 from released_way import run_released_way
 from speed_common import TARGETS, Item, fmt, in_child, make_slice, say, table, verdict
 
-from bgad.config import RunConfig
-from bgad.run import run_cell
+from bgad.bench.cell import run_cell
+from bgad.bench.config import RunConfig
 
 ITEM1_SIDES = {
     "ours": "ours (run_cell)",

@@ -24,7 +24,7 @@ import torch
 from released_way import evenly_spaced
 
 from bgad.data.convert import prepare_aitex
-from bgad.data.registry import load_category
+from bgad.data.datasets import load_category
 from bgad.paths import cache_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,11 +14,11 @@ from speed_common import TARGETS, Item, in_child, make_slice, say, sync, table, 
 from speed_flow import b6_flow_forward_floor
 
 from bgad.backbones import create_backbone
-from bgad.config import RunConfig
-from bgad.data.registry import load_category
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.data.datasets import load_category
 from bgad.features import FeatureCache
-from bgad.method import FlowDetector
-from bgad.methods import METHODS
+from bgad.flow_detector import FlowDetector
 from bgad.scoring import anomaly_maps
 
 

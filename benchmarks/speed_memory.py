@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from speed_common import TARGETS, Item, fmt, make_slice, peak_rss_mb, say, table, verdict
 
-from bgad.config import resolve_config
-from bgad.run import run_cell
+from bgad.bench.cell import run_cell
+from bgad.bench.config import resolve_config
 
 # ``bgad-bench`` in a child that leaves its /proc status (for VmHWM) in the file named by argv[1].
 CLI_WITH_STATUS = (
@@ -28,7 +28,7 @@ CLI_WITH_STATUS = (
     "out = sys.argv.pop(1)\n"
     "atexit.register(lambda: open(out, 'w').write(open('/proc/self/status').read()))\n"
     "sys.argv[0] = 'bgad-bench'\n"
-    "from bgad.cli import app\n"
+    "from bgad.bench.cli import app\n"
     "app()\n"
 )
 SMOKE_SETTINGS = {"input_size": 64, "meta_epochs": 1, "sub_epochs": 1, "phase1_epochs": 1, "warmup_epochs": 1}

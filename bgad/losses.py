@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from bgad.params import FlowParams
+from bgad.bench.params import FlowParams
 
 _ABS_FLOOR = 1e-6
 # One source for the defaults: the typed flow parameters.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bgad.cli import app
+from bgad.bench.cli import app
 from bgad.data.download import UnsafeArchiveError, safe_extract
 
 TINY = ["--set", "input_size=64"]
@@ -29,13 +29,13 @@ def test_an_unwritable_results_folder_is_one_clear_error(tmp_path: Path) -> None
 def test_a_done_grid_needs_no_writable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "results"
     assert CliRunner().invoke(app, [*RUN, "--results", str(store)]).exit_code == 0
-    import bgad.store
+    import bgad.bench.store
 
     def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - every write now fails: read-only
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(bgad.store, "atomic_write_with", refuse)
-    monkeypatch.setattr(bgad.store.ResultStore, "check_writable", lambda self: refuse())
+    monkeypatch.setattr(bgad.bench.store, "atomic_write_with", refuse)
+    monkeypatch.setattr(bgad.bench.store.ResultStore, "check_writable", lambda self: refuse())
     result = CliRunner().invoke(app, [*RUN, "--results", str(store)])
     assert result.exit_code == 0, result.output
     assert "0 to run" in result.output
@@ -44,12 +44,12 @@ def test_a_done_grid_needs_no_writable_folder(tmp_path: Path, monkeypatch: pytes
 def test_a_full_disk_leaves_nothing_that_looks_complete(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bgad.run
+    import bgad.bench.cell
 
     def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results" / "cells" / "x"))
 
-    monkeypatch.setattr(bgad.run, "write_artifacts", full)
+    monkeypatch.setattr(bgad.bench.cell, "write_artifacts", full)
     result = CliRunner().invoke(app, [*RUN, "--results", str(tmp_path / "results"), "--max-retries", "3"])
     assert result.exit_code == 1, result.output
     assert "the disk is full" in result.output and "Traceback (most recent" not in result.output

@@ -1,5 +1,5 @@
 """Tests for bgad.features.FeatureCache (disk round trip, hits, damaged entries) and for two helpers of
-bgad.method: the learning-rate schedule and the nearest-neighbour mask downsampling (METHOD.md §3)."""
+bgad.flow_detector: the learning-rate schedule and the nearest-neighbour mask downsampling (METHOD.md §3)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bgad.backbones import create_backbone
-from bgad.config import RunConfig
+from bgad.bench.config import RunConfig
 from bgad.features import FeatureCache, resize_image, resize_mask, to_tensor
-from bgad.method import downsample_masks, learning_rate
+from bgad.flow_detector import downsample_masks, learning_rate
 
 
 class FakeExtractor:
@@ -192,7 +192,7 @@ def test_resize_helpers() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# learning rate (bgad.method.learning_rate)
+# learning rate (bgad.flow_detector.learning_rate)
 
 
 @pytest.fixture
@@ -245,7 +245,7 @@ def test_no_warmup() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# mask downsampling (bgad.method.downsample_masks)
+# mask downsampling (bgad.flow_detector.downsample_masks)
 
 
 def test_downsample_masks_is_nearest_by_stride() -> None:
@@ -281,7 +281,7 @@ def test_downsample_masks_is_not_max_pooling() -> None:
 def test_meta_epochs_see_at_least_the_minimum_of_images(
     sub_epochs: int, minimum: int, n_normal: int, passes: int
 ) -> None:
-    from bgad.method import sub_epochs_per_meta_epoch
+    from bgad.flow_detector import sub_epochs_per_meta_epoch
 
     cfg = RunConfig.of(sub_epochs=sub_epochs, min_images_per_meta_epoch=minimum)
     assert sub_epochs_per_meta_epoch(cfg, n_normal) == passes

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bgad.cli import app
+from bgad.bench.cli import app
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

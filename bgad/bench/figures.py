@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bgad.bench.method_registry import METHODS  # noqa: E402
 from bgad.fileio import atomic_write_with  # noqa: E402
-from bgad.methods import METHODS  # noqa: E402
 from bgad.metrics import METRIC_LABELS  # noqa: E402
 
 METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves: one PRO is enough

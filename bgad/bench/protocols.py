@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bgad.config import ConfigError, check_settings
+from bgad.bench.config import ConfigError, check_settings
 
 PROTOCOL_KEYS = {
     "description",

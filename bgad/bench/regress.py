@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bgad.bench.config import ConfigError, RunConfig
 from bgad.bench.protocols import Protocol
 from bgad.bench.report import match_records, summarize
-from bgad.config import ConfigError, RunConfig
+from bgad.bench.store import metric_value
 from bgad.fileio import atomic_write_with, storage_error
 from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS
-from bgad.store import metric_value
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def check_published(protocols: list[Protocol], records: list[dict], tol: dict[st
 
 def rerun_cell(record: dict, work_dir: Path) -> dict:
     """Run the record's cell again from scratch (no feature cache) and return the new record."""
-    from bgad.run import run_cell
+    from bgad.bench.cell import run_cell
 
     cfg = RunConfig.from_dict(
         {**record["config"], "feature_cache": False}, source=f"record {record['cell_id']}"
@@ -232,8 +232,8 @@ def all_checks(store, records: list[dict], expectations: Path, rerun: list[str],
     and cells re-run from scratch. Raises ``ConfigError`` when there is nothing (valid) to compare."""
     import tempfile
 
+    from bgad.bench.config import ConfigError
     from bgad.bench.protocols import load_protocol, protocol_names
-    from bgad.config import ConfigError
 
     tol = tolerances()
     checks = check_definitions(records)

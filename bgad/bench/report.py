@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bgad.bench.method_registry import METHODS
 from bgad.bench.protocols import Protocol, Variant, defect_subsets
+from bgad.bench.published import published_value
+from bgad.bench.store import ResultStore, metric_value
 from bgad.fileio import atomic_write_text, atomic_write_with, check_writable_folder
-from bgad.methods import METHODS
 from bgad.metrics import DIVERGED_LOSS, FLAG_TEXT, METRIC_LABELS, TIE_SPREAD
-from bgad.published import published_value
-from bgad.store import ResultStore, metric_value
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _off_profile(protocol: Protocol, variant: Variant, cfg: dict) -> list[str]:
 
 @functools.lru_cache(maxsize=256)
 def _expected_settings(profile: str, layer: str, method: str, dataset: str, category: str) -> dict:
-    from bgad.config import resolve_config
+    from bgad.bench.config import resolve_config
 
     plan = {"method": method, "dataset": dataset, "category": category}
     return resolve_config(profile, {}, [("protocol", json.loads(layer)), ("plan", plan)]).to_dict()
@@ -302,7 +302,7 @@ def paper_table(protocol: Protocol) -> pd.DataFrame:
     The row key is (dataset, category, defect type); a one-class table prints one row per known
     type (``type=<t>`` in its setting), the others one per category.
     """
-    from bgad.published import load_published
+    from bgad.bench.published import load_published
 
     frames = []
     df = load_published()
@@ -780,7 +780,7 @@ def record_problems(store, records: list[dict]) -> list[str]:  # noqa: ANN001
 def open_store(results: Path) -> ResultStore:
     """The result store at ``results`` (``--results``), or a ``ConfigError`` that says what is there
     instead (nothing, a file, one cell's folder, the cells folder itself) and what to pass."""
-    from bgad.config import ConfigError
+    from bgad.bench.config import ConfigError
 
     store = ResultStore(results)
     if store.cells_dir.is_dir():
@@ -811,9 +811,9 @@ def render_reports(
 
     Unreadable records are skipped and records missing a metric are named, through ``warn``.
     """
+    from bgad.bench.config import ConfigError
     from bgad.bench.figures import write_figures
     from bgad.bench.protocols import load_protocol, protocol_names
-    from bgad.config import ConfigError
 
     chosen = [load_protocol(p) for p in (protocols or protocol_names())]
     store = open_store(results)

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bgad.bench.config import RunConfig
 from bgad.bench.planner import Cell
-from bgad.config import RunConfig
-from bgad.store import ResultStore
+from bgad.bench.store import ResultStore
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def execute_cell(task: CellTask) -> str:
     The cell is claimed first (``ResultStore.claim``): when another live worker holds it, nothing
     runs and ``ELSEWHERE`` is returned, so two runs on one store split the grid.
     """
-    from bgad.run import run_cell
+    from bgad.bench.cell import run_cell
 
     _plain_lines_in_workers()
     store = ResultStore(task.results_dir)
@@ -122,7 +122,7 @@ def _plain_lines_in_workers() -> None:
     """In a worker process (joblib, Slurm) print the cell's lines when the parent prints plain lines."""
     import os
 
-    from bgad.cell_log import LOGGER, print_plain_lines
+    from bgad.bench.cell_log import LOGGER, print_plain_lines
 
     wanted = os.environ.get("BGAD_PLAIN_PROGRESS") == "1" or "SLURM_JOB_ID" in os.environ
     if wanted and _progress_hook is None and not LOGGER.handlers:

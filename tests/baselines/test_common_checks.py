@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from bgad.config import RunConfig
-from bgad.method import TrainingData
-from bgad.methods import METHODS
-from bgad.run import run_cell
+from bgad.bench.cell import run_cell
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.flow_detector import TrainingData
 
 SIZE = 32
 SHAPES = [(4, 8, 8), (6, 4, 4), (8, 2, 2)]
@@ -90,7 +90,7 @@ def test_method_is_deterministic_for_a_seed(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["patchcore", "padim"])
 def test_reference_baseline_end_to_end_cell(name: str, tmp_path: Path) -> None:
-    from bgad.config import resolve_config
+    from bgad.bench.config import resolve_config
 
     settings = {"method": name, "category": "widget", "input_size": 64, "n_known_anomalies": 2}
     cfg = resolve_config("quick", layers=[("test", settings)])

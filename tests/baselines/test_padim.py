@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from bgad.baselines.padim import PaDiM
 
-from bgad.config import RunConfig
-from bgad.method import TrainingData
-from bgad.methods import METHODS
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.flow_detector import TrainingData
 
 SHAPES = [(3, 8, 8), (5, 4, 4), (6, 2, 2)]
 

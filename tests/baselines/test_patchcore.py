@@ -11,9 +11,9 @@ import pytest
 import torch
 from bgad.baselines.patchcore import PatchCore, greedy_coreset, sparse_random_projection
 
-from bgad.config import RunConfig
-from bgad.method import TrainingData
-from bgad.methods import METHODS
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.flow_detector import TrainingData
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "coreset.py"
 

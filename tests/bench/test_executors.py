@@ -194,7 +194,7 @@ def test_slurm_job_sees_the_same_python_environment(
 
 
 def bad_setting(x: int) -> int:
-    from bgad.config import ConfigError
+    from bgad.bench.config import ConfigError
 
     raise ConfigError(f"setting lr={x} is out of range")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bgad.bench.config import ConfigError
 from bgad.bench.planner import plan
 from bgad.bench.protocols import load_protocol
-from bgad.config import ConfigError
-from bgad.data.registry import load_category
+from bgad.data.datasets import load_category
 from bgad.registry import UnknownNameError
 from bgad.selection import select_known_anomalies
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import bgad
+from bgad.bench.config import ConfigError
 from bgad.bench.preflight import preflight
-from bgad.config import ConfigError
-from bgad.data.registry import load_category
+from bgad.bench.store import ID_DIGEST_CHARS, name_excess
+from bgad.data.datasets import load_category
 from bgad.data.synthetic import ensure_synthetic_dataset
-from bgad.store import ID_DIGEST_CHARS, name_excess
 
 
 def _own_data(tmp_path: Path, category: str = "part") -> Path:

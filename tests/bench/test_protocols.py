@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bgad.bench.config import ConfigError
+from bgad.bench.method_registry import METHODS
 from bgad.bench.protocols import load_protocol, protocol_names
-from bgad.config import ConfigError
-from bgad.methods import METHODS
 
 EXPECTED = {
     "multi_class",

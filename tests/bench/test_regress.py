@@ -10,7 +10,7 @@ import pytest
 from test_report import make_record, write_store
 from typer.testing import CliRunner
 
-from bgad.cli import app
+from bgad.bench.cli import app
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ from bgad.bench.report import (
     summarize,
     write_report,
 )
+from bgad.bench.store import ResultStore
 from bgad.metrics import METRIC_VARIANTS
-from bgad.store import ResultStore
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -199,7 +199,7 @@ def test_write_report_and_figures_from_a_real_tiny_store(tmp_path: Path) -> None
     """End to end: two tiny real cells, then every file type the report promises."""
     from typer.testing import CliRunner
 
-    from bgad.cli import app
+    from bgad.bench.cli import app
 
     tiny = [
         "--set",
@@ -243,7 +243,7 @@ def test_report_and_regress_name_an_unreadable_record_and_go_on(tmp_path: Path) 
 
     from typer.testing import CliRunner
 
-    from bgad.cli import app
+    from bgad.bench.cli import app
 
     committed = sorted((Path(__file__).resolve().parents[2] / "results" / "cells").glob("brainmri-*"))
     if not committed:
@@ -467,7 +467,7 @@ def test_a_reports_folder_that_cannot_be_written_is_one_clear_error(
 
     from typer.testing import CliRunner
 
-    from bgad.cli import app
+    from bgad.bench.cli import app
 
     write_store(tmp_path / "store", one_anomaly_records)
     out = tmp_path / "reports"
@@ -498,7 +498,7 @@ def test_a_results_option_that_is_no_store_is_one_clear_error(
 ) -> None:
     from typer.testing import CliRunner
 
-    from bgad.cli import app
+    from bgad.bench.cli import app
 
     store = write_store(tmp_path / "store", one_anomaly_records[:1])
     (tmp_path / "file").write_text("not a store")

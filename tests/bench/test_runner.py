@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from bgad.bench import runner as grid
+from bgad.bench.cli import app
 from bgad.bench.executors import LocalExecutor
 from bgad.bench.planner import plan
 from bgad.bench.protocols import load_protocol
 from bgad.bench.runner import execute_cell, pending_tasks
-from bgad.cli import app
-from bgad.store import ResultStore
+from bgad.bench.store import ResultStore
 
 TINY = {
     "input_size": 64,
@@ -43,9 +43,9 @@ def test_interrupted_grid_resumes_without_recomputing(
     cells = _cells(tmp_path, [0, 1, 2])
     todo, done = pending_tasks(cells, store)
     assert len(todo) == 3 and not done
-    import bgad.run
+    import bgad.bench.cell
 
-    real_run_cell, calls = bgad.run.run_cell, []
+    real_run_cell, calls = bgad.bench.cell.run_cell, []
 
     def interrupted(cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         calls.append(cfg.seed)
@@ -53,13 +53,13 @@ def test_interrupted_grid_resumes_without_recomputing(
             raise KeyboardInterrupt  # Ctrl-C in the middle of the second cell
         return real_run_cell(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(bgad.run, "run_cell", interrupted)
+    monkeypatch.setattr(bgad.bench.cell, "run_cell", interrupted)
     with pytest.raises(KeyboardInterrupt):
         LocalExecutor(max_retries=0).run(execute_cell, todo, [t.cell_id for t in todo])
     first = store.cell_dir(todo[0].cell_id) / "result.json"
     assert first.exists() and not store.is_complete(todo[1].cell_id)
     stamp = first.stat().st_mtime_ns
-    monkeypatch.setattr(bgad.run, "run_cell", real_run_cell)
+    monkeypatch.setattr(bgad.bench.cell, "run_cell", real_run_cell)
     todo2, done2 = pending_tasks(cells, store)
     assert [c.id for c in done2] == [todo[0].cell_id] and len(todo2) == 2
     outcomes = LocalExecutor().run(execute_cell, todo2, [t.cell_id for t in todo2])
@@ -115,12 +115,12 @@ def test_joblib_executor_through_the_cli(tmp_path: Path) -> None:
 def test_failed_cells_are_listed_with_their_log_and_exit_non_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bgad.run
+    import bgad.bench.cell
 
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("the backbone broke")
 
-    monkeypatch.setattr(bgad.run, "compute_features", broken)
+    monkeypatch.setattr(bgad.bench.cell, "compute_features", broken)
     result = CliRunner().invoke(app, _run_args(tmp_path, "--max-retries", "0"))
     assert result.exit_code == 1
     assert "1 cell(s) failed" in result.output and "the backbone broke" in result.output
@@ -167,7 +167,7 @@ def test_two_runs_on_one_store_split_the_grid(tmp_path: Path) -> None:
     # Cells long enough (several seconds each) that both workers are up before one could take them all.
     work = {**TINY, "meta_epochs": 6, "sub_epochs": 4, "threads": 1}
     args += [f"--set={k}={v}" for k, v in work.items()]
-    cmd = [sys.executable, "-m", "bgad.cli", "run", "--results", str(tmp_path / "shared"), *args]
+    cmd = [sys.executable, "-m", "bgad.bench.cli", "run", "--results", str(tmp_path / "shared"), *args]
     pair = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)
     ]

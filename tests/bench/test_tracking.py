@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 import bgad
+from bgad.bench.cli import app
 from bgad.bench.tracking import CELL_TAG, EXPERIMENT, MlflowTracker, TrackingUnavailableError, tracking_uri
-from bgad.cli import app
 from bgad.errors import UserError
 from bgad.registry import UnknownNameError
 

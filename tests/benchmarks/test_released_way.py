@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from released_way import ReleasedEncoder, released_bgad_pro  # noqa: E402
 
 from bgad.backbones import create_backbone  # noqa: E402
-from bgad.config import RunConfig  # noqa: E402
+from bgad.bench.config import RunConfig  # noqa: E402
 from bgad.metrics import pro_auc_paper  # noqa: E402
 
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from bgad.data.content import DecodedCache, HashCache, content_sha256, undecodable_files
+from bgad.data.datasets import load_category
 from bgad.data.images import DatasetError
 from bgad.data.manifest import rows_from_category, write_manifest
-from bgad.data.registry import load_category
 from bgad.data.synthetic import ensure_synthetic_dataset
 
 

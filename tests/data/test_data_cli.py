@@ -7,8 +7,8 @@ import socket
 from test_convert import build_brainmri, build_headct
 from typer.testing import CliRunner
 
+from bgad.bench.data_cli import data_app
 from bgad.data import download as dl
-from bgad.data.cli import data_app
 
 runner = CliRunner()
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bgad.data.datasets import DATASETS, list_dataset_categories, load_category
 from bgad.data.images import DatasetError, read_image, read_mask
 from bgad.data.mvtec import list_categories, load_mvtec_category
-from bgad.data.registry import DATASETS, list_dataset_categories, load_category
 from bgad.registry import UnknownNameError
 
 

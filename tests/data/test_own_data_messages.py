@@ -11,11 +11,11 @@ from test_mvtec import _img, make_tree
 from typer.testing import CliRunner
 
 import bgad
+from bgad.bench.config import ConfigError
+from bgad.bench.data_cli import data_app
 from bgad.bench.preflight import preflight
-from bgad.config import ConfigError
-from bgad.data.cli import data_app
+from bgad.data.datasets import list_dataset_categories, load_category
 from bgad.data.images import DatasetError
-from bgad.data.registry import list_dataset_categories, load_category
 from bgad.data.verify import verify_dataset
 
 VERIFY = "bgad-bench data verify folder --data-root"

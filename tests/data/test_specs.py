@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bgad.cli import app
+from bgad.bench.cli import app
+from bgad.bench.published import DATASETS as PUBLISHED_DATASETS
 from bgad.data import btad, download, verify
 from bgad.data.convert import CONVERTERS
-from bgad.data.registry import DATASETS, IMAGE_LEVEL_ONLY, load_category
+from bgad.data.datasets import DATASETS, IMAGE_LEVEL_ONLY, load_category
 from bgad.data.specs import DATASET_SPECS, dataset_names
 from bgad.data.synthetic import ensure_synthetic_dataset
-from bgad.published import DATASETS as PUBLISHED_DATASETS
 
 
 def test_every_loader_has_a_spec_and_every_spec_a_loader() -> None:

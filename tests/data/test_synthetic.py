@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import bgad.data.synthetic as syn
+from bgad.data.datasets import list_dataset_categories, load_category
 from bgad.data.images import DatasetError, read_image, read_mask
 from bgad.data.mvtec import list_categories, load_mvtec_category
-from bgad.data.registry import list_dataset_categories, load_category
 
 
 @pytest.fixture(scope="module")

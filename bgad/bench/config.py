@@ -1,6 +1,6 @@
 """A cell's resolved configuration: profile < method defaults < protocol < command line, validated.
 
-``RunConfig`` is three typed parts (``bgad.params``): the cell (method, data, input, known
+``RunConfig`` is three typed parts (``bgad.bench.params``): the cell (method, data, input, known
 anomalies, seed), the method's own parameters, and run-level settings (threads, device, paths) that
 never change a number. Settings are read as ``cfg.lr``; a setting of another method is an
 AttributeError, not a silent default. Every value is validated where it enters, and an error names
@@ -19,9 +19,9 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from bgad.bench.method_registry import METHODS, MethodSpec
+from bgad.bench.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings, limits_in_words
 from bgad.errors import UserError
-from bgad.methods import METHODS, MethodSpec
-from bgad.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings, limits_in_words
 from bgad.registry import UnknownNameError
 
 
@@ -76,7 +76,7 @@ class RunConfig:
 
         Run settings are left out, and so are settings at their default value, so adding a setting
         (with a default that keeps the old behaviour) leaves every existing cell id valid. Changing
-        a default's behaviour bumps ``bgad.RESULT_VERSION`` instead.
+        a default's behaviour bumps ``bgad.bench.store.RESULT_VERSION`` instead.
         """
         spec = {}
         for model in (self.cell, self.params):

@@ -1,4 +1,4 @@
-"""Tests for bgad.allocator: glibc's malloc thresholds, applied once, never over the user's own, and
+"""Tests for bgad.bench.allocator: glibc's malloc thresholds, applied once, never over the user's own, and
 with the effect they are there for (no page faults for a reused large block)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _child(code: str, **env: str) -> dict:
 @glibc_only
 def test_tune_malloc_applies_once_and_reports_it() -> None:
     state = _child(
-        "import json; from bgad.allocator import malloc_settings, tune_malloc;"
+        "import json; from bgad.bench.allocator import malloc_settings, tune_malloc;"
         "before = malloc_settings(); first = tune_malloc(); again = tune_malloc(123);"
         "print(json.dumps([before, first, again, malloc_settings()]))"
     )
@@ -45,7 +45,7 @@ def test_tune_malloc_applies_once_and_reports_it() -> None:
 )
 def test_tune_malloc_leaves_the_users_own_settings_alone(env: dict[str, str]) -> None:
     state = _child(
-        "import json; from bgad.allocator import tune_malloc; print(json.dumps(tune_malloc()))", **env
+        "import json; from bgad.bench.allocator import tune_malloc; print(json.dumps(tune_malloc()))", **env
     )
     assert state["tuned"] is False
     assert "user's own settings" in state["reason"]
@@ -54,7 +54,7 @@ def test_tune_malloc_leaves_the_users_own_settings_alone(env: dict[str, str]) ->
 FAULTS = """
 import json, resource, sys
 import torch
-from bgad.allocator import tune_malloc
+from bgad.bench.allocator import tune_malloc
 if sys.argv[-1] == "tuned":
     tune_malloc()
 torch.set_num_threads(1)

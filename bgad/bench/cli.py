@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bgad.config import RunConfig, parse_set_options, profile_names, resolve_config
+from bgad.bench.config import RunConfig, parse_set_options, profile_names, resolve_config
 from bgad.errors import UserError
 
 app = typer.Typer(help="BGAD benchmark reproduction suite.", no_args_is_help=False, add_completion=False)
@@ -24,7 +24,7 @@ console = Console(width=None if Console().is_terminal else 140)
 
 def _add_data_app() -> None:
     try:
-        from bgad.data.cli import data_app
+        from bgad.bench.data_cli import data_app
     except ImportError:  # pragma: no cover - the data commands ship with the package
         return
     app.add_typer(data_app, name="data", help="Download, prepare and verify datasets.")
@@ -158,12 +158,12 @@ def run(  # noqa: PLR0913 - one parameter per command-line option
 
 def _run_command(a: SimpleNamespace) -> None:
     """The work of ``run``: plan, check, run what is not done, print the results."""
-    from bgad.api import default_results, plan_grid
+    from bgad.bench.api import default_results, plan_grid
     from bgad.bench.executors import EXECUTORS
     from bgad.bench.preflight import preflight
     from bgad.bench.runner import after_each_record, pending_tasks
+    from bgad.bench.store import ResultStore
     from bgad.bench.tracking import open_tracker
-    from bgad.store import ResultStore
 
     options = {
         "feature_cache": a.feature_cache,
@@ -320,8 +320,8 @@ TABLE_NOTES = (
 
 def _print_failures(failures: list, store, max_retries: int) -> None:  # noqa: ANN001
     """Each failed cell's error, the last lines of its log, and where the whole log and traceback are."""
+    from bgad.bench.cell_log import tail
     from bgad.bench.executors import error_summary
-    from bgad.cell_log import tail
 
     word = "retry" if max_retries == 1 else "retries"
     console.print(f"[bold red]{len(failures)} cell(s) failed after {max_retries} {word}:[/]")
@@ -340,8 +340,8 @@ def _run_plain(runner, todo) -> list:  # noqa: ANN001
     """Run with one plain line per phase and meta-epoch (``bgad.cell`` lines), for non-terminal output."""
     import os
 
+    from bgad.bench.cell_log import print_plain_lines
     from bgad.bench.runner import ELSEWHERE, run_with_others
-    from bgad.cell_log import print_plain_lines
 
     os.environ["BGAD_PLAIN_PROGRESS"] = "1"  # worker processes (joblib) print their lines too
     handler = print_plain_lines(console.file)
@@ -364,7 +364,7 @@ def _run_plain(runner, todo) -> list:  # noqa: ANN001
     try:
         run_with_others(runner, todo, on_done)
     finally:
-        from bgad.cell_log import LOGGER
+        from bgad.bench.cell_log import LOGGER
 
         LOGGER.removeHandler(handler)
     console.print(f"{total - len(failures)} of {total} cell(s) ran", highlight=False)
@@ -382,8 +382,8 @@ def _fmt(value: float | None, flag: str | None = None) -> str:
 
 def results_table(records: list[dict]) -> Table:
     """Each run's metrics at the last epoch, with the best epoch per metric (chosen on the test set) in brackets."""
+    from bgad.bench.store import metric_value
     from bgad.metrics import METRIC_LABELS, METRIC_NAMES
-    from bgad.store import metric_value
 
     table = Table(title="Results: last epoch (best epoch per metric, paper-compatible)")
     for col in ("dataset/category", "method", "seed", *(METRIC_LABELS[m] for m in METRIC_NAMES), "time"):
@@ -420,7 +420,7 @@ def report(
     figures: Annotated[bool, typer.Option(help="Also draw the figures.")] = True,
 ) -> None:
     """Regenerate the paper's tables (and figures) from the result store; never trains or scores."""
-    from bgad.api import default_reports, default_results
+    from bgad.bench.api import default_reports, default_results
     from bgad.bench.report import render_reports
 
     out = out or default_reports()
@@ -448,7 +448,7 @@ def regress(
     ] = False,
 ) -> None:
     """Exit non-zero on any regression; print every comparison made."""
-    from bgad.api import default_results
+    from bgad.bench.api import default_results
     from bgad.bench.regress import all_checks, write_expectations
     from bgad.bench.report import open_store, record_problems
 
@@ -499,8 +499,8 @@ def store_migrate(
     ] = None,
 ) -> None:
     """Re-key records whose cell id changed with a new release (metrics untouched)."""
-    from bgad.api import default_results
-    from bgad.store import ResultStore, migrate_cell_ids
+    from bgad.bench.api import default_results
+    from bgad.bench.store import ResultStore, migrate_cell_ids
 
     store = ResultStore(results or default_results())
     moves = migrate_cell_ids(store, expectations or store.root / "expectations.csv")
@@ -515,8 +515,8 @@ def store_clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
 ) -> None:
     """Remove orphaned partial folders of killed runs, stale leases, and failures of cells that completed since."""
-    from bgad.api import default_results
-    from bgad.store import ResultStore
+    from bgad.bench.api import default_results
+    from bgad.bench.store import ResultStore
 
     store = ResultStore(results or default_results())
     list(store.records())  # finds the unreadable ones
@@ -534,11 +534,11 @@ def store_clean(
 def list_things() -> None:
     """List methods, backbones, datasets (and whether each is prepared here), profiles and protocols."""
     from bgad.backbones import BACKBONES
+    from bgad.bench.config import load_profile_description
+    from bgad.bench.method_registry import METHODS
     from bgad.bench.protocols import load_protocol, protocol_names
-    from bgad.config import load_profile_description
-    from bgad.data.registry import default_root
+    from bgad.data.datasets import default_root
     from bgad.data.specs import DATASET_SPECS
-    from bgad.methods import METHODS
 
     table = Table(title="bgad-bench registry")
     for col in ("kind", "name", "description"):
@@ -593,7 +593,7 @@ def _describe_table(profile: str, method: str, overrides: dict[str, str]) -> Tab
 
     A setting of another method shows the value that method gets under the same profile.
     """
-    from bgad.config import describe_settings
+    from bgad.bench.config import describe_settings
 
     resolved: dict[str, dict] = {}
 
@@ -634,9 +634,9 @@ def predict(
     backbone_weights: WeightsOpt = None,
 ) -> None:
     """Score new images with a saved model: anomaly maps (PNG, at each image's size) and image scores (CSV)."""
-    from bgad.api import load_model
-    from bgad.api import predict as predict_images
-    from bgad.model import check_out
+    from bgad.bench.api import load_model
+    from bgad.bench.api import predict as predict_images
+    from bgad.bench.saved_model import check_out
 
     files = _image_inputs(images)
     if threshold not in (None, "auto"):

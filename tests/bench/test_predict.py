@@ -15,10 +15,10 @@ from sklearn.metrics import f1_score, precision_recall_curve
 from typer.testing import CliRunner
 
 import bgad
-from bgad.cli import app
-from bgad.config import ConfigError
-from bgad.model import f1_threshold, output_names
-from bgad.run import resolve_device
+from bgad.bench.cell import resolve_device
+from bgad.bench.cli import app
+from bgad.bench.config import ConfigError
+from bgad.bench.saved_model import f1_threshold, output_names
 
 runner = CliRunner()
 
@@ -215,12 +215,12 @@ def _absent_devices() -> list[str]:
 def test_a_device_this_machine_lacks_is_one_line_before_anything_loads(
     device: str, cell: Path, scored_set: tuple[Path, pd.DataFrame], tmp_path: Path, monkeypatch
 ) -> None:  # noqa: ANN001
-    import bgad.model
+    import bgad.bench.saved_model
 
     def no_backbone(*args: object, **kwargs: object) -> None:
         raise AssertionError("the backbone was built before the device was checked")
 
-    monkeypatch.setattr(bgad.model, "create_backbone", no_backbone)
+    monkeypatch.setattr(bgad.bench.saved_model, "create_backbone", no_backbone)
     image = str(scored_set[0] / "widget" / "test" / "good" / "000.png")
     result = predict_cli("--model", str(cell), image, "--out", str(tmp_path / "o"), "--device", device)
     assert result.exit_code == 2, result.output

@@ -26,7 +26,7 @@ from PIL import Image
 from sklearn.metrics import precision_recall_curve
 
 from bgad.backbones import FeatureExtractor, create_backbone
-from bgad.config import RunConfig
+from bgad.bench.config import RunConfig
 from bgad.errors import UserError
 from bgad.features import FeatureCache
 from bgad.fileio import StorageError, atomic_write_text, atomic_write_with, storage_error
@@ -103,7 +103,7 @@ class TrainedModel:
         cls, folder: str | Path, device: str = "cpu", backbone_weights: str | None = None
     ) -> TrainedModel:
         """From a cell folder (or its ``model/`` folder) written with ``--save-model``."""
-        from bgad.run import resolve_device  # bgad.run saves models through this module
+        from bgad.bench.cell import resolve_device  # bgad.bench.cell saves models through this module
 
         device = str(resolve_device(device))  # first: a missing GPU is reported before anything loads
         model_dir = find_model_dir(Path(folder))

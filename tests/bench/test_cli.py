@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bgad.cli import app
+from bgad.bench.cli import app
 
 runner = CliRunner()
 TINY = [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad.config import resolve_config
+from bgad.bench.cell import run_cell
+from bgad.bench.config import resolve_config
 from bgad.data.images import DatasetError
-from bgad.method import FlowDetector, NonFiniteLossError
-from bgad.run import run_cell
+from bgad.flow_detector import FlowDetector, NonFiniteLossError
 
 TINY = {
     "input_size": 64,
@@ -106,8 +106,8 @@ def test_a_diverged_run_is_flagged_never_reported_as_a_number(
 
     from rich.console import Console
 
-    from bgad.cli import results_table
-    from bgad.store import flatten_record
+    from bgad.bench.cli import results_table
+    from bgad.bench.store import flatten_record
 
     loss = FlowDetector._loss
     monkeypatch.setattr(FlowDetector, "_loss", lambda self, *a: loss(self, *a) * 0 + 1.7e29)
@@ -132,8 +132,8 @@ def test_a_diverged_run_is_flagged_never_reported_as_a_number(
 def test_a_tied_evaluation_is_flagged_and_never_the_best_epoch() -> None:
     """Image scores within 1e-4 of each other (0.380 on widget once): the image AUROC of that epoch is
     undefined; a later, smaller but real value is the best epoch."""
-    from bgad.cell_log import CellLog
-    from bgad.run import _best_per_metric, epoch_line, flag_evaluation
+    from bgad.bench.cell import _best_per_metric, epoch_line, flag_evaluation
+    from bgad.bench.cell_log import CellLog
 
     history = [
         {"meta_epoch": 0, "image_auroc": 0.9, "pixel_auroc": 0.8, "train_loss": 3.0},

@@ -35,12 +35,12 @@ def test_a_cells_results_load_and_report(saved_cell: dict, tmp_path: Path) -> No
 def test_a_done_cell_is_returned_from_the_store_not_retrained(
     saved_cell: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bgad.run
+    import bgad.bench.cell
 
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cell already in the store was trained again")
 
-    monkeypatch.setattr(bgad.run, "run_cell", no_training)
+    monkeypatch.setattr(bgad.bench.cell, "run_cell", no_training)
     runs = Path(saved_cell["folder"]).parents[1]
     again = bgad.run_cell(
         "nfad", "synthetic", "widget", results=runs, save_model=True, feature_cache=False, **TINY

@@ -54,7 +54,7 @@ class RunSettings(Settings):
 
 
 AnomalySelection = Literal["multi_class", "one_class"]
-#: The largest seed whose per-flow seeds (seed × 1000 + level, ``bgad.method``) numpy still accepts.
+#: The largest seed whose per-flow seeds (seed × 1000 + level, ``bgad.flow_detector``) numpy still accepts.
 MAX_SEED = (2**32 - 1) // 1000 - 1
 
 

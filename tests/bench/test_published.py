@@ -9,9 +9,9 @@ from importlib.resources import files
 import pandas as pd
 import pytest
 
-import bgad.published as pub
+import bgad.bench.published as pub
+from bgad.bench.published import COLUMNS, KEY, METRICS, PublishedDataError, load_published, published_value
 from bgad.data.specs import DATASET_SPECS
-from bgad.published import COLUMNS, KEY, METRICS, PublishedDataError, load_published, published_value
 
 EXPECTED_FILES = {
     "arxiv_table1.csv": 249,

@@ -2,7 +2,7 @@
 
 One class trains one conditional flow per feature level on cached features; the registered method
 only chooses the loss (``ml``, ``bgad_wo`` or ``bgad``) and default settings. Nothing here reads
-files: the cell runner (``bgad.run``) hands in features, images and masks.
+files: the cell runner (``bgad.bench.cell``) hands in features, images and masks.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from bgad import threads
 from bgad.anomalies import RandAugmentCutPaste, balanced_batches
-from bgad.config import RunConfig
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import MethodSpec
 from bgad.errors import DeterministicError
 from bgad.flows import ConditionalFlow
 from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
-from bgad.methods import MethodSpec
 from bgad.scoring import ScoreReference, Scores, anomaly_maps
 
 

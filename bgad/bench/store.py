@@ -30,10 +30,13 @@ import pandas as pd
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
-import bgad
-from bgad.config import ConfigError, RunConfig
+from bgad.bench.config import ConfigError, RunConfig
 from bgad.fileio import atomic_write_text, atomic_write_with, check_writable_folder
 from bgad.metrics import METRIC_NAMES
+
+# Bumped whenever a change can move a cell's numbers: part of every cell id, so results of older code
+# are never taken as done (the git commit is recorded too, but is not part of the id).
+RESULT_VERSION = 1
 
 
 class _Open(BaseModel):
@@ -112,7 +115,7 @@ def cell_id(cfg: RunConfig, data_sha256: str, weights_sha256: str | None = None)
     weights are another cell); ``weights_sha256`` is that file's digest when known (planned, or a
     record's), else it is read from the file. Cells without a weights file keep the ids they always had.
     """
-    parts = [cfg.result_hash(), data_sha256, str(bgad.RESULT_VERSION)]
+    parts = [cfg.result_hash(), data_sha256, str(RESULT_VERSION)]
     if loads_weights_file(cfg):
         parts.append(f"weights:{weights_sha256 or weights_file_sha256(cfg.backbone_weights)}")
     digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:ID_DIGEST_CHARS]
@@ -435,7 +438,7 @@ def _content_of(record: dict, cfg: RunConfig) -> str:
     Only when its file list is the record's (``manifest_sha256``): other data cannot re-key it.
     """
     from bgad.data.content import content_sha256
-    from bgad.data.registry import load_category
+    from bgad.data.datasets import load_category
 
     root = Path(cfg.data_root) if cfg.data_root else None
     data = load_category(cfg.dataset, cfg.category, root)

@@ -3,7 +3,7 @@
 A cell is a pipeline of named stages: ``load_inputs`` (known anomalies, reduced test set, masks) →
 ``compute_features`` (frozen backbone, cached) → ``fit_and_evaluate`` (train; metrics after every
 evaluated meta-epoch) → ``write_artifacts`` (scores, samples) → the record. The store
-(``bgad.store.cell_folder``) writes the folder under a temporary name and renames it when complete;
+(``bgad.bench.store.cell_folder``) writes the folder under a temporary name and renames it when complete;
 a failed run becomes ``<name>.failed`` with its log and traceback, so nothing half-written ever
 looks like a result.
 """
@@ -26,18 +26,21 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from bgad.allocator import tune_malloc
 from bgad.backbones import FeatureExtractor, create_backbone
-from bgad.cell_log import CellLog, log_to_file
-from bgad.config import ConfigError, RunConfig
+from bgad.bench.allocator import tune_malloc
+from bgad.bench.cell_log import CellLog, log_to_file
+from bgad.bench.config import ConfigError, RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.bench.provenance import environment
+from bgad.bench.saved_model import save_model
+from bgad.bench.store import cell_folder, cell_id, write_record
 from bgad.data.content import content_sha256
+from bgad.data.datasets import load_category
 from bgad.data.images import DatasetError, read_mask
-from bgad.data.registry import load_category
 from bgad.data.samples import MIN_TEST_IMAGES, CategoryData, Sample
 from bgad.features import FeatureCache, resize_mask
 from bgad.fileio import StorageError, storage_error
-from bgad.method import Detector, TrainingData, downsample_masks
-from bgad.methods import METHODS
+from bgad.flow_detector import Detector, TrainingData, downsample_masks
 from bgad.metrics import (
     DIVERGED,
     DIVERGED_LOSS,
@@ -50,12 +53,9 @@ from bgad.metrics import (
     compute_metrics,
     tie_flags,
 )
-from bgad.model import save_model
 from bgad.paths import cache_dir
-from bgad.provenance import environment
 from bgad.scoring import Scores
 from bgad.selection import select_known_anomalies
-from bgad.store import cell_folder, cell_id, write_record
 from bgad.threads import governed_threads
 
 #: 2: an evaluation (and ``last_epoch``) may carry ``flags`` ({metric: "diverged" | "tied"}, its value NaN)

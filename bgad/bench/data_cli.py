@@ -1,4 +1,4 @@
-"""``bgad-bench data ...``: download, prepare and verify the datasets (mounted by bgad/cli.py as ``data``).
+"""``bgad-bench data ...``: download, prepare and verify the datasets (mounted by bgad/bench/cli.py as ``data``).
 
 * ``download mvtec|btad [--data-root DIR]`` - fetch the archive (resumable, checksum, mirrors) and prepare it;
 * ``prepare NAME [--raw DIR] [--archive FILE] [--data-root DIR] [--seed 42]`` - convert a raw copy
@@ -183,7 +183,7 @@ def verify(
 
 def small_test_sets(name: str, root: Path) -> list[str]:
     """Categories whose test set is too small for an AUROC to mean much (fewer than 10 of a class)."""
-    from bgad.data.registry import list_dataset_categories, load_category
+    from bgad.data.datasets import list_dataset_categories, load_category
     from bgad.data.samples import MIN_TEST_IMAGES
 
     out = []

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import bgad
-from bgad.allocator import malloc_settings
+from bgad.bench.allocator import malloc_settings
 from bgad.threads import thread_environment
 
 PACKAGES = (

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bgad.config import RunConfig
-from bgad.store import ResultStore, cell_folder, cell_id, migrate_cell_ids
+from bgad.bench.config import RunConfig
+from bgad.bench.store import ResultStore, cell_folder, cell_id, migrate_cell_ids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_clean_removes_orphans_and_old_failures_only(tmp_path: Path) -> None:
 
 
 def test_a_lease_keeps_other_workers_off_a_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bgad.store as store_module
+    import bgad.bench.store as store_module
 
     store = ResultStore(tmp_path)
     lease = store.claim("cell-a")
@@ -188,7 +188,7 @@ def test_a_weights_file_that_cannot_be_hashed_names_the_option(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     import bgad.data.content as content
-    from bgad.config import ConfigError
+    from bgad.bench.config import ConfigError
 
     path = {"folder": tmp_path, "missing": tmp_path / "nope.pth"}.get(kind, tmp_path / "w.pth")
     if kind == "unreadable":  # tests run as root, where chmod 000 does not stop reading
@@ -224,7 +224,7 @@ def test_migration_keys_a_weights_record_by_its_recorded_digest(
 
 
 def test_the_store_knows_when_a_cell_name_is_too_long(tmp_path: Path) -> None:
-    from bgad.store import NAME_MAX, name_excess
+    from bgad.bench.store import NAME_MAX, name_excess
 
     short = "synthetic-weave-padim-seed0-" + "0" * 16
     assert name_excess(short) == 0

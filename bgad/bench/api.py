@@ -25,7 +25,7 @@ import pandas as pd
 
 from bgad.paths import work_dir
 
-log = logging.getLogger("bgad.api")
+log = logging.getLogger("bgad.bench.api")
 
 
 def default_results() -> Path:
@@ -79,8 +79,8 @@ def run_grid(
     from bgad.bench.executors import EXECUTORS, make_executor
     from bgad.bench.preflight import preflight
     from bgad.bench.runner import after_each_record, pending_tasks, run_with_others
+    from bgad.bench.store import ResultStore
     from bgad.bench.tracking import open_tracker
-    from bgad.store import ResultStore
 
     tracker = open_tracker(track)
     store = ResultStore(Path(results) if results else default_results())
@@ -115,12 +115,12 @@ def run_cell(
     ``settings`` are any settings by name (``meta_epochs=4``); the record is the cell's
     ``result.json`` as a dict. ``track="mlflow"`` logs the cell, when computed here, as an MLflow run.
     """
+    from bgad.bench.cell import run_cell as _run_cell
+    from bgad.bench.config import resolve_config
+    from bgad.bench.store import ResultStore, cell_id, is_complete_folder
     from bgad.bench.tracking import open_tracker
-    from bgad.config import resolve_config
     from bgad.data.content import content_sha256
-    from bgad.data.registry import load_category
-    from bgad.run import run_cell as _run_cell
-    from bgad.store import ResultStore, cell_id, is_complete_folder
+    from bgad.data.datasets import load_category
 
     tracker = open_tracker(track)
     plan = {"method": method, "dataset": dataset, "category": category, "seed": seed}
@@ -141,7 +141,7 @@ def run_cell(
 
 def load_results(results: str | Path | None = None) -> pd.DataFrame:
     """Every complete record of a store as one row: identity, settings, last and best metrics."""
-    from bgad.store import ResultStore
+    from bgad.bench.store import ResultStore
 
     return ResultStore(Path(results) if results else default_results()).table()
 
@@ -165,7 +165,7 @@ def write_report(
 
 def load_model(folder: str | Path, device: str = "cpu", backbone_weights: str | None = None):  # noqa: ANN201
     """A model saved with ``save_model=True`` (``--save-model``): give its cell folder."""
-    from bgad.model import TrainedModel
+    from bgad.bench.saved_model import TrainedModel
 
     return TrainedModel.load(folder, device, backbone_weights)
 
@@ -179,7 +179,7 @@ def predict(
     not carry over to unlike images: see the README), or None. With ``out``, maps are written at each
     image's size, laid out as the images' folders below their common folder.
     """
-    from bgad.model import TrainedModel, write_predictions
+    from bgad.bench.saved_model import TrainedModel, write_predictions
 
     if not isinstance(model, TrainedModel):
         model = load_model(model)

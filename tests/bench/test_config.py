@@ -1,4 +1,4 @@
-"""Tests for bgad.config: built-in profiles, override coercion, errors that name the key and its
+"""Tests for bgad.bench.config: built-in profiles, override coercion, errors that name the key and its
 source, precedence (profile < method defaults < overrides) and the result hash."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bgad.bench.planner import check_overrides_apply
-from bgad.config import (
+from bgad.bench.config import (
     KNOWN_SETTINGS,
     ConfigError,
     RunConfig,
@@ -18,7 +17,8 @@ from bgad.config import (
     profile_names,
     resolve_config,
 )
-from bgad.methods import METHODS
+from bgad.bench.method_registry import METHODS
+from bgad.bench.planner import check_overrides_apply
 
 # --------------------------------------------------------------------------------------------------
 # profiles
@@ -272,9 +272,9 @@ def test_the_largest_seed_is_one_every_flow_can_be_seeded_with() -> None:
     """A seed past numpy's range would pass the plan and fail in every cell (and its retry)."""
     import numpy as np
 
-    from bgad.params import MAX_SEED
+    from bgad.bench.params import MAX_SEED
 
-    np.random.seed(MAX_SEED * 1000 + 999)  # bgad.method seeds flow i with seed × 1000 + i
+    np.random.seed(MAX_SEED * 1000 + 999)  # bgad.flow_detector seeds flow i with seed × 1000 + i
     assert RunConfig.of(seed=MAX_SEED).seed == MAX_SEED
     with pytest.raises(ConfigError, match=f"seed={MAX_SEED + 1}.*less than or equal to {MAX_SEED}"):
         RunConfig.of(seed=MAX_SEED + 1)

@@ -1,6 +1,6 @@
 """The method registry, complete on import: what each method is, its parameters, where its code is.
 
-A ``MethodSpec`` owns its typed parameters (a model of ``bgad.params``), says whether it is one of the
+A ``MethodSpec`` owns its typed parameters (a model of ``bgad.bench.params``), says whether it is one of the
 paper's methods or a reference we add, and names its detector by import path, so this module stays
 light (no torch) and every listing, table and config check reads the same entries. The detector's
 module is imported only when a cell builds one (timm's registry does the same with entry points).
@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bgad.params import FlowParams, PaDiMParams, PatchCoreParams, Settings
+from bgad.bench.params import FlowParams, PaDiMParams, PatchCoreParams, Settings
 from bgad.registry import Registry
 
 LossKind = Literal["ml", "bgad_wo", "bgad", "bgad_cc"]
@@ -59,7 +59,7 @@ class MethodSpec:
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
-_FLOWS = "bgad.method:FlowDetector"
+_FLOWS = "bgad.flow_detector:FlowDetector"
 
 for _spec in (
     MethodSpec(

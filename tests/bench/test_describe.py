@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 from typer.testing import CliRunner
 
-from bgad.cli import _describe_table, app
-from bgad.params import CellSettings, FlowParams, RunSettings, limits_in_words
+from bgad.bench.cli import _describe_table, app
+from bgad.bench.params import CellSettings, FlowParams, RunSettings, limits_in_words
 
 
 def _rows(profile: str, method: str) -> dict[str, list[str]]:
