@@ -45,10 +45,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Speed benchmark (benchmarks/speed.py): writes its section of reports/performance.md and .json.
+    """Speed benchmark (`python -m benchmarks.speed`): writes its section of reports/performance.md and .json.
 
     Pass options after `--`, e.g. `nox -s benchmark -- --smoke` or `nox -s benchmark -- --only 4`.
-    Not part of the default sessions: the full run takes a while and needs the AITEX raw copy.
+    Not part of the default sessions: the full run takes a while and needs the AITEX raw copy. Runs in
+    the repository root (nox's working folder), where the `benchmarks` package is importable.
     """
     install(session, "-e", ".")
-    session.run("python", "benchmarks/speed.py", *session.posargs)
+    session.run("python", "-m", "benchmarks.speed", *session.posargs)

@@ -1,34 +1,21 @@
 """Pieces shared by the nearest-neighbour / Gaussian reference baselines (PatchCore, PaDiM).
 
 These methods are not flows: they fit statistics of normal features once and score by a distance.
-Their parameters are their method's typed settings (``bgad.bench.params``), read from the cell's config.
+``OneShotDetector`` is their common scaffolding; their parameters are their method's typed settings
+(the suite's ``PatchCoreParams``, ``PaDiMParams``), passed to the constructor by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from bgad.flow_detector import Detector, FitHooks, TrainingData
 from bgad.scoring import Scores
-
-
-def report_one_shot_fit(
-    after_meta_epoch: Callable[[int], None] | None, on_sub_epoch: Callable[[int, int], None] | None
-) -> None:
-    """These methods fit in one pass: report it to the runner as one finished (and evaluated) epoch."""
-    if on_sub_epoch:
-        on_sub_epoch(0, 0)
-    if after_meta_epoch:
-        after_meta_epoch(0)
-
-
-def level_channels(feature_shapes: Sequence[int | Sequence[int]]) -> tuple[int, ...]:
-    """Channels per level from the runner's ``(channels, height, width)`` per level (or bare channels)."""
-    return tuple(int(s) if isinstance(s, int) else int(s[0]) for s in feature_shapes)
 
 
 def resize_levels(
@@ -73,3 +60,27 @@ def make_scores(maps: np.ndarray, image_scores: np.ndarray | None = None) -> Sco
     image_scores = np.asarray(image_scores, dtype=np.float64)
     top_ties = int(np.sum(image_scores == image_scores.max())) if len(image_scores) else 0
     return Scores(maps=maps, image_scores=image_scores, top_ties=top_ties, level_ll=None)
+
+
+@dataclass(eq=False, kw_only=True)
+class OneShotDetector(Detector):
+    """A detector fitted in one pass over the normal images' features, its maps smoothed with
+    ``smoothing_sigma`` (σ in pixels). Subclasses add ``_fit_normal`` and the distance they score by.
+    """
+
+    smoothing_sigma: float = 4.0
+
+    def _fit(self, data: TrainingData, hooks: FitHooks) -> None:
+        """Fit on the normal features; reported to the runner as one finished (and evaluated) epoch."""
+        if len(data.normal_features[0]) < 1:
+            raise ValueError(f"{type(self).__name__} needs at least one normal training image")
+        self._fit_normal(data.normal_features)
+        hooks.on_sub_epoch(0, 0)
+        hooks.after_meta_epoch(0)
+
+    def _fit_normal(self, feats: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def smoothed_maps(self, grid_scores: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """(N,h,w) float64 scores on the CPU → (N,H,W) maps: upsampled bilinearly, then smoothed."""
+        return smooth_maps(upsample_maps(grid_scores, size).numpy(), self.smoothing_sigma)

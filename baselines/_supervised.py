@@ -17,13 +17,11 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
@@ -31,7 +29,8 @@ from bgad.baselines._common import upsample_maps
 from torch import nn
 
 from bgad import threads
-from bgad.backbones import BACKBONES, WeightsInfo, load_backbone_weights
+from bgad.backbones import BACKBONES, pretrained_trunk, register_normalisation
+from bgad.flow_detector import private_global_rng
 
 # --------------------------------------------------------------------------------------------------
 # Losses and pooling
@@ -164,13 +163,10 @@ class FineTunedBackbone(nn.Module):
         super().__init__()
         self.freeze_batch_norm = freeze_batch_norm
         preset = BACKBONES.get(name)
-        model = timm.create_model(preset.timm_name, pretrained=False)
-        self.weights: WeightsInfo = load_backbone_weights(model, preset, weights_path, random_weights)
-        model.prune_intermediate_layers(1, prune_head=True)
+        model, self.weights = pretrained_trunk(preset, 1, weights_path, random_weights)
         self.model = model
         self.channels = int(model.feature_info[-1]["num_chs"])
-        self.register_buffer("mean", torch.tensor(preset.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(preset.std).view(1, 3, 1, 1), persistent=False)
+        register_normalisation(self, preset)
 
     def train(self, mode: bool = True) -> FineTunedBackbone:
         """With ``freeze_batch_norm`` the batch norms keep their ImageNet statistics while training (their
@@ -194,20 +190,6 @@ def step_decay(epoch: int, step_epochs: int, gamma: float) -> float:
     """lr factor after ``epoch`` epochs: the authors' ``StepLR(step_epochs, gamma)``, which they step before
     each epoch, so epoch e trains with γ^⌊(e+1)/step_epochs⌋ (a module-level function: it pickles)."""
     return gamma ** ((epoch + 1) // step_epochs)
-
-
-@contextmanager
-def private_global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded to ``seed``, restoring the caller's state afterwards.
-
-    Why: module initialisation (timm, ``nn.Linear``/``nn.Conv2d``) and dropout can only draw from the
-    global RNG; forking it keeps them a function of the estimator's seed and leaves the caller's stream
-    untouched.
-    """
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 # --------------------------------------------------------------------------------------------------

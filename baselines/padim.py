@@ -4,10 +4,10 @@ Trained on normal images only, scored on the cell's reduced test set like every 
 
 * **Embedding.** All three levels, each resized onto the finest level's grid with nearest-neighbour
   interpolation (the reference code's ``embedding_concat`` and anomalib both replicate coarse cells),
-  concatenated, then a seeded random subset of ``d`` channels (default 100, or all channels when the
+  concatenated, then a seeded random subset of ``padim_channels`` channels (default 100, or all channels when the
   backbone has fewer; Lite0 has 24 + 40 + 112 = 176). Only the chosen channels are resized.
 * **Gaussian per position.** Mean and covariance (unbiased, N − 1) over the training images at each
-  grid position, plus ``ridge``·I (0.01), accumulated in two passes over image chunks in float64;
+  grid position, plus ``padim_ridge``·I (0.01), accumulated in two passes over image chunks in float64;
   inverse covariances are computed once at fit time.
 * **Scores.** Mahalanobis distance √((x−μ)ᵀΣ⁻¹(x−μ)) per position (batched matrix products),
   the grid upsampled bilinearly (``align_corners=False``) to the input size and Gaussian-smoothed
@@ -17,22 +17,13 @@ Trained on normal images only, scored on the cell's reduced test set like every 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-from bgad.baselines._common import (
-    level_channels,
-    make_scores,
-    report_one_shot_fit,
-    resize_levels,
-    smooth_maps,
-    upsample_maps,
-)
+from bgad.baselines._common import OneShotDetector, make_scores, resize_levels
 
-from bgad.bench.config import RunConfig
-from bgad.bench.method_registry import MethodSpec
-from bgad.flow_detector import TrainingData
+from bgad.flow_detector import FeatureShapes
 from bgad.scoring import Scores
 
 
@@ -53,54 +44,43 @@ def _batched_inverse(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.set_num_threads(threads)
 
 
-class PaDiM:
-    """PaDiM detector (see the module docstring); parameters from ``cfg`` (``PaDiMParams``) unless given."""
+def _level_indices(indices: torch.Tensor, channels: list[int]) -> list[torch.Tensor]:
+    """Per level, which of its own channels a sorted subset of the concatenated channels keeps."""
+    offsets = [sum(channels[:i]) for i in range(len(channels))]
+    return [indices[(indices >= o) & (indices < o + c)] - o for o, c in zip(offsets, channels, strict=True)]
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        spec: MethodSpec,
-        feature_shapes: Sequence[int | Sequence[int]],
-        device: torch.device | str = "cpu",
-        *,
-        n_channels: int | None = None,
-        ridge: float | None = None,
-        smoothing_sigma: float | None = None,
-        upsample_mode: str = "nearest",
-        dtype: torch.dtype = torch.float64,
-        chunk_images: int = 16,
-    ) -> None:
-        self.cfg = cfg
-        self.spec = spec
-        self.device = torch.device(device)
-        self.channels = level_channels(feature_shapes)
-        self.n_channels = int(cfg.padim_channels if n_channels is None else n_channels)
-        self.ridge = float(cfg.padim_ridge if ridge is None else ridge)
-        self.smoothing_sigma = float(cfg.smoothing_sigma if smoothing_sigma is None else smoothing_sigma)
-        self.upsample_mode = upsample_mode
-        self.dtype = dtype
-        self.chunk_images = chunk_images
-        total = sum(self.channels)
-        d = min(self.n_channels, total) if self.n_channels > 0 else total
-        generator = torch.Generator().manual_seed(cfg.seed)
+
+@dataclass(eq=False, kw_only=True)
+class PaDiM(OneShotDetector):
+    """PaDiM detector (see the module docstring); parameters are ``PaDiMParams``'.
+
+    ``padim_channels``: the random channel subset's size (0 or more than there are: all channels);
+    ``padim_ridge``: added to each covariance's diagonal.
+    """
+
+    padim_channels: int = 100
+    padim_ridge: float = 0.01
+
+    #: How the statistics are computed, not settings: the reference code's nearest-neighbour resizing,
+    #: float64, and images per chunk of the two passes.
+    upsample_mode: ClassVar[str] = "nearest"
+    dtype: ClassVar[torch.dtype] = torch.float64
+    chunk_images: ClassVar[int] = 16
+
+    def _choose_channels(self, feature_shapes: FeatureShapes) -> None:
+        """The seeded random channel subset of the concatenated levels (sorted), and its share per level."""
+        channels = [int(shape[0]) for shape in feature_shapes]
+        total = sum(channels)
+        d = min(self.padim_channels, total) if self.padim_channels > 0 else total
+        generator = torch.Generator().manual_seed(self.seed)
         self.channel_indices_ = torch.randperm(total, generator=generator)[:d].sort().values
-        # Per level, which of its own channels are kept (the concatenation order is level order).
-        offsets = [sum(self.channels[:i]) for i in range(len(self.channels))]
-        self._level_channels = [
-            (self.channel_indices_[(self.channel_indices_ >= o) & (self.channel_indices_ < o + c)] - o)
-            for o, c in zip(offsets, self.channels, strict=True)
-        ]
-        self.timings_: dict[str, float] = defaultdict(float)
-        self.counters_: dict[str, int] = defaultdict(int)
-        self.mean_: torch.Tensor | None = None  # (P, d)
-        self.inv_cov_: torch.Tensor | None = None  # (P, d, d)
-        self.grid_: tuple[int, int] | None = None
+        self.level_indices_ = _level_indices(self.channel_indices_, channels)
 
     # --- features ---------------------------------------------------------------------------------
 
     def embed(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """(n, P, d) embedding vectors of a chunk of images (P = positions of the finest grid)."""
-        kept = [f[:, idx] for f, idx in zip(feats, self._level_channels, strict=True) if len(idx)]
+        kept = [f[:, idx] for f, idx in zip(feats, self.level_indices_, strict=True) if len(idx)]
         grid = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
         emb = torch.cat(resize_levels([k.float() for k in kept], tuple(grid), mode=self.upsample_mode), 1)
         n, d, h, w = emb.shape
@@ -114,16 +94,10 @@ class PaDiM:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def fit(
-        self,
-        data: TrainingData,
-        after_meta_epoch: Callable[[int], None] | None = None,
-        on_sub_epoch: Callable[[int, int], None] | None = None,
-    ) -> PaDiM:
-        feats = data.normal_features
+    def _fit_normal(self, feats: list[torch.Tensor]) -> None:
+        """Mean and inverse covariance per position, over the chosen channels, in two passes."""
+        self._choose_channels([f.shape[1:] for f in feats])
         n = len(feats[0])
-        if n < 1:
-            raise ValueError("PaDiM needs at least one normal training image")
         start = time.perf_counter()
         total = None
         for x in self._chunks(feats):
@@ -136,7 +110,7 @@ class PaDiM:
             cov = part if cov is None else cov + part
         cov = cov / max(n - 1, 1)
         p, d = mean.shape
-        cov += self.ridge * torch.eye(d, dtype=cov.dtype, device=cov.device)
+        cov += self.padim_ridge * torch.eye(d, dtype=cov.dtype, device=cov.device)
         self.timings_["gaussian_fit"] += time.perf_counter() - start
         start = time.perf_counter()
         inv, info = _batched_inverse(cov)
@@ -149,15 +123,13 @@ class PaDiM:
         self.counters_["positions"] = int(p)
         self.counters_["embedding_dim"] = int(d)
         self.counters_["train_images"] = int(n)
-        report_one_shot_fit(after_meta_epoch, on_sub_epoch)
-        return self
 
     # --- scoring ----------------------------------------------------------------------------------
 
     @torch.no_grad()
     def mahalanobis(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Mahalanobis distance per position, (N, h, w) on the finest grid, in ``dtype`` on the CPU."""
-        if self.mean_ is None or self.inv_cov_ is None or self.grid_ is None:
+        if not hasattr(self, "inv_cov_"):
             raise RuntimeError("PaDiM.score called before fit")
         out = []
         for x in self._chunks(feats):
@@ -175,19 +147,16 @@ class PaDiM:
             "channels": self.channel_indices_,
         }
 
-    def load_model_state(self, state: dict) -> PaDiM:
-        if not torch.equal(state["channels"], self.channel_indices_):
-            raise ValueError(
-                "saved PaDiM statistics are over another channel subset (seed or backbone differs)"
-            )
+    def _load(self, state: dict, feature_shapes: list[tuple[int, ...]]) -> None:
+        self.channel_indices_ = state["channels"]
+        self.level_indices_ = _level_indices(self.channel_indices_, [shape[0] for shape in feature_shapes])
         self.mean_, self.inv_cov_, self.grid_ = state["mean"], state["inv_cov"], tuple(state["grid"])
-        return self
 
     def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
         start = time.perf_counter()
         dist = self.mahalanobis(feats)
         self.timings_["score_mahalanobis"] += time.perf_counter() - start
         start = time.perf_counter()
-        maps = smooth_maps(upsample_maps(dist.double(), size).numpy(), self.smoothing_sigma)
+        maps = self.smoothed_maps(dist.double(), size)
         self.timings_["score_maps"] += time.perf_counter() - start
         return make_scores(maps)

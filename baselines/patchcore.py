@@ -18,7 +18,7 @@ every other method. What it does, and the choices made for our three-level backb
   loop).
 * **Scores.** Patch score = Euclidean distance (full feature space) to the nearest coreset patch
   (``torch.cdist`` in chunks). Image score = max patch score on the patch grid, before upsampling;
-  ``reweight=True`` applies the paper's Eq. 7 re-weighting over ``num_neighbors`` (9) coreset
+  ``patchcore_reweight=True`` applies the paper's Eq. 7 re-weighting over ``patchcore_neighbors`` (9) coreset
   neighbours, as anomalib does by default. Map = patch grid upsampled bilinearly to the input size,
   then Gaussian-smoothed with σ = 4 per image. Maps and image scores are float64.
 """
@@ -27,24 +27,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bgad.baselines._common import (
-    level_channels,
-    make_scores,
-    report_one_shot_fit,
-    resize_levels,
-    smooth_maps,
-    upsample_maps,
-)
+from bgad.baselines._common import OneShotDetector, make_scores, resize_levels
 
-from bgad.bench.config import RunConfig
-from bgad.bench.method_registry import MethodSpec
-from bgad.flow_detector import TrainingData
 from bgad.scoring import Scores
 
 DEFAULT_LEVELS = (1, 2)
@@ -107,48 +97,32 @@ def greedy_coreset(features: torch.Tensor, n_select: int, start: int, batch: int
         idx = torch.argmax(min_d).reshape(1) if take == 1 else torch.topk(min_d, take, sorted=True).indices
 
 
-class PatchCore:
-    """PatchCore detector (see the module docstring); parameters default from the run config."""
+@dataclass(eq=False, kw_only=True)
+class PatchCore(OneShotDetector):
+    """PatchCore detector (see the module docstring); parameters are ``PatchCoreParams``'."""
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        spec: MethodSpec,
-        feature_shapes: Sequence[int | Sequence[int]],
-        device: torch.device | str = "cpu",
-        *,
-        coreset_ratio: float | None = None,
-        projection_dim: int | None = None,
-        levels: tuple[int, ...] | None = None,
-        reweight: bool | None = None,
-        num_neighbors: int | None = None,
-        smoothing_sigma: float | None = None,
-        coreset_dtype: torch.dtype = torch.float32,
-        chunk_elements: int = 1 << 24,
-    ) -> None:
-        self.cfg = cfg
-        self.spec = spec
-        self.device = torch.device(device)
-        self.coreset_ratio = float(cfg.coreset_ratio if coreset_ratio is None else coreset_ratio)
-        self.projection_dim = int(cfg.coreset_projection_dim if projection_dim is None else projection_dim)
-        self.levels = tuple(DEFAULT_LEVELS if levels is None else levels)
-        self.reweight = bool(cfg.patchcore_reweight if reweight is None else reweight)
-        self.num_neighbors = int(cfg.patchcore_neighbors if num_neighbors is None else num_neighbors)
-        self.smoothing_sigma = float(cfg.smoothing_sigma if smoothing_sigma is None else smoothing_sigma)
-        channels = level_channels(feature_shapes)
-        self.coreset_dtype = coreset_dtype
-        self.chunk_elements = chunk_elements
+    coreset_ratio: float = 0.1
+    coreset_projection_dim: int = 128
+    coreset_pool: float = 0.0
+    coreset_batch: int = 1
+    patchcore_reweight: bool = False
+    patchcore_neighbors: int = 9
+
+    #: How it computes, not settings: the backbone levels used, the dtype of the greedy selection,
+    #: and the distance-matrix elements per chunk when scoring.
+    levels: ClassVar[tuple[int, ...]] = DEFAULT_LEVELS
+    coreset_dtype: ClassVar[torch.dtype] = torch.float32
+    chunk_elements: ClassVar[int] = 1 << 24
+
+    def _check(self, feature_shapes: list[tuple[int, ...]]) -> None:
+        """Refuse a ratio outside (0, 1] or levels the backbone lacks; the patch feature size."""
         if not 0 < self.coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
-        if not self.levels or any(not 0 <= lvl < len(channels) for lvl in self.levels):
+        if not self.levels or any(not 0 <= lvl < len(feature_shapes) for lvl in self.levels):
             raise ValueError(
-                f"PatchCore levels {self.levels} do not fit a backbone with {len(channels)} levels"
+                f"PatchCore levels {self.levels} do not fit a backbone with {len(feature_shapes)} levels"
             )
-        self.feature_dim_ = sum(channels[lvl] for lvl in self.levels)
-        self.timings_: dict[str, float] = defaultdict(float)
-        self.counters_: dict[str, int] = defaultdict(int)
-        self.memory_bank_: torch.Tensor | None = None
-        self.coreset_indices_: torch.Tensor | None = None
+        self.feature_dim_ = sum(int(feature_shapes[lvl][0]) for lvl in self.levels)
 
     # --- features ---------------------------------------------------------------------------------
 
@@ -160,49 +134,44 @@ class PatchCore:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def fit(
-        self,
-        data: TrainingData,
-        after_meta_epoch: Callable[[int], None] | None = None,
-        on_sub_epoch: Callable[[int, int], None] | None = None,
-    ) -> PatchCore:
+    def _fit_normal(self, feats: list[torch.Tensor]) -> None:
+        """The memory bank of every normal patch, reduced to its greedy coreset."""
+        self._check([tuple(f.shape[1:]) for f in feats])
         start = time.perf_counter()
-        emb = self.embed(data.normal_features)
+        emb = self.embed(feats)
         bank = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).contiguous().to(self.device)
         self.timings_["memory_bank"] += time.perf_counter() - start
-        n = bank.shape[0]
-        n_select = max(1, int(n * self.coreset_ratio))
         start = time.perf_counter()
-        generator = torch.Generator().manual_seed(self.cfg.seed)
-        first = int(torch.randint(n, (1,), generator=generator))
-        if n_select >= n:
-            indices = torch.arange(n, device=self.device)
-            proj_dim = bank.shape[1]
-        else:
-            if bank.shape[1] > self.projection_dim:
-                proj = sparse_random_projection(bank.shape[1], self.projection_dim, generator)
-                projected = bank @ proj.to(self.device, bank.dtype)
-            else:  # nothing to reduce: select on the features themselves
-                projected = bank
-            proj_dim = projected.shape[1]
-            pool = self._pool(n, n_select, generator)
-            candidates = projected if pool is None else projected.index_select(0, pool)
-            first_pick = first if pool is None else 0  # the pool is already a random draw
-            indices = greedy_coreset(
-                candidates.to(self.coreset_dtype), n_select, first_pick, self.cfg.coreset_batch
-            )
-            if pool is not None:
-                indices = pool.index_select(0, indices)
-            self.counters_["coreset_pool"] = n if pool is None else int(len(pool))
+        indices, proj_dim = self._coreset(bank)
         self.coreset_indices_ = indices
         self.memory_bank_ = bank.index_select(0, indices).contiguous()
         self.timings_["coreset_selection"] += time.perf_counter() - start
-        self.counters_["memory_bank_patches"] = n
+        self.counters_["memory_bank_patches"] = bank.shape[0]
         self.counters_["coreset_size"] = int(len(indices))
         self.counters_["feature_dim"] = int(bank.shape[1])
         self.counters_["projection_dim"] = int(proj_dim)
-        report_one_shot_fit(after_meta_epoch, on_sub_epoch)
-        return self
+
+    def _coreset(self, bank: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Indices of the coreset in ``bank`` (seeded), and the dimension the selection ran in."""
+        n = bank.shape[0]
+        n_select = max(1, int(n * self.coreset_ratio))
+        generator = torch.Generator().manual_seed(self.seed)
+        first = int(torch.randint(n, (1,), generator=generator))
+        if n_select >= n:
+            return torch.arange(n, device=self.device), bank.shape[1]
+        if bank.shape[1] > self.coreset_projection_dim:
+            proj = sparse_random_projection(bank.shape[1], self.coreset_projection_dim, generator)
+            projected = bank @ proj.to(self.device, bank.dtype)
+        else:  # nothing to reduce: select on the features themselves
+            projected = bank
+        pool = self._pool(n, n_select, generator)
+        candidates = projected if pool is None else projected.index_select(0, pool)
+        first_pick = first if pool is None else 0  # the pool is already a random draw
+        indices = greedy_coreset(candidates.to(self.coreset_dtype), n_select, first_pick, self.coreset_batch)
+        if pool is not None:
+            indices = pool.index_select(0, indices)
+        self.counters_["coreset_pool"] = n if pool is None else int(len(pool))
+        return indices, projected.shape[1]
 
     def _pool(self, n: int, n_select: int, generator: torch.Generator) -> torch.Tensor | None:
         """A seeded random subset of the bank for the greedy selection, or None (exact: the whole bank).
@@ -210,9 +179,9 @@ class PatchCore:
         The greedy step reads every candidate once per selected patch, so its cost is candidates ×
         selections; a pool of ``coreset_pool`` × the coreset size bounds it.
         """
-        if self.cfg.coreset_pool <= 0:
+        if self.coreset_pool <= 0:
             return None
-        size = min(n, max(n_select, int(self.cfg.coreset_pool * n_select)))
+        size = min(n, max(n_select, int(self.coreset_pool * n_select)))
         if size >= n:
             return None
         return torch.randperm(n, generator=generator)[:size].sort().values.to(self.device)
@@ -223,17 +192,17 @@ class PatchCore:
         """The coreset memory bank (and which patches it kept)."""
         return {"memory_bank": self.memory_bank_, "coreset_indices": self.coreset_indices_}
 
-    def load_model_state(self, state: dict) -> PatchCore:
+    def _load(self, state: dict, feature_shapes: list[tuple[int, ...]]) -> None:
+        self._check(feature_shapes)
         self.memory_bank_ = state["memory_bank"].to(self.device)
         self.coreset_indices_ = state["coreset_indices"]
-        return self
 
     # --- scoring ----------------------------------------------------------------------------------
 
     @torch.no_grad()
     def nearest(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance to, and index of, the nearest coreset patch for each row of ``patches`` (M, D)."""
-        if self.memory_bank_ is None:
+        if not hasattr(self, "memory_bank_"):
             raise RuntimeError("PatchCore.score called before fit")
         bank = self.memory_bank_
         rows = max(1, self.chunk_elements // max(1, len(bank)))
@@ -248,13 +217,12 @@ class PatchCore:
     def _reweighted(self, emb_flat: torch.Tensor, dist: torch.Tensor, nn_idx: torch.Tensor) -> torch.Tensor:
         """Eq. 7 of the paper: s* · (1 − softmax over the neighbours of m* of their distances)[m*]."""
         bank = self.memory_bank_
-        assert bank is not None
         top = dist.argmax(dim=1)
         rows = torch.arange(len(dist), device=dist.device)
         score = dist[rows, top]
         m_test = emb_flat[rows.cpu(), top.cpu()].to(self.device, bank.dtype)
         m_star = bank[nn_idx[rows, top]]
-        b = min(self.num_neighbors, len(bank))
+        b = min(self.patchcore_neighbors, len(bank))
         support = torch.cdist(m_star, bank).topk(b, dim=1, largest=False).indices  # first = m* itself
         d = torch.linalg.vector_norm(bank[support] - m_test[:, None], dim=-1)
         weight = 1.0 - torch.softmax(d, dim=1)[:, 0]
@@ -271,11 +239,10 @@ class PatchCore:
         nn_idx = nn_idx.reshape(n, h * w)
         self.timings_["score_nearest_neighbour"] += time.perf_counter() - start
         start = time.perf_counter()
-        if self.reweight:
+        if self.patchcore_reweight:
             image_scores = self._reweighted(flat, dist, nn_idx)
         else:
             image_scores = dist.max(dim=1).values
-        maps = upsample_maps(dist.reshape(n, h, w).cpu(), size).numpy()
-        maps = smooth_maps(maps, self.smoothing_sigma)
+        maps = self.smoothed_maps(dist.reshape(n, h, w).cpu(), size)
         self.timings_["score_maps"] += time.perf_counter() - start
         return make_scores(maps, image_scores.double().cpu().numpy().astype(np.float64))

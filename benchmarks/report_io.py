@@ -1,9 +1,11 @@
 """Where benchmark scripts write: each owns one marked section of ``reports/performance.md`` and one
-key of ``reports/performance.json``, replaced atomically, so scripts never overwrite each other."""
+key of ``reports/performance.json``, or one ``###`` subsection of its baselines section, replaced
+atomically, so scripts never overwrite each other."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from bgad.fileio import atomic_write_text
@@ -11,6 +13,8 @@ from bgad.fileio import atomic_write_text
 REPO = Path(__file__).resolve().parents[1]
 REPORT_MD = REPO / "reports" / "performance.md"
 REPORT_JSON = REPO / "reports" / "performance.json"
+# The section the reference-baseline scripts (coreset, anomalib_peer) share, one subsection each.
+BASELINES_SECTION = "## Reference baselines: PatchCore and PaDiM vs anomalib"
 
 
 def markers(key: str) -> tuple[str, str]:
@@ -42,3 +46,22 @@ def write_json(path: Path, key: str, payload: dict) -> None:
     data[key] = payload
     text = json.dumps(data, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     atomic_write_text(path, text + "\n")
+
+
+def write_subsection(path: Path, heading: str, text: str) -> None:
+    """Replace (or add) the ``heading`` subsection (``### ...``) of the baselines section; nothing else.
+
+    The section ends at the next ``##`` heading or another script's section marker.
+    """
+    old = path.read_text() if path.exists() else "# Performance\n"
+    if BASELINES_SECTION not in old:
+        old = old.rstrip("\n") + f"\n\n{BASELINES_SECTION}\n\n"
+    head, _, rest = old.partition(BASELINES_SECTION)
+    next_section = re.search(r"^(## |<!-- )", rest, flags=re.M)
+    body, tail = (rest[: next_section.start()], rest[next_section.start() :]) if next_section else (rest, "")
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^### |\Z)", flags=re.M | re.S)
+    if pattern.search(body):
+        body = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", body)
+    else:
+        body = body.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n\n"
+    atomic_write_text(path, (head + BASELINES_SECTION + body + tail).rstrip("\n") + "\n")

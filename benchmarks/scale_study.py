@@ -10,7 +10,7 @@ grid (profile ``cpu``, methods NFAD/BGAD/PaDiM, one known anomaly), and writes i
   meta-epoch, so under a learning rate not yet decayed); PaDiM (no schedule) as a horizontal line;
 * ``README.md``: the same numbers as a table (mean ± std over seeds, seeds, minutes per cell).
 
-    python benchmarks/scale_study.py [--results results] [--out reports/scale_study]
+    python -m benchmarks.scale_study [--results results] [--out reports/scale_study]
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib import ticker
 
-from bgad.bench.protocols import load_protocol  # noqa: E402
-from bgad.bench.report import match_records  # noqa: E402
-from bgad.bench.store import ResultStore  # noqa: E402
-from bgad.fileio import atomic_write_text, atomic_write_with  # noqa: E402
-from bgad.metrics import METRIC_LABELS  # noqa: E402
+from bgad.bench.protocols import load_protocol
+from bgad.bench.report import match_records
+from bgad.bench.store import ResultStore
+from bgad.fileio import atomic_write_text, atomic_write_with
+from bgad.metrics import METRIC_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("image_auroc", "pixel_auroc", "pro")

@@ -30,7 +30,7 @@ It prints everything and rewrites only its own section of ``reports/performance.
 ``<!-- speed:start -->`` and ``<!-- speed:end -->``) and the ``"speed"`` key of
 ``reports/performance.json`` (through ``report_io.py``).
 
-    python benchmarks/speed.py [--smoke] [--only 1,4] [--threads N] [--pro-thresholds N] [--no-write]
+    python -m benchmarks.speed [--smoke] [--only 1,4] [--threads N] [--pro-thresholds N] [--no-write]
 """
 
 from __future__ import annotations
@@ -45,18 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import speed_cell  # noqa: E402
-import speed_eval  # noqa: E402
-import speed_flow  # noqa: E402
-import speed_memory  # noqa: E402
-import speed_pro  # noqa: E402
-from report_io import REPORT_JSON, REPORT_MD, markers, write_json, write_section  # noqa: E402
-from speed_common import devices, machine, peak_rss_mb, say, table  # noqa: E402
-
-from bgad.bench.allocator import malloc_settings, tune_malloc  # noqa: E402
+from benchmarks import speed_cell, speed_eval, speed_flow, speed_memory, speed_pro
+from benchmarks.report_io import REPORT_JSON, REPORT_MD, markers, write_json, write_section
+from benchmarks.speed_common import devices, machine, peak_rss_mb, say, table
+from bgad.bench.allocator import malloc_settings, tune_malloc
 
 KEY = "speed"
 ITEMS = (
@@ -156,8 +150,6 @@ def limit_threads(a: argparse.Namespace) -> None:
     if a.smoke:  # one thread everywhere, children included (items 5, 6); see README on BLAS threads
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = "1"
-        from threadpoolctl import threadpool_limits
-
         threadpool_limits(1)
 
 
@@ -188,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {
         "smoke": a.smoke,
         "machine": machine(a.threads),
-        "command": "python benchmarks/speed.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m benchmarks.speed " + " ".join(argv or sys.argv[1:]),
         "malloc": malloc_settings(),
     }
     m = res["machine"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from released_way import run_released_way
-from speed_common import TARGETS, Item, fmt, in_child, make_slice, say, table, verdict
 
+from benchmarks.released_way import run_released_way
+from benchmarks.speed_common import TARGETS, Item, fmt, in_child, make_slice, say, table, verdict
 from bgad.bench.cell import run_cell
 from bgad.bench.config import RunConfig
 

@@ -1,4 +1,4 @@
-"""What every item of the speed benchmark (``benchmarks/speed.py``) shares: the report thresholds
+"""What every item of the speed benchmark (``python -m benchmarks.speed``) shares: the report thresholds
 (``TARGETS``, the one place they are written), the machine description, the AITEX slices, running one
 side of a comparison in a fresh interpreter, peak RSS, and the Markdown table helpers."""
 
@@ -13,22 +13,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-from released_way import evenly_spaced
 
 from bgad.data.convert import prepare_aitex
 from bgad.data.datasets import load_category
 from bgad.paths import cache_dir
 
+T = TypeVar("T")
+
 REPO = Path(__file__).resolve().parents[1]
-SPEED_SCRIPT = Path(__file__).resolve().with_name("speed.py")
+SPEED_MODULE = "benchmarks.speed"
 # The raw AITEX copy beside the checkout (../shared/data), or wherever BGAD_AITEX_RAW points.
 AITEX_RAW = Path(os.environ.get("BGAD_AITEX_RAW", REPO.parent / "shared" / "data" / "aitex_raw"))
 
@@ -90,8 +93,25 @@ def say(msg: str = "") -> None:
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it times the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """At most ``k`` distinct indices spread evenly over ``range(n)`` (both ends included)."""
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
+
+
+def best_time(fn: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
+    """``fn``'s result and its fastest time over ``repeats`` runs (noise on a shared machine only ever
+    adds time)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 def verdict(ok: bool) -> str:
@@ -202,11 +222,13 @@ def make_slice(n_train: int, n_test_normal: int, n_test_anomalous: int) -> Path:
 
 
 def in_child(a: argparse.Namespace, worker: str, device: torch.device) -> dict:
-    """Run ``speed.py --worker WORKER`` in a fresh interpreter; its result.json (and arrays it saved)."""
+    """Run ``python -m benchmarks.speed --worker WORKER`` in a fresh interpreter (from the repository
+    root, where the package is); its result.json (and the arrays it saved)."""
     with tempfile.TemporaryDirectory(prefix="speed-worker-") as tmp:
         cmd = [
             sys.executable,
-            str(SPEED_SCRIPT),
+            "-m",
+            SPEED_MODULE,
             "--worker",
             worker,
             "--worker-out",
@@ -218,7 +240,7 @@ def in_child(a: argparse.Namespace, worker: str, device: torch.device) -> dict:
             "--device",
             device.type,
         ] + (["--smoke"] if a.smoke else [])
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, cwd=REPO)
         out = json.loads((Path(tmp) / "result.json").read_text())
         for name in out.pop("arrays", []):
             out[name] = np.load(Path(tmp) / f"{name}.npy")

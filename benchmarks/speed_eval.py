@@ -6,44 +6,60 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
-from released_way import ReleasedEncoder, ReleasedWayDetector, released_config
-from speed_common import TARGETS, Item, in_child, make_slice, say, sync, table, verdict
-from speed_flow import b6_flow_forward_floor
 
+from benchmarks.released_way import (
+    ReleasedBackbone,
+    ReleasedEncoder,
+    released_config,
+    score_batch1,
+    untrained,
+)
+from benchmarks.speed_common import TARGETS, Item, in_child, make_slice, say, sync, table, verdict
+from benchmarks.speed_flow import b6_flow_forward_floor
 from bgad.backbones import create_backbone
 from bgad.bench.config import RunConfig
 from bgad.bench.method_registry import METHODS
 from bgad.data.datasets import load_category
 from bgad.features import FeatureCache
 from bgad.flow_detector import FlowDetector
-from bgad.scoring import anomaly_maps
+from bgad.scoring import Scores, anomaly_maps
+
+T = TypeVar("T")
 
 
-def item3_setup(a: argparse.Namespace, device: torch.device, released: bool) -> tuple:
-    """Test paths, config and an untrained BGAD detector (same parameters for every side)."""
+def item3_setup(
+    a: argparse.Namespace, device: torch.device, released: bool
+) -> tuple[list[Path], ReleasedBackbone, FlowDetector]:
+    """Test paths, the side's encoder (as a ``ReleasedBackbone``) and an untrained BGAD detector
+    (the same flows for every side: initialised from the seed alone)."""
     n_test, size = (6, 64) if a.smoke else (30, 256)
     root = make_slice(6 if a.smoke else 20, n_test // 2, n_test - n_test // 2)
     paths = [s.image_path for s in load_category("aitex", "aitex", root).test][:n_test]
     cfg = RunConfig.of(
-        backbone="tf_efficientnet_b6", random_weights=True, input_size=size, threads=a.threads, seed=0
+        method="bgad",
+        backbone="tf_efficientnet_b6",
+        random_weights=True,
+        input_size=size,
+        threads=a.threads,
+        seed=0,
     )
     if released:
         cfg = released_config(cfg)
     torch.manual_seed(0)
-    extractor = (ReleasedEncoder(cfg) if released else create_backbone(cfg.backbone, random_weights=True)).to(
-        device
-    )
-    spec = METHODS.get("bgad")
-    shapes = [(c, size // s, size // s) for c, s in zip(extractor.channels, extractor.strides, strict=True)]
-    det = ReleasedWayDetector(cfg, spec, shapes, device, extractor)
+    extractor = ReleasedEncoder(cfg) if released else create_backbone(cfg.backbone, random_weights=True)
+    source = ReleasedBackbone(extractor.to(device), size, device)
+    det = untrained(METHODS.get("bgad").build(cfg, device), source)
     extractor(torch.rand(1, 3, size, size, device=device))  # warm-up
-    return paths, size, extractor, det
+    return paths, source, det
 
 
-def timed(device: torch.device, fn):  # noqa: ANN001, ANN201
+def timed(device: torch.device, fn: Callable[[], T]) -> tuple[T, float]:
     sync(device)
     start = time.perf_counter()
     out = fn()
@@ -54,17 +70,18 @@ def timed(device: torch.device, fn):  # noqa: ANN001, ANN201
 def item3_side(a: argparse.Namespace, device: torch.device, side: str) -> dict:
     """``ours``: batched backbone + batched flows from image files, and the flows alone from the
     cached features; ``released``: batch-1 backbone + flows per image (the released code's way)."""
-    paths, size, extractor, det = item3_setup(a, device, released=side == "released")
+    paths, source, det = item3_setup(a, device, released=side == "released")
+    size = source.size
     if side == "released":
-        scores, seconds = timed(
-            device, lambda: det.score_batch1(paths, FeatureCache(extractor, size).load_resized, size)
-        )
+        scores, seconds = timed(device, lambda: score_batch1(det, source, paths))
         return {"n": len(paths), "seconds_from_files": seconds, "maps": scores.maps}
-    cache = FeatureCache(extractor, size)
+    cache = FeatureCache(source.extractor, size)
     feats, t_feats = timed(device, lambda: cache.features(paths))
     scores, t_flows = timed(device, lambda: det.score(feats, (size, size)))
     # the backbone's own batching gain, and the bound it sets on the from-files ratio
-    _, t_feats_batch1 = timed(device, lambda: FeatureCache(extractor, size, batch_size=1).features(paths))
+    _, t_feats_batch1 = timed(
+        device, lambda: FeatureCache(source.extractor, size, batch_size=1).features(paths)
+    )
     return {
         "n": len(paths),
         "seconds_from_files": t_feats + t_flows,
@@ -87,14 +104,15 @@ def compare(x: np.ndarray, y: np.ndarray) -> dict:
 
 def pure_batching(a: argparse.Namespace, device: torch.device) -> tuple[int, int, dict]:
     """(images, size, row): the same features and flows, batched vs one image at a time, in this process."""
-    paths, size, extractor, det = item3_setup(a, device, released=False)
-    feats = FeatureCache(extractor, size).features(paths)
+    paths, source, det = item3_setup(a, device, released=False)
+    size = source.size
+    feats = FeatureCache(source.extractor, size).features(paths)
     batched, t_batched = timed(device, lambda: det.score(feats, (size, size)))
 
-    def batch1_cached():  # noqa: ANN202
-        per_level = [[] for _ in feats]
+    def batch1_cached() -> Scores:
+        per_level: list[list[np.ndarray]] = [[] for _ in feats]
         for i in range(len(paths)):
-            for level, ll in enumerate(FlowDetector.log_likelihoods(det, [f[i : i + 1] for f in feats])):
+            for level, ll in enumerate(det.log_likelihoods([f[i : i + 1] for f in feats])):
                 per_level[level].append(ll)
         return anomaly_maps([np.concatenate(p) for p in per_level], (size, size))
 

@@ -9,8 +9,8 @@ import argparse
 import time
 
 import torch
-from speed_common import Item, in_child, say, sync, table
 
+from benchmarks.speed_common import Item, in_child, say, sync, table
 from bgad.flows import ConditionalFlow, PositionalSubnet
 
 CHUNK_FIBERS = 4096

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from speed_common import TARGETS, Item, fmt, make_slice, peak_rss_mb, say, table, verdict
 
+from benchmarks.speed_common import TARGETS, Item, fmt, make_slice, peak_rss_mb, say, table, verdict
 from bgad.bench.cell import run_cell
 from bgad.bench.config import resolve_config
+from bgad.data.synthetic import SYNTHETIC_CATEGORIES
 
 # ``bgad-bench`` in a child that leaves its /proc status (for VmHWM) in the file named by argv[1].
 CLI_WITH_STATUS = (
@@ -190,8 +191,6 @@ def train_size_rows(a: argparse.Namespace) -> list[dict]:
 def worker_rows(a: argparse.Namespace) -> list[dict]:
     """Wall time of a small grid of nfad cells with the joblib executor, 1 and 2 workers."""
     cats = ["widget", "weave"] if a.smoke else ["widget", "weave", "bolt", "grain"]
-    from bgad.data.synthetic import SYNTHETIC_CATEGORIES
-
     cats = [c for c in cats if c in SYNTHETIC_CATEGORIES] or sorted(SYNTHETIC_CATEGORIES)[: len(cats)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="speed-grid-") as tmp:

@@ -5,19 +5,17 @@ against the loop and against a float64 transcription of MVTec AD's ``compute_pro
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-from released_way import released_bgad_pro
-from speed_common import TARGETS, Item, fmt, table, verdict
+from scipy import ndimage
 
+from benchmarks.released_way import released_bgad_pro
+from benchmarks.speed_common import TARGETS, Item, best_time, fmt, table, verdict
 from bgad.metrics import pro_auc, pro_auc_paper
 
 
 def synthetic_maps(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Half the images with 1–3 elliptic defects; maps = smoothed noise + a bump inside the defects."""
-    from scipy import ndimage
-
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
     masks = np.zeros((n, size, size), np.uint8)
@@ -35,8 +33,6 @@ def synthetic_maps(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 def mvtec_reference_pro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     """MVTec AD's ``compute_pro`` + ``trapezoid`` (label once, one sort), in float64: the value reference."""
-    from scipy import ndimage
-
     fp_changes = np.zeros(maps.shape, np.float64)
     pro_changes = np.zeros(maps.shape, np.float64)
     n_ok = n_regions = 0
@@ -67,15 +63,6 @@ def mvtec_reference_pro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 
     sel = fprs <= fpr_limit
     x, y = fprs[sel], pros[sel]
     return float((np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction) / fpr_limit)
-
-
-def best_time(fn, reps: int) -> tuple[object, float]:  # noqa: ANN001
-    best, out = float("inf"), None
-    for _ in range(reps):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return out, best
 
 
 def pro_auc_ok(d: dict) -> bool:

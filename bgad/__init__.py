@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # noqa: ANN202
+def __getattr__(name: str):
     if name in __all__:
         from bgad.bench import api
 

@@ -1,4 +1,4 @@
-"""Known-anomaly data for phase 2 of BGAD (METHOD.md §4).
+"""Known-anomaly data for phase 2 of BGAD (docs/method.md §3, Known anomalies).
 
 Three pieces live here, all numpy + OpenCV + albumentations (no torch) so they can run inside data-loader
 workers and be tested without a GPU:
@@ -37,7 +37,7 @@ __all__ = [
     "paste_anomaly",
 ]
 
-#: The 10 transform families of METHOD.md §4, in a fixed order (indices drawn by the RNG refer to it).
+#: The 10 transform families of docs/method.md §3, in a fixed order (indices drawn by the RNG refer to it).
 RACP_TRANSFORM_FAMILIES: tuple[str, ...] = (
     "rot90",
     "flip",
@@ -73,7 +73,7 @@ def foreground_mask(image: np.ndarray, kind: str, min_fraction: float = 0.01) ->
     """Boolean (H, W) mask of where a pasted anomaly may land on ``image``.
 
     Why: RACP must not paste a defect onto the empty background of an object category, where no real
-    defect can appear (METHOD.md §4); textures are defect-prone everywhere.
+    defect can appear (docs/method.md §3); textures are defect-prone everywhere.
 
     * ``kind="texture"``: the whole image.
     * ``kind="object"``: Otsu binarisation of the grey image. Which side is the object is decided by a
@@ -225,7 +225,7 @@ def build_transform_families(
     """One always-applied (p=1) albumentations transform per RACP family, keyed by family name.
 
     Why these settings: each family mirrors the classic albumentations example pipeline that the RACP
-    list follows (METHOD.md §4), ported to the 2.x API:
+    list follows (docs/method.md §3), ported to the 2.x API:
 
     * ``flip`` is one of horizontal/vertical flip (2.x has no random ``Flip``).
     * ``noise``: 2.x ``GaussNoise`` takes a std as a fraction of 255; the default here equals the 1.x
@@ -300,7 +300,7 @@ def paste_anomaly(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Paste exactly the ``cut_mask`` pixels of ``anomaly_image`` onto a copy of ``normal_image``.
 
-    Placement rule (METHOD.md §4): keep the location if at least ``keep_fraction`` of the cut pixels land on
+    Placement rule (docs/method.md §3): keep the location if at least ``keep_fraction`` of the cut pixels land on
     ``foreground``; otherwise move every 8-connected region of the cut separately so that its bounding-box
     centre sits on a random foreground pixel of the target, with the offset clipped so the region stays fully
     inside the image. Regions are pasted in label order; a later region overwrites an earlier one where they
@@ -353,7 +353,7 @@ class AugmentedAnomaly(NamedTuple):
 
 
 class RandAugmentCutPaste:
-    """RandAugmented CutPaste (METHOD.md §4): make one synthetic anomaly from a real known anomaly.
+    """RandAugmented CutPaste (docs/method.md §3): make one synthetic anomaly from a real known anomaly.
 
     Why: BGAD has only a handful of real known anomalies; RACP multiplies them into varied but realistic
     defects (real defect texture, new shape/appearance/location, on a normal image).

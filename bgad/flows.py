@@ -1,4 +1,4 @@
-"""Conditional normalizing flows (one per feature level) and the positional condition (METHOD.md §2)."""
+"""Conditional normalizing flows (one per feature level) and the positional condition (docs/method.md §2)."""
 
 from __future__ import annotations
 

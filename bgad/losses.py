@@ -1,43 +1,25 @@
-"""Losses on per-dimension log-likelihoods ℓ (METHOD.md §3).
+"""Losses on per-dimension log-likelihoods ℓ (docs/method.md §3), and the loss objects of the flow methods.
 
 All functions take ℓ of one chunk of fibers and their location labels (0 normal, 1 anomalous) and
 return a scalar loss. Boundaries and focal weights are computed on detached values, as the released
 code does: they steer the gradient but receive none.
+
+A flow method's loss is one object, chosen by its detector class (``FlowDetector.loss_class``):
+``MaximumLikelihood`` (NFAD, CFLOW-AD), ``BoundaryGuided`` (BGAD), ``SemiPull`` (BGAD w/o anomalies)
+or ``PushPullAll`` (BGAD†). It says whether the method has a boundary-guided second phase, whether
+it learns from anomalies, and computes the phase-2 loss of a chunk.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from bgad.bench.params import FlowParams
+from bgad.loss_settings import BoundaryLossSettings
 
 _ABS_FLOOR = 1e-6
-# One source for the defaults: the typed flow parameters.
-_DEFAULTS = {name: field.default for name, field in FlowParams.model_fields.items()}
-
-
-@dataclass(frozen=True)
-class BoundaryLossConfig:
-    """Hyper-parameters of the boundary-guided loss; defaults are FlowParams' (the CVPR scripts' values)."""
-
-    beta: float = _DEFAULTS["beta"]
-    tau: float = _DEFAULTS["tau"]
-    normalizer: float = _DEFAULTS["normalizer"]
-    lam: float = _DEFAULTS["lam"]
-    focal: bool = _DEFAULTS["focal"]
-    focal_clip: float | None = _DEFAULTS["focal_clip"]
-    # "code": per-chunk boundary and means (released code); "paper": sums (arXiv Eq. 10) with a
-    # boundary taken once from all normal locations of the image batch at that level.
-    spp_variant: Literal["code", "paper"] = _DEFAULTS["spp_variant"]
-
-    @classmethod
-    def from_settings(cls, cfg: object) -> BoundaryLossConfig:
-        """The loss settings of a run config (or any object with these attributes)."""
-        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
 
 
 def ml_loss(ll: torch.Tensor) -> torch.Tensor:
@@ -78,7 +60,7 @@ def _masked_mean_or_sum(values: torch.Tensor, reduction: str) -> torch.Tensor:
 def semi_push_pull(
     ll: torch.Tensor,
     labels: torch.Tensor,
-    cfg: BoundaryLossConfig,
+    cfg: BoundaryLossSettings,
     b_n: torch.Tensor | None = None,
     push: bool = True,
     semi: bool = True,
@@ -110,8 +92,84 @@ def semi_push_pull(
     return loss
 
 
-def weighted_ml(ll: torch.Tensor, cfg: BoundaryLossConfig) -> torch.Tensor:
+def weighted_ml(ll: torch.Tensor, cfg: BoundaryLossSettings) -> torch.Tensor:
     """ML loss of a chunk without anomalous locations (focal-weighted when focal weighting is on)."""
     if not cfg.focal:
         return ml_loss(ll).mean()
     return (normal_focal_weight(ll.detach() / cfg.normalizer) * ml_loss(ll)).mean()
+
+
+class MaximumLikelihood:
+    """softplus(−ℓ) averaged over the chunk in every meta-epoch: NFAD's and CFLOW-AD's loss.
+
+    No second phase: no boundaries, no anomalies.
+    """
+
+    guided: ClassVar[bool] = False
+    uses_anomalies: ClassVar[bool] = False
+    batch_boundary: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, settings: object) -> MaximumLikelihood:
+        """The loss of a detector's settings (this one has none)."""
+        return cls()
+
+    def __call__(
+        self, ll: torch.Tensor, labels: torch.Tensor, b_n: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return ml_loss(ll).mean()
+
+
+class BoundaryGuided(BoundaryLossSettings):
+    """BGAD's phase-2 loss: ML + semi-pull below b_n + semi-push above b_a = b_n − τ (``semi_push_pull``).
+
+    ``uses_anomalies``: it pushes anomalous locations (L_a), so known and RACP anomalies join the
+    training pool; ``semi``: only locations on the wrong side of a boundary are pulled or pushed.
+    """
+
+    guided: ClassVar[bool] = True
+    uses_anomalies: ClassVar[bool] = True
+    semi: ClassVar[bool] = True
+
+    @classmethod
+    def from_settings(cls, settings: object) -> BoundaryGuided:
+        """The loss of a detector's (or a run config's) settings: its attributes of the same names."""
+        return cls(**{name: getattr(settings, name) for name in BoundaryLossSettings.model_fields})
+
+    @property
+    def batch_boundary(self) -> bool:
+        """The paper variant takes b_n once per image batch and level, from all its normal locations."""
+        return self.spp_variant == "paper"
+
+    def boundary(self, ll_normal: torch.Tensor) -> torch.Tensor:
+        """b_n of these normal locations' ℓ (detached)."""
+        return normal_boundary(ll_normal, self.beta, self.normalizer)
+
+    def __call__(
+        self, ll: torch.Tensor, labels: torch.Tensor, b_n: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The loss of a chunk that holds normal locations (``b_n``: the batch's boundary, or None).
+
+        A loss that pushes anomalies, given a chunk without any, is the (focal-weighted) ML loss, as
+        in the released code: without anomalies there is no push, and the pull waits for them.
+        """
+        if self.uses_anomalies and not (labels == 1).any():
+            return weighted_ml(ll, self)
+        return semi_push_pull(ll, labels, self, b_n=b_n, push=self.uses_anomalies, semi=self.semi)
+
+
+class SemiPull(BoundaryGuided):
+    """BGAD w/o anomalies: ML + semi-pull of the normal locations below b_n; no anomaly is used."""
+
+    uses_anomalies: ClassVar[bool] = False
+
+
+class PushPullAll(BoundaryGuided):
+    """BGAD† (the slides' ablation, our reading): the boundaries with a conventional contrastive loss,
+    every normal location pulled and every anomalous one pushed, linearly."""
+
+    semi: ClassVar[bool] = False
+
+
+#: The loss of a flow method.
+FlowLoss = MaximumLikelihood | BoundaryGuided

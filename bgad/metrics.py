@@ -1,4 +1,4 @@
-"""Evaluation metrics: image AUROC, pixel AUROC and two flavours of PRO (METHOD.md §5).
+"""Evaluation metrics: image AUROC, pixel AUROC and two flavours of PRO (docs/metrics.md).
 
 Why two PROs: the paper cites the MVTec AU-PRO (per-region overlap against the false-positive rate,
 integrated up to FPR 0.3 and divided by 0.3), but the authors' released code (``calculate_pro_metric``
@@ -262,7 +262,8 @@ def _require_both_classes(s: _PixelSets) -> None:
 
 def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Image-level AUROC (sklearn ``roc_auc_score``); ``labels`` 1 = anomalous, ``scores`` higher = more
-    anomalous. Tied scores count 1/2, which is why METHOD.md asks to report ties separately."""
+    anomalous. Tied scores count 1/2, which is why scores tied up to rounding are flagged ``tied``
+    (docs/metrics.md)."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
     if labels.ndim != 1 or scores.ndim != 1:
@@ -293,7 +294,7 @@ def _pixel_auroc_from_sets(s: _PixelSets) -> float:
 
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
-    """Pixel-level AUROC with all test pixels of all images pooled (METHOD.md §5).
+    """Pixel-level AUROC with all test pixels of all images pooled (docs/metrics.md).
 
     Equal to ``roc_auc_score(masks.ravel(), maps.ravel())`` (ties count 1/2), computed from one sorted
     copy of the negatives so that ~200 maps of 256² (13 M pixels) need ~100 MB, not ~1 GB.

@@ -1,4 +1,4 @@
-"""Log-likelihood maps -> anomaly maps -> image scores (METHOD.md §5)."""
+"""Log-likelihood maps -> anomaly maps -> image scores (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Which known anomalies a cell trains on: a pure function of the file list, the rule and the seed.
 
 Every method of a cell (NFAD included) is tested on the same reduced test set, so the selection is
-made once per (category, rule, seed), independent of run order (METHOD.md §6).
+made once per (category, rule, seed), independent of run order (docs/method.md §3, "Which anomalies are
+known").
 """
 
 from __future__ import annotations
@@ -45,13 +46,8 @@ def select_known_anomalies(
     ordered = sorted(test, key=lambda s: str(s.image_path))
     rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
     anomalous = [s for s in ordered if s.is_anomalous]
-    available = sorted({s.defect_type for s in anomalous})
-    wanted = [defect_type] if mode == "one_class" and defect_type else []
-    missing = sorted((set(wanted) | set(train_types or []) | set(test_types or [])) - set(available))
-    if missing:
-        raise SelectionError(
-            f"category {category!r} lacks the defect type(s) {', '.join(missing)}; it has: {', '.join(available)}"
-        )
+    wanted = {defect_type} if mode == "one_class" and defect_type else set()
+    _require_defect_types(category, anomalous, wanted | set(train_types or []) | set(test_types or []))
     if mode == "one_class":
         if defect_type is None:
             raise SelectionError("the one_class rule needs a defect type (--set anomaly_defect_type=...)")
@@ -73,6 +69,17 @@ def select_known_anomalies(
         keep = set(test_types)
         remaining = [s for s in remaining if not s.is_anomalous or s.defect_type in keep]
     return known, remaining
+
+
+def _require_defect_types(category: str, anomalous: list[Sample], named: set[str]) -> None:
+    """Stop on a defect type the category does not have: a misspelt type in a protocol or ``--set``
+    would otherwise draw from, or keep, nothing of it without a word."""
+    available = sorted({s.defect_type for s in anomalous})
+    missing = sorted(named - set(available))
+    if missing:
+        raise SelectionError(
+            f"category {category!r} lacks the defect type(s) {', '.join(missing)}; it has: {', '.join(available)}"
+        )
 
 
 def _draw(pool: list[Sample], k: int, rng: np.random.Generator, per_type: bool) -> set[int]:

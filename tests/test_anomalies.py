@@ -1,4 +1,4 @@
-"""Tests for bgad.anomalies: foreground, RandAugmented CutPaste (METHOD.md §4) and the balanced sampler."""
+"""Tests for bgad.anomalies: foreground, RandAugmented CutPaste (docs/method.md §3) and the balanced sampler."""
 
 from __future__ import annotations
 

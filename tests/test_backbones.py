@@ -1,4 +1,4 @@
-"""Tests for bgad.backbones (METHOD.md §1): presets, the Lite0 wheel -> timm name mapping, strict
+"""Tests for bgad.backbones (docs/method.md §1): presets, the Lite0 wheel -> timm name mapping, strict
 loading with provenance, refusal of corrupt or wrong files, the pruned extractor and the offline error.
 Nothing here touches the network."""
 
@@ -269,7 +269,7 @@ def test_extractor_is_pruned_and_frozen(lite0) -> None:
     [("tf_efficientnet_b6", (40, 72, 200), (4, 8, 16)), ("wide_resnet50_2", (512, 1024, 2048), (8, 16, 32))],
 )
 def test_other_presets_levels(name: str, channels: tuple, strides: tuple) -> None:
-    """METHOD.md §1 facts, checked with random weights (no download)."""
+    """docs/method.md §1 facts, checked with random weights (no download)."""
     ext = create_backbone(name, random_weights=True)
     assert ext.channels == channels and ext.strides == strides
     out = ext(torch.rand(1, 3, 64, 64))

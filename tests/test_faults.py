@@ -31,7 +31,7 @@ def test_a_done_grid_needs_no_writable_folder(tmp_path: Path, monkeypatch: pytes
     assert CliRunner().invoke(app, [*RUN, "--results", str(store)]).exit_code == 0
     import bgad.bench.store
 
-    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - every write now fails: read-only
+    def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(bgad.bench.store, "atomic_write_with", refuse)
@@ -46,7 +46,7 @@ def test_a_full_disk_leaves_nothing_that_looks_complete(
 ) -> None:
     import bgad.bench.cell
 
-    def full(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results" / "cells" / "x"))
 
     monkeypatch.setattr(bgad.bench.cell, "write_artifacts", full)
@@ -65,7 +65,7 @@ def test_an_unwritable_feature_cache_degrades_to_no_cache(
 
     import bgad.features
 
-    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(bgad.features, "atomic_write_with", refuse)

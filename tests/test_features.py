@@ -1,5 +1,5 @@
 """Tests for bgad.features.FeatureCache (disk round trip, hits, damaged entries) and for two helpers of
-bgad.flow_detector: the learning-rate schedule and the nearest-neighbour mask downsampling (METHOD.md §3)."""
+bgad.flow_detector: the learning-rate schedule and the nearest-neighbour mask downsampling (docs/method.md §3)."""
 
 from __future__ import annotations
 

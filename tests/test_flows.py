@@ -1,5 +1,5 @@
 """Tests for bgad.flows: the positional condition, flow invertibility, log|det J| and log-likelihood,
-FrEIA's soft clamp (METHOD.md §2) and the determinism of build_flow."""
+FrEIA's soft clamp (docs/method.md §2) and the determinism of build_flow."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from bgad.flows import (
 
 
 def _reference_code(dim: int, height: int, width: int) -> np.ndarray:
-    """Direct loop over METHOD.md §2: first half encodes the column, second half the row; pairs
+    """Direct loop over docs/method.md §2: first half encodes the column, second half the row; pairs
     (sin, cos) of pos * 10000^(-2k/(dim/2))."""
     half = dim // 2
     code = np.zeros((dim, height, width), dtype=np.float64)

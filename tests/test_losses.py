@@ -1,4 +1,4 @@
-"""Tests for bgad.losses against hand-computed values (METHOD.md §3).
+"""Tests for bgad.losses against hand-computed values (docs/method.md §3), and the loss objects.
 
 The hand-made chunk used throughout (ν = 10, β = 0.25, τ = 0.1):
   normal ℓ    = -8, -3, 2, 5     -> u = -0.8, -0.3, 0.2, 0.5; b_n = ℓ_(1)/ν = -0.3 (⌊0.25·4⌋ = 1)
@@ -14,8 +14,13 @@ import math
 import pytest
 import torch
 
+from bgad.bench.params import FlowParams
+from bgad.loss_settings import BoundaryLossSettings
 from bgad.losses import (
-    BoundaryLossConfig,
+    BoundaryGuided,
+    MaximumLikelihood,
+    PushPullAll,
+    SemiPull,
     anomalous_focal_weight,
     ml_loss,
     normal_boundary,
@@ -74,10 +79,10 @@ def _expected_terms(focal: bool, b_n: float = B_N, tau: float = 0.1) -> dict[str
     }
 
 
-def _cfg(**kw) -> BoundaryLossConfig:
+def _cfg(**kw) -> BoundaryLossSettings:
     base = {"beta": 0.25, "tau": 0.1, "normalizer": NU, "lam": 1.0, "focal": False}
     base.update(kw)
-    return BoundaryLossConfig(**base)
+    return BoundaryLossSettings(**base)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,7 +136,7 @@ def test_anomalous_focal_weight_clip() -> None:
     assert clipped.tolist() == pytest.approx(expected, rel=1e-12)
     assert clipped.max().item() == 5.0
     assert unclipped.max().item() > 1e5  # default: no clip (faithful)
-    assert BoundaryLossConfig().focal_clip is None
+    assert BoundaryLossSettings().focal_clip is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,7 +299,7 @@ def test_weighted_ml() -> None:
 
 
 def test_default_config_is_cvpr_code() -> None:
-    cfg = BoundaryLossConfig()
+    cfg = BoundaryLossSettings()
     assert (cfg.beta, cfg.tau, cfg.normalizer, cfg.lam, cfg.focal, cfg.spp_variant) == (
         0.01,
         0.1,
@@ -303,3 +308,54 @@ def test_default_config_is_cvpr_code() -> None:
         True,
         "code",
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# the loss objects
+
+
+def test_the_flow_settings_inherit_the_loss_settings_declared_once() -> None:
+    """One definition of β, τ, ν, λ and the focal weighting: FlowParams' fields are the loss's own."""
+    assert issubclass(FlowParams, BoundaryLossSettings)
+    for name, field in BoundaryLossSettings.model_fields.items():
+        assert repr(FlowParams.model_fields[name]) == repr(field), name
+    params = FlowParams(beta=0.05, focal_clip=3.0)
+    loss = BoundaryGuided.from_settings(params)
+    assert (loss.beta, loss.focal_clip, loss.tau) == (0.05, 3.0, params.tau)
+
+
+@pytest.mark.parametrize(
+    ("loss_class", "push", "semi"),
+    [(BoundaryGuided, True, True), (SemiPull, False, True), (PushPullAll, True, False)],
+)
+def test_each_boundary_loss_is_semi_push_pull_with_its_switches(loss_class, push: bool, semi: bool) -> None:
+    ll, labels = _chunk()
+    loss = loss_class(**_cfg(focal=True).model_dump())
+    expected = semi_push_pull(ll, labels, _cfg(focal=True), push=push, semi=semi)
+    assert loss(ll, labels).item() == expected.item()
+    assert loss.guided and loss.uses_anomalies is push
+
+
+@pytest.mark.parametrize("loss_class", [BoundaryGuided, PushPullAll])
+def test_a_pushing_loss_on_a_chunk_without_anomalies_is_weighted_ml(loss_class) -> None:
+    ll = torch.tensor([-8.0, -3.0, 2.0, 5.0], dtype=torch.float64)
+    labels = torch.zeros(4, dtype=torch.long)
+    settings = _cfg(focal=True)
+    assert loss_class(**settings.model_dump())(ll, labels).item() == weighted_ml(ll, settings).item()
+    pull_only = SemiPull(**settings.model_dump())(ll, labels)  # BGAD w/o still pulls below b_n
+    assert pull_only.item() == semi_push_pull(ll, labels, settings, push=False).item()
+
+
+def test_maximum_likelihood_has_no_second_phase() -> None:
+    ll, labels = _chunk()
+    loss = MaximumLikelihood.from_settings(FlowParams())
+    assert not loss.guided and not loss.uses_anomalies and not loss.batch_boundary
+    assert loss(ll, labels).item() == ml_loss(ll).mean().item()
+
+
+def test_only_the_paper_variant_takes_the_boundary_per_batch() -> None:
+    assert not BoundaryGuided().batch_boundary
+    paper = BoundaryGuided(spp_variant="paper", beta=0.25, normalizer=NU)
+    assert paper.batch_boundary
+    normal = torch.tensor([-8.0, -3.0, 2.0, 5.0], dtype=torch.float64)
+    assert paper.boundary(normal).item() == pytest.approx(B_N, rel=1e-12)

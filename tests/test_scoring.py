@@ -1,4 +1,4 @@
-"""Tests for bgad.scoring.anomaly_maps (METHOD.md §5): one global max per level over the whole test
+"""Tests for bgad.scoring.anomaly_maps (docs/method.md §4): one global max per level over the whole test
 set, float64, align_corners bilinear upsampling, A = max(S) − S, image score = max of the map."""
 
 from __future__ import annotations

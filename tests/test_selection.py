@@ -1,4 +1,4 @@
-"""Tests for bgad.selection.select_known_anomalies (METHOD.md §6): ⌊k/T⌋ per type plus a random
+"""Tests for bgad.selection.select_known_anomalies (docs/method.md §3): ⌊k/T⌋ per type plus a random
 remainder, removed from the test set, a pure function of (files, seed, category) and independent of the
 order in which the files are listed."""
 

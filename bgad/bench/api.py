@@ -1,7 +1,9 @@
 """The Python API: plan and run cells, load results as a DataFrame, render reports, use a trained model.
 
-Everything the command line does, as plain functions with explicit parameters (the command line is
-a thin layer over these). Importable as ``bgad.plan_grid``, ``bgad.run_grid``, ``bgad.run_cell``,
+Everything the command line does, as plain functions with explicit parameters: the command line's
+``run`` plans with ``plan_grid`` and runs with ``run_grid`` (its progress views are ``GridView``s),
+and ``run_cell`` is a grid of one cell, so every cell runs through one path and the runner's lease.
+Importable as ``bgad.plan_grid``, ``bgad.run_grid``, ``bgad.run_cell``,
 ``bgad.load_results``, ``bgad.write_report``, ``bgad.load_model`` and ``bgad.predict``.
 
 Example (the README's)::
@@ -16,16 +18,24 @@ Example (the README's)::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from bgad.bench.config import ConfigError
+from bgad.bench.executors import EXECUTORS, Executor, Outcome, error_summary, make_executor
+from bgad.bench.protocols import adhoc_protocol, load_protocol
+from bgad.bench.tracking import MlflowTracker, open_tracker
 from bgad.paths import work_dir
 
-log = logging.getLogger("bgad.bench.api")
+# The planner, runner, store, reports and saved models are imported where used: they import torch or
+# scikit-learn, which `import bgad` and `bgad-bench --help` need not pay for.
+if TYPE_CHECKING:
+    from bgad.bench.runner import GridView
+    from bgad.bench.saved_model import TrainedModel
+    from bgad.bench.store import ResultStore
 
 
 def default_results() -> Path:
@@ -37,29 +47,21 @@ def default_reports() -> Path:
     return work_dir() / "reports"
 
 
-def plan_grid(
-    protocol: str | None = None,
-    *,
-    dataset: str | None = None,
-    categories: list[str] | None = None,
-    methods: list[str] | None = None,
-    seeds: list[int] | None = None,
-    profile: str | None = None,
-    settings: dict[str, Any] | None = None,
-    data_root: str | Path | None = None,
-    require_data: bool = True,
-) -> list:
+def plan_grid(protocol: str | None = None, *, settings: dict[str, Any] | None = None, **options: Any) -> list:
     """The cells of a protocol (a paper table) or, with ``protocol=None``, of an ad-hoc grid.
 
-    An ad-hoc grid defaults to BGAD and NFAD, seed 0, the ``quick`` profile, on ``dataset``
-    (default: the built-in synthetic set). ``settings`` are ``--set`` overrides.
+    ``settings``: settings by name, as ``--set`` gives them. ``options`` narrow the grid, with the
+    names of ``bgad.bench.planner.plan``: ``dataset``, ``categories``, ``methods``, ``seeds``,
+    ``profile``, ``data_root`` and ``require_data``. An ad-hoc grid defaults to BGAD and NFAD, seed 0,
+    the ``quick`` profile, on ``dataset`` (default: the built-in synthetic set).
     """
     from bgad.bench.planner import plan
-    from bgad.bench.protocols import adhoc_protocol, load_protocol
 
+    dataset = options.get("dataset")
     proto = adhoc_protocol(dataset or "synthetic") if protocol is None else load_protocol(protocol)
-    root = Path(data_root) if data_root else None
-    return plan(proto, dataset, categories, methods, seeds, profile, settings, root, require_data)
+    if options.get("data_root"):
+        options["data_root"] = Path(options["data_root"])
+    return plan(proto, overrides=settings, **options)
 
 
 def run_grid(
@@ -68,33 +70,67 @@ def run_grid(
     *,
     executor: str = "local",
     max_retries: int = 1,
-    on_done: Callable | None = None,
     track: str | None = None,
+    dry_run: bool = False,
+    view: GridView | None = None,
     **executor_options: Any,
 ) -> list:
     """Run the cells not yet in the store ``results`` (a rerun resumes); returns one outcome per cell run.
 
-    ``track="mlflow"`` logs each newly computed cell as an MLflow run (``bgad.bench.tracking``).
+    The grid is checked first (settings, data, weights, known-anomaly draws): a problem stops it
+    before any cell runs. ``dry_run=True`` checks it as the run would and runs nothing. A cell another
+    live worker holds (its lease) is waited for, not run twice. ``view`` shows the run (default:
+    nothing; warnings to the log); ``track="mlflow"`` logs each newly computed cell as an MLflow run
+    (``bgad.bench.tracking``); ``executor_options`` go to the executor (``n_jobs`` for joblib, …).
     """
-    from bgad.bench.executors import EXECUTORS, make_executor
     from bgad.bench.preflight import preflight
-    from bgad.bench.runner import after_each_record, pending_tasks, run_with_others
+    from bgad.bench.runner import GridView, cell_progress, pending_tasks, run_with_others
     from bgad.bench.store import ResultStore
-    from bgad.bench.tracking import open_tracker
 
+    view = view or GridView()
     tracker = open_tracker(track)
     store = ResultStore(Path(results) if results else default_results())
     todo, done = pending_tasks(cells, store)
+    view.planned(store, todo, done)
+    done_ids = {c.id for c in done}
+    elsewhere = EXECUTORS.get(executor).runs_elsewhere
     for warning in preflight(
-        [c for c in cells if c.id not in {d.id for d in done}],
-        elsewhere=EXECUTORS.get(executor).runs_elsewhere,
+        [c for c in cells if c.id not in done_ids], dry_run=dry_run, elsewhere=elsewhere
     ):
-        log.warning(warning)
-    runner = make_executor(executor, max_retries=max_retries, **executor_options)
-    with after_each_record(tracker.log_cell if tracker else None):
-        outcomes = run_with_others(runner, todo, on_done)
+        view.warn(warning)
+    runner = _executor(executor, max_retries, executor_options)
+    if dry_run:
+        return []
+    if todo:
+        store.check_writable()
+    with view.running(todo) as hook, cell_progress(hook):
+        outcomes = run_with_others(runner, todo, _settled(view, tracker, store))
     store.rebuild_table()
     return outcomes
+
+
+def _executor(name: str, max_retries: int, options: dict[str, Any]) -> Executor:
+    """The executor ``name``; a bad option (``n_jobs=0``) is a ``ConfigError`` that names it."""
+    try:
+        return make_executor(name, max_retries=max_retries, **options)
+    except ValueError as exc:
+        raise ConfigError(f"executor {name!r}: {exc}") from None
+
+
+def _settled(view: GridView, tracker: MlflowTracker | None, store: ResultStore) -> Callable[[Outcome], None]:
+    """After each cell: show it, and log it to the tracker when this process computed its record."""
+    from bgad.bench.runner import ELSEWHERE
+
+    def settled(outcome: Outcome) -> None:
+        view.settled(outcome)
+        if tracker is not None and outcome.ok and outcome.value != ELSEWHERE:
+            tracker.log_cell(store.cell_dir(outcome.value))
+
+    return settled
+
+
+class CellFailedError(RuntimeError):
+    """``run_cell``'s cell ran and failed; the message has the error and where its log is."""
 
 
 def run_cell(
@@ -112,30 +148,25 @@ def run_cell(
 ) -> dict:
     """Train and evaluate one cell (or return it from the store if done); its record, plus ``folder``.
 
-    ``settings`` are any settings by name (``meta_epochs=4``); the record is the cell's
-    ``result.json`` as a dict. ``track="mlflow"`` logs the cell, when computed here, as an MLflow run.
+    A grid of one cell (``plan_grid`` + ``run_grid``): checked before it runs, waited for when another
+    worker holds it. ``settings`` are any settings by name (``meta_epochs=4``); the record is the
+    cell's ``result.json`` as a dict. ``track="mlflow"`` logs the cell, when computed here, as an MLflow
+    run. A failed cell raises ``CellFailedError``.
     """
-    from bgad.bench.cell import run_cell as _run_cell
-    from bgad.bench.config import resolve_config
-    from bgad.bench.store import ResultStore, cell_id, is_complete_folder
-    from bgad.bench.tracking import open_tracker
-    from bgad.data.content import content_sha256
-    from bgad.data.datasets import load_category
+    from bgad.bench.store import ResultStore
 
-    tracker = open_tracker(track)
-    plan = {"method": method, "dataset": dataset, "category": category, "seed": seed}
-    if data_root:
-        plan["data_root"] = str(data_root)
     overrides = {**settings, "save_model": save_model}
-    cfg = resolve_config(profile, overrides, [("bgad.run_cell", plan)])
+    narrow = {"categories": [category], "methods": [method], "seeds": [seed]}
+    cells = plan_grid(dataset=dataset, **narrow, profile=profile, settings=overrides, data_root=data_root)
+    failed = [o for o in run_grid(cells, results, max_retries=0, track=track) if not o.ok]
     store = ResultStore(Path(results) if results else default_results())
-    data = load_category(dataset, category, Path(data_root) if data_root else None)
-    folder = store.cells_dir / cell_id(cfg, content_sha256(data))  # content hashes are cached
-    if not is_complete_folder(folder):
-        folder = _run_cell(cfg, store.cells_dir)
-        store.rebuild_table()
-        if tracker:
-            tracker.log_cell(folder)
+    folder = store.cell_dir(cells[0].id)
+    if failed:
+        where = store.cells_dir / f"{cells[0].id}.failed"
+        raise CellFailedError(
+            f"cell {cells[0].label} failed: {error_summary(failed[0].error)} (log: {where / 'run.log'}, "
+            f"traceback: {where / 'error.txt'})"
+        )
     return {**store.record(folder.name), "folder": str(folder)}
 
 
@@ -163,7 +194,7 @@ def write_report(
     )
 
 
-def load_model(folder: str | Path, device: str = "cpu", backbone_weights: str | None = None):  # noqa: ANN201
+def load_model(folder: str | Path, device: str = "cpu", backbone_weights: str | None = None) -> TrainedModel:
     """A model saved with ``save_model=True`` (``--save-model``): give its cell folder."""
     from bgad.bench.saved_model import TrainedModel
 
@@ -171,8 +202,11 @@ def load_model(folder: str | Path, device: str = "cpu", backbone_weights: str | 
 
 
 def predict(
-    model, images: list[str | Path], out: str | Path | None = None, threshold: float | str | None = None
-) -> pd.DataFrame:  # noqa: ANN001
+    model: TrainedModel | str | Path,
+    images: list[str | Path],
+    out: str | Path | None = None,
+    threshold: float | str | None = None,
+) -> pd.DataFrame:
     """Image scores (and, with ``out``, PNG anomaly maps and a ``scores.csv``) for image files.
 
     ``threshold``: a number, ``"auto"`` (the F1-best threshold on the model's own test set, which does

@@ -116,7 +116,7 @@ def resolve_device(name: str) -> torch.device:
 def load_mask(sample: Sample, size: int) -> tuple[np.ndarray, bool]:
     """The sample's mask at size×size and whether it is a real pixel mask.
 
-    An anomalous image without a pixel mask counts as anomalous everywhere (METHOD.md §4); the
+    An anomalous image without a pixel mask counts as anomalous everywhere (docs/method.md §3); the
     result records how many known anomalies were treated so.
     """
     if not sample.is_anomalous:
@@ -230,11 +230,15 @@ def load_inputs(cfg: RunConfig, data: CategoryData, log: CellLog | None = None) 
     return CellInputs(data, known, test, labels, masks)
 
 
+def frozen_backbone(cfg: RunConfig) -> FeatureExtractor:
+    """The cell's frozen feature extractor: its backbone, with its weights file or random weights."""
+    weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
+    return create_backbone(cfg.backbone, weights_path=weights, random_weights=cfg.random_weights)
+
+
 def compute_features(cfg: RunConfig, inputs: CellInputs, device: torch.device) -> CellFeatures:
     """Stage 2: the frozen backbone's features of the training, known-anomaly and test images."""
-    extractor = create_backbone(
-        cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
-    )
+    extractor = frozen_backbone(cfg)
     extractor.to(device)
     dtype = {"float32": torch.float32, "float16": torch.float16}[cfg.feature_dtype]
     root = cache_dir() / "features" if cfg.feature_cache else None
@@ -315,10 +319,7 @@ def fit_and_evaluate(
     def on_sub_epoch(meta: int, sub: int) -> None:
         per_meta = getattr(detector, "sub_epochs_", 1)
         if sub == 0:
-            log.phase(
-                f"training meta-epoch {meta + 1}/{meta_epochs} ({per_meta} pass(es) over the normal images)"
-                + _phase_note(cfg, meta)
-            )
+            log.phase(_training_line(cfg, meta, meta_epochs, per_meta))
         advance((meta * per_meta + sub + 1) / (meta_epochs * per_meta))
 
     detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
@@ -326,12 +327,14 @@ def fit_and_evaluate(
     return FitResult(detector, history, last["scores"], times)
 
 
-def _phase_note(cfg: RunConfig, meta: int) -> str:
-    """Why BGAD's first meta-epochs print NFAD's numbers: phase 1 trains on normal images only, by design."""
+def _training_line(cfg: RunConfig, meta: int, meta_epochs: int, per_meta: int) -> str:
+    """The log line of a meta-epoch; it says why BGAD's first meta-epochs print NFAD-like numbers (phase 1
+    trains on normal images only, by design)."""
+    line = f"training meta-epoch {meta + 1}/{meta_epochs} ({per_meta} pass(es) over the normal images)"
     phase1 = getattr(cfg, "phase1_epochs", 0)
-    if not cfg.spec.uses_anomalies or meta >= phase1:
-        return ""
-    return f"; phase 1: normal images only, as NFAD (known anomalies from meta-epoch {phase1 + 1})"
+    if cfg.spec.uses_anomalies and meta < phase1:
+        line += f"; phase 1: normal images only, as NFAD (known anomalies from meta-epoch {phase1 + 1})"
+    return line
 
 
 def flag_evaluation(entry: dict, ties: dict[str, str], log: CellLog) -> None:
@@ -471,7 +474,7 @@ def _run(
     start = time.perf_counter()
     training = training_data(cfg, uses_anomalies, inputs, feats)
     timings["load_images_masks"] = time.perf_counter() - start
-    detector = spec.build(cfg, [tuple(f.shape[1:]) for f in feats.normal], device)
+    detector = spec.build(cfg, device)
     fit = fit_and_evaluate(cfg, detector, training, inputs, feats.test, log, advance)
     timings.update(fit.timings)
     timings.update({k: round(v, 4) for k, v in detector.timings_.items()})
@@ -496,7 +499,7 @@ def _record(
     timings: dict,
     artifacts: dict,
     device,
-) -> dict:  # noqa: ANN001
+) -> dict:
     """The self-describing record (``result.json``) of a finished cell."""
     history = fit.history
     return {

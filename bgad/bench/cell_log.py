@@ -51,7 +51,7 @@ def log_to_file(path: Path, label: str) -> Iterator[None]:
     seen: set[str] = set()
     previous = warnings.showwarning
 
-    def record(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
         text = f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
         if text not in seen:
             seen.add(text)
@@ -66,7 +66,7 @@ def log_to_file(path: Path, label: str) -> Iterator[None]:
         handler.close()
 
 
-def print_plain_lines(stream=None) -> logging.Handler:  # noqa: ANN001
+def print_plain_lines(stream=None) -> logging.Handler:
     """Print every cell line to ``stream`` (stdout by default) with a time stamp and the cell's label."""
     import sys
 

@@ -4,33 +4,44 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bgad.bench.config import RunConfig, parse_set_options, profile_names, resolve_config
+from bgad.bench.cell_log import tail
+from bgad.bench.config import (
+    RunConfig,
+    describe_settings,
+    load_profile_description,
+    parse_set_options,
+    profile_names,
+    resolve_config,
+)
+from bgad.bench.data_cli import data_app
+from bgad.bench.executors import Outcome, error_summary
+from bgad.bench.method_registry import METHODS
+from bgad.bench.protocols import load_protocol, protocol_names
+from bgad.data.datasets import default_root
+from bgad.data.images import IMAGE_EXTENSIONS, is_image_file
+from bgad.data.specs import DATASET_SPECS
 from bgad.errors import UserError
 
+# Imports inside a command are deferred: they load torch, pandas or scikit-learn (the API, the store,
+# metrics, reports, backbones, saved models), which `bgad-bench --help` and most commands never need.
+
+if TYPE_CHECKING:
+    from bgad.bench.store import ResultStore
+
 app = typer.Typer(help="BGAD benchmark reproduction suite.", no_args_is_help=False, add_completion=False)
+app.add_typer(data_app, name="data", help="Download, prepare and verify datasets.")
 # Wide enough for the results table also when the output is a file or a CI log.
 console = Console(width=None if Console().is_terminal else 140)
-
-
-def _add_data_app() -> None:
-    try:
-        from bgad.bench.data_cli import data_app
-    except ImportError:  # pragma: no cover - the data commands ship with the package
-        return
-    app.add_typer(data_app, name="data", help="Download, prepare and verify datasets.")
-
-
-_add_data_app()
 
 
 def _warn(message: str) -> None:
@@ -121,7 +132,7 @@ TrackOpt = Annotated[
 
 
 @app.command()
-def run(  # noqa: PLR0913 - one parameter per command-line option
+def run(  # one parameter per command-line option
     protocol: ProtocolOpt = None,
     method: MethodsOpt = [],  # noqa: B006
     dataset: DatasetOpt = None,
@@ -157,14 +168,51 @@ def run(  # noqa: PLR0913 - one parameter per command-line option
 
 
 def _run_command(a: SimpleNamespace) -> None:
-    """The work of ``run``: plan, check, run what is not done, print the results."""
-    from bgad.bench.api import default_results, plan_grid
-    from bgad.bench.executors import EXECUTORS
-    from bgad.bench.preflight import preflight
-    from bgad.bench.runner import after_each_record, pending_tasks
+    """The work of ``run``: plan, run what is not done through ``api.run_grid`` with a console view,
+    print the results (a dry run: the plan)."""
+    from bgad.bench import api  # deferred: the API's planner and runner import torch and scikit-learn
+    from bgad.bench.cli_views import make_view
     from bgad.bench.store import ResultStore
-    from bgad.bench.tracking import open_tracker
 
+    results = a.results or api.default_results()
+    view = make_view(console, a.protocol or "adhoc", a.executor, _warn)
+    with _clear_errors():
+        cells = api.plan_grid(
+            a.protocol,
+            dataset=a.dataset,
+            categories=a.category or None,
+            methods=a.method or None,
+            seeds=a.seed or None,
+            profile=a.profile,
+            settings=_overrides(a),
+            data_root=a.data_root,
+            require_data=not a.dry_run,
+        )
+        options = _executor_options(a, results)
+        outcomes = api.run_grid(
+            cells,
+            results,
+            executor=a.executor,
+            max_retries=a.max_retries,
+            track=a.track,
+            dry_run=a.dry_run,
+            view=view,
+            **options,
+        )
+    if a.dry_run:
+        _print_plan(cells, view.done_ids)
+        return
+    store = ResultStore(results)
+    console.print(results_table([r for r in store.records() if r["cell_id"] in {c.id for c in cells}]))
+    console.print(TABLE_NOTES, highlight=False)
+    failures = [o for o in outcomes if not o.ok]
+    if failures:
+        _print_failures(failures, store, a.max_retries)
+        raise typer.Exit(code=1)
+
+
+def _overrides(a: SimpleNamespace) -> dict[str, object]:
+    """The settings the options of ``run`` give (those not given left out), then the ``--set`` ones."""
     options = {
         "feature_cache": a.feature_cache,
         "save_model": a.save_model,
@@ -175,56 +223,26 @@ def _run_command(a: SimpleNamespace) -> None:
         "random_weights": a.random_weights or None,
         "n_known_anomalies": a.known_anomalies,
     }
-    narrow = {
-        "dataset": a.dataset,
-        "categories": a.category or None,
-        "methods": a.method or None,
-        "seeds": a.seed or None,
-    }
-    with _clear_errors():
-        tracker = open_tracker(a.track)
-        overrides = {k: v for k, v in options.items() if v is not None} | parse_set_options(a.set_)
-        cells = plan_grid(
-            a.protocol,
-            **narrow,
-            profile=a.profile,
-            settings=overrides,
-            data_root=a.data_root,
-            require_data=not a.dry_run,
-        )
-    store = ResultStore(a.results or default_results())
-    todo, done = pending_tasks(cells, store)
-    total, where = len(todo) + len(done), store.root.resolve()
-    console.print(
-        f"[bold]{a.protocol or 'adhoc'}[/]: {total} cell(s), {len(done)} already in {where}, {len(todo)} to run"
-    )
-    with _clear_errors():  # a dry run is checked as the real run; what the machine lacks only warns
-        warnings = preflight(
-            [c for c in cells if c.id not in {d.id for d in done}],
-            dry_run=a.dry_run,
-            elsewhere=EXECUTORS.get(a.executor).runs_elsewhere,
-        )
-    for warning in warnings:
-        _warn(warning)
-    if a.dry_run:
-        _print_plan(cells, {c.id for c in done})
-        return
-    with _clear_errors(), after_each_record(tracker.log_cell if tracker else None):
-        if todo:
-            store.check_writable()
-        failures = _run_tasks(
-            todo, a.executor, a.workers, a.partition, a.time_min, a.gpus, a.cpus, a.max_retries, store
-        )
-    store.rebuild_table()
-    console.print(results_table([r for r in store.records() if r["cell_id"] in {c.id for c in cells}]))
-    console.print(TABLE_NOTES, highlight=False)
-    if failures:
-        _print_failures(failures, store, a.max_retries)
-        raise typer.Exit(code=1)
+    return {k: v for k, v in options.items() if v is not None} | parse_set_options(a.set_)
+
+
+def _executor_options(a: SimpleNamespace, results: Path) -> dict[str, object]:
+    """The options of ``run`` that the chosen executor takes (Slurm's files go under the store)."""
+    if a.executor == "joblib":
+        return {"n_jobs": a.workers}
+    if a.executor == "slurm":
+        return {
+            "folder": results / "slurm",
+            "partition": a.partition,
+            "time_min": a.time_min,
+            "gpus_per_node": a.gpus,
+            "cpus_per_task": a.cpus,
+        }
+    return {}
 
 
 @contextlib.contextmanager
-def _clear_errors():  # noqa: ANN202
+def _clear_errors() -> Iterator[None]:
     """Errors a user can fix (a setting, the data, a name, the cluster) as one line; exit code 2."""
     try:
         yield
@@ -248,68 +266,6 @@ def _print_plan(cells: list, done_ids: set[str]) -> None:
     console.print(f"grid: {sizes} = {len(cells)} cell(s), {unique} distinct", highlight=False)
 
 
-def _run_tasks(todo, executor_name, workers, partition, time_min, gpus, cpus, max_retries, store) -> list:  # noqa: ANN001
-    """Run the cells still to do with the chosen executor, with a bar for the grid and one for the cell in hand."""
-    from bgad.bench.executors import make_executor
-    from bgad.bench.runner import ELSEWHERE, cell_progress, run_with_others
-
-    options: dict = {"max_retries": max_retries}
-    if executor_name == "joblib":
-        options["n_jobs"] = workers
-    elif executor_name == "slurm":
-        options.update(
-            folder=store.root / "slurm",
-            partition=partition,
-            time_min=time_min,
-            gpus_per_node=gpus,
-            cpus_per_task=cpus,
-        )
-    try:
-        runner = make_executor(executor_name, **options)
-    except (ValueError, KeyError) as exc:
-        raise _fail(str(exc)) from None
-    if not console.is_terminal:  # CI, nohup, Slurm logs, | tee: plain lines, no bars
-        return _run_plain(runner, todo)
-    failures = []
-    with Progress(
-        TextColumn("[bold]{task.fields[cell]}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[phase]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        overall = bar.add_task(
-            "grid", total=max(len(todo), 1), cell="grid", phase=f"{executor_name} executor"
-        )
-
-        def hook(task):  # noqa: ANN001, ANN202 - only used by in-process executors
-            handle = bar.add_task(task.label, total=1.0, cell=task.label, phase="starting")
-            return (
-                lambda msg: bar.update(handle, phase=msg),
-                lambda frac: bar.update(handle, completed=frac),
-            )
-
-        def on_done(outcome) -> None:  # noqa: ANN001
-            if outcome.ok and outcome.value == ELSEWHERE:
-                return
-            bar.advance(overall)
-            if not outcome.ok:
-                failures.append(outcome)
-            for t in bar.tasks:
-                if (
-                    t.id != overall
-                    and not t.finished
-                    and t.fields.get("cell") in {x.label for x in todo if x.cell_id == outcome.key}
-                ):
-                    bar.update(t.id, completed=1.0, visible=False)
-
-        with cell_progress(hook):
-            run_with_others(runner, todo, on_done)
-    return failures
-
-
 TABLE_NOTES = (
     "Each metric at the last meta-epoch; in brackets the best meta-epoch for that metric, chosen on the test\n"
     "set as the released code reports it (optimistic). AU-PRO: the MVTec AU-PRO up to FPR 0.3; PRO (released\n"
@@ -318,11 +274,8 @@ TABLE_NOTES = (
 )
 
 
-def _print_failures(failures: list, store, max_retries: int) -> None:  # noqa: ANN001
+def _print_failures(failures: list[Outcome], store: ResultStore, max_retries: int) -> None:
     """Each failed cell's error, the last lines of its log, and where the whole log and traceback are."""
-    from bgad.bench.cell_log import tail
-    from bgad.bench.executors import error_summary
-
     word = "retry" if max_retries == 1 else "retries"
     console.print(f"[bold red]{len(failures)} cell(s) failed after {max_retries} {word}:[/]")
     for outcome in failures:
@@ -334,41 +287,6 @@ def _print_failures(failures: list, store, max_retries: int) -> None:  # noqa: A
             console.print(
                 f"    log: {folder / 'run.log'}  traceback: {folder / 'error.txt'}", highlight=False
             )
-
-
-def _run_plain(runner, todo) -> list:  # noqa: ANN001
-    """Run with one plain line per phase and meta-epoch (``bgad.cell`` lines), for non-terminal output."""
-    import os
-
-    from bgad.bench.cell_log import print_plain_lines
-    from bgad.bench.runner import ELSEWHERE, run_with_others
-
-    os.environ["BGAD_PLAIN_PROGRESS"] = "1"  # worker processes (joblib) print their lines too
-    handler = print_plain_lines(console.file)
-    failures = []
-    total = len(todo)
-
-    def on_done(outcome) -> None:  # noqa: ANN001
-        if not outcome.ok:
-            failures.append(outcome)
-        label = next((t.label for t in todo if t.cell_id == outcome.key), outcome.key)
-        state = (
-            "FAILED"
-            if not outcome.ok
-            else "running in another worker"
-            if outcome.value == ELSEWHERE
-            else "done"
-        )
-        console.print(f"cell {state}: {label}", highlight=False)
-
-    try:
-        run_with_others(runner, todo, on_done)
-    finally:
-        from bgad.bench.cell_log import LOGGER
-
-        LOGGER.removeHandler(handler)
-    console.print(f"{total - len(failures)} of {total} cell(s) ran", highlight=False)
-    return failures
 
 
 def _fmt(value: float | None, flag: str | None = None) -> str:
@@ -534,11 +452,6 @@ def store_clean(
 def list_things() -> None:
     """List methods, backbones, datasets (and whether each is prepared here), profiles and protocols."""
     from bgad.backbones import BACKBONES
-    from bgad.bench.config import load_profile_description
-    from bgad.bench.method_registry import METHODS
-    from bgad.bench.protocols import load_protocol, protocol_names
-    from bgad.data.datasets import default_root
-    from bgad.data.specs import DATASET_SPECS
 
     table = Table(title="bgad-bench registry")
     for col in ("kind", "name", "description"):
@@ -593,8 +506,6 @@ def _describe_table(profile: str, method: str, overrides: dict[str, str]) -> Tab
 
     A setting of another method shows the value that method gets under the same profile.
     """
-    from bgad.bench.config import describe_settings
-
     resolved: dict[str, dict] = {}
 
     def value(name: str, of: str) -> object:
@@ -657,8 +568,6 @@ def _image_inputs(paths: list[Path]) -> list[Path]:
     A named path that is missing or not an image stops the command: skipping it silently would leave
     a user believing it was scored.
     """
-    from bgad.data.images import IMAGE_EXTENSIONS, is_image_file
-
     kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
     files: list[Path] = []
     for path in paths:

@@ -5,22 +5,28 @@ anomalies, seed), the method's own parameters, and run-level settings (threads, 
 never change a number. Settings are read as ``cfg.lr``; a setting of another method is an
 AttributeError, not a silent default. Every value is validated where it enters, and an error names
 the setting, what is allowed and where the value came from (profile file, protocol, ``--set``).
+The suite's data files (profiles, protocols, Table 7's subsets, the regression tolerances) are read
+through pydantic models that forbid unknown keys (``parse_data_file``): a misspelt key is an error
+that names the file, the table and the key, never a setting silently left at its default.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from bgad.bench.method_registry import METHODS, MethodSpec
-from bgad.bench.params import PARAMETER_MODELS, CellSettings, RunSettings, Settings, limits_in_words
+from bgad.bench.params import CellSettings, RunSettings, Settings, limits_in_words
 from bgad.errors import UserError
 from bgad.registry import UnknownNameError
 
@@ -39,10 +45,13 @@ AXES = {
 }
 RUN_SETTINGS = frozenset(RunSettings.model_fields)
 CELL_SETTINGS = frozenset(CellSettings.model_fields)
+#: Every method-parameter model, each once, read from the method registry (a setting named in any of
+#: them is a known setting): a method registered with a new model adds its settings here by itself.
+PARAMETER_MODELS: tuple[type[Settings], ...] = tuple(
+    dict.fromkeys(METHODS.get(n).params for n in METHODS.names())
+)
 PARAMETERS = frozenset(name for model in PARAMETER_MODELS for name in model.model_fields)
 KNOWN_SETTINGS = RUN_SETTINGS | CELL_SETTINGS | PARAMETERS
-#: Kept for readers of old code and records: the settings that are not part of a cell's id.
-NOT_RESULT_SETTINGS = RUN_SETTINGS
 
 Layer = tuple[str, dict[str, Any]]  # (where the values come from, the values)
 
@@ -147,8 +156,6 @@ def _none_words(key: str, value: Any) -> Any:
 
 def _check_name(key: str, source: str, allow_axes: bool) -> None:
     if key not in KNOWN_SETTINGS:
-        import difflib
-
         close = difflib.get_close_matches(key, sorted(KNOWN_SETTINGS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown setting {key!r} ({source}).{hint} See `bgad-bench config --describe`.")
@@ -174,6 +181,68 @@ def _explain(exc: ValidationError, origin: dict[str, str], model: type[Settings]
     return "; ".join(lines)
 
 
+# ------------------------------------------------------------------------------------------- data files
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class DataFile(BaseModel):
+    """A table of a data file (profile, protocol, defect subsets, tolerances): its keys are its fields,
+    and any other key is an error, so a misspelt key never passes as an ignored one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_data_file(model: type[M], text: str, origin: str) -> M:
+    """The TOML ``text`` of the file ``origin`` as ``model``, or a ``ConfigError``: one line per problem,
+    naming the file, the table and the key (with the keys allowed there when the key is unknown)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML ({exc})") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_file_problem(err, origin, model) for err in exc.errors())) from None
+
+
+def _file_problem(err: ErrorDetails, origin: str, model: type[BaseModel]) -> str:
+    """One pydantic error in the file's words: ``FILE [table]: what is wrong with which key``."""
+    names_key = err["loc"][-1] == "[key]"  # the key itself is wrong (a table with fixed key names)
+    *table, key = err["loc"][:-1] if names_key else err["loc"]
+    where = f"{origin} [{_table_name(table)}]" if table else origin
+    if names_key:
+        return f"{where}: unknown key {key!r}; allowed: {err['msg'].removeprefix('Input should be ')}"
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(_table_model(model, table).model_fields))
+        return f"{where}: unknown key {key!r}; allowed: {allowed}"
+    key = f"item #{key + 1}" if isinstance(key, int) else key
+    if err["type"] == "missing":
+        return f"{where}: missing key {key!r}"
+    message = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+    # TOML writes arrays; the models keep them as tuples (immutable).
+    message = message.replace("valid tuple", "list").replace("Tuple", "List")
+    return f"{where}: {key} = {err['input']!r}: {message}"
+
+
+def _table_name(table: list[str | int]) -> str:
+    """An error's path as the file's reader finds it: ``variants #1``, ``categories.carpet``."""
+    return "".join(f" #{p + 1}" if isinstance(p, int) else f".{p}" for p in table).removeprefix(".")
+
+
+def _table_model(model: type[BaseModel], table: list[str | int]) -> type[BaseModel]:
+    """The model of the table at ``table`` (an error's path) inside ``model``'s file."""
+    annotation: Any = model
+    for part in table:
+        if isinstance(part, str) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            annotation = annotation.model_fields[part].annotation
+        else:  # an item of an array of tables, or a named sub-table of a dict
+            annotation = get_args(annotation)[-1 if get_origin(annotation) is dict else 0]
+        if get_origin(annotation) in (Union, UnionType):  # an optional table
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
 # --------------------------------------------------------------------------------------------- profiles
 
 
@@ -182,38 +251,42 @@ def profile_names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _profile_source(name_or_path: str) -> tuple[str, str, str]:
-    """(text, origin for messages, profile name) of a profile name or TOML path."""
+class ProfileFile(DataFile):
+    """A profile file: a one-line description and its settings (checked by ``check_settings``)."""
+
+    description: str = ""
+    settings: dict[str, Any] = {}
+
+
+def _read_profile(name_or_path: str) -> tuple[ProfileFile, str, str]:
+    """(the validated profile, origin for messages, profile name) of a profile name or TOML path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" and path.exists():
-        return path.read_text(), str(path), path.stem
-    res = resources.files("bgad.protocols").joinpath("profiles", f"{name_or_path}.toml")
-    if not res.is_file():
-        raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {', '.join(profile_names())}")
-    return res.read_text(), f"profile {name_or_path} (protocols/profiles/{name_or_path}.toml)", name_or_path
+        text, origin, name = path.read_text(), str(path), path.stem
+    else:
+        res = resources.files("bgad.protocols").joinpath("profiles", f"{name_or_path}.toml")
+        if not res.is_file():
+            raise ConfigError(
+                f"unknown profile {name_or_path!r}; known profiles: {', '.join(profile_names())}"
+            )
+        text, origin, name = (
+            res.read_text(),
+            f"profile {name_or_path} (protocols/profiles/{name_or_path}.toml)",
+            name_or_path,
+        )
+    profile = parse_data_file(ProfileFile, text, origin)
+    check_settings(profile.settings, origin)
+    return profile, origin, name
 
 
 def load_profile_description(name_or_path: str) -> str:
     """A profile's one-line description (its ``description`` key)."""
-    text, origin, _ = _profile_source(name_or_path)
-    return str(tomllib.loads(text).get("description", ""))
+    return _read_profile(name_or_path)[0].description
 
 
 def load_profile(name_or_path: str) -> dict[str, Any]:
     """Settings of a profile: a name under protocols/profiles/ or a path to a TOML file (validated)."""
-    text, origin, _ = _profile_source(name_or_path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid TOML ({exc})") from exc
-    unknown_top = set(data) - {"settings", "description"}
-    if unknown_top:
-        raise ConfigError(
-            f"{origin}: unknown top-level keys {sorted(unknown_top)} (expected 'description', 'settings')"
-        )
-    settings = data.get("settings", {})
-    check_settings(settings, origin)
-    return settings
+    return dict(_read_profile(name_or_path)[0].settings)
 
 
 def check_settings(settings: dict[str, Any], source: str, allow_axes: bool = False) -> None:
@@ -238,8 +311,7 @@ def resolve_config(
     them, default ``bgad``) decides which parameters apply: another method's settings in a profile or
     protocol are skipped for this cell.
     """
-    text, origin, name = _profile_source(profile)
-    profile_settings = load_profile(profile)
+    profile_file, origin, name = _read_profile(profile)
     given = [*(layers or []), ("command line --set", dict(overrides or {}))]
     for source, layer in given[-1:]:
         for key in layer:
@@ -251,7 +323,7 @@ def resolve_config(
         raise ConfigError(str(exc)) from None
     merged = [
         ("plan", {"profile": name, "method": method}),
-        (origin, profile_settings),
+        (origin, profile_file.settings),
         (f"method {method} defaults", spec.defaults),
         *given,
     ]

@@ -17,9 +17,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bgad.data.btad import prepare_btad, prepare_mvtec
+from bgad.data.datasets import list_dataset_categories, load_category
+from bgad.data.download import download_archive
 from bgad.data.images import DatasetError
 from bgad.data.manifest import DATASET_INFO_FILE
+from bgad.data.samples import MIN_TEST_IMAGES
 from bgad.data.specs import dataset_names
+from bgad.data.verify import verify_dataset
 from bgad.paths import data_dir
 
 __all__ = ["data_app"]
@@ -84,9 +89,6 @@ def download(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
 ) -> None:
     """Download the archive of NAME (resumable, sha256-checked, mirrors tried in turn) and prepare it."""
-    from bgad.data.btad import prepare_btad, prepare_mvtec
-    from bgad.data.download import download_archive
-
     name = _check_name(name, DOWNLOADABLE)
     dest = _root(name, root)
     try:
@@ -116,8 +118,7 @@ def prepare(
     ] = False,
 ) -> None:
     """Prepare NAME in the MVTec layout, with manifest.csv and bgad_dataset.json (atomic, idempotent)."""
-    from bgad.data.btad import prepare_btad, prepare_mvtec
-    from bgad.data.convert import CONVERTERS
+    from bgad.data.convert import CONVERTERS  # deferred: the converters import scikit-learn
 
     name = _check_name(name, ALL)
     dest = _root(name, root)
@@ -161,8 +162,6 @@ def verify(
     ] = False,
 ) -> None:
     """Check NAME at --data-root: layout, counts, readable images, binary masks of the right size, manifest."""
-    from bgad.data.verify import verify_dataset
-
     name = _check_name(name, VERIFIABLE)
     if name == "folder" and root is None:
         err.print(
@@ -183,9 +182,6 @@ def verify(
 
 def small_test_sets(name: str, root: Path) -> list[str]:
     """Categories whose test set is too small for an AUROC to mean much (fewer than 10 of a class)."""
-    from bgad.data.datasets import list_dataset_categories, load_category
-    from bgad.data.samples import MIN_TEST_IMAGES
-
     out = []
     for cat in list_dataset_categories(name, root):
         data = load_category(name, cat, root)

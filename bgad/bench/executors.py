@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import time
 import traceback
 import uuid
@@ -109,7 +110,7 @@ def _call(fn: Callable[[Any], Any], index: int, item: Any) -> tuple[int, bool, A
     """One attempt, run where the executor runs it; exceptions become data (so one bad item aborts nothing)."""
     try:
         return index, True, fn(item), None
-    except Exception as exc:  # noqa: BLE001 - every failure of the user's function is an outcome
+    except Exception as exc:  # every failure of the user's function is an outcome
         return index, False, None, _format_exception(exc)
 
 
@@ -216,26 +217,20 @@ class JoblibExecutor(Executor):
         self.n_jobs = n_jobs
 
     def _attempt(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> Iterator[Attempt]:
-        import joblib
+        import joblib  # deferred: 0.2 s of imports that only this executor needs
 
-        # Results as they finish (joblib >= 1.4); older joblib yields them in submission order.
-        return_as = "generator_unordered" if _joblib_at_least(joblib.__version__, 1, 4) else "generator"
-        parallel = joblib.Parallel(n_jobs=self.n_jobs, backend="loky", return_as=return_as)
+        # Results as they finish (joblib >= 1.4, the version pyproject.toml requires).
+        parallel = joblib.Parallel(n_jobs=self.n_jobs, backend="loky", return_as="generator_unordered")
         seen: set[int] = set()
         try:
             for index, ok, value, error in parallel(joblib.delayed(_call)(fn, i, items[i]) for i in indices):
                 seen.add(index)
                 yield index, ok, value, error, None
-        except Exception as exc:  # noqa: BLE001 - a dead worker or an unpicklable item/result
+        except Exception as exc:  # a dead worker or an unpicklable item/result
             error = f"joblib worker failure: {_format_exception(exc)}"
             for index in indices:
                 if index not in seen:
                     yield index, False, None, error, None
-
-
-def _joblib_at_least(version: str, major: int, minor: int) -> bool:
-    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
-    return tuple(parts) >= (major, minor)
 
 
 # ---------------------------------------------------------------------------------------------- slurm
@@ -307,9 +302,7 @@ class SlurmExecutor(Executor):
 
     def _open(self) -> None:
         """The run's folder and submitit executor; a clear error when no cluster answers here."""
-        import shutil
-
-        import submitit
+        import submitit  # deferred: 0.35 s of imports that only this executor needs
 
         if shutil.which("sbatch") is None:
             raise SubmissionError(
@@ -329,7 +322,7 @@ class SlurmExecutor(Executor):
             self._open()
         try:
             jobs = self._executor.map_array(fn, [items[i] for i in indices])
-        except Exception as exc:  # noqa: BLE001 - sbatch refused (submitit raises several types)
+        except Exception as exc:  # sbatch refused (submitit raises several types)
             if first:
                 raise SubmissionError(
                     f"Slurm refused the job array: {exc}. Check the cluster with `sinfo` (partition, limits)."
@@ -340,7 +333,7 @@ class SlurmExecutor(Executor):
         return []
 
     def _attempt(self, fn: Callable[[Any], Any], items: list[Any], indices: list[int]) -> Iterator[Attempt]:
-        from submitit.core.utils import UncompletedJobError
+        from submitit.core.utils import UncompletedJobError  # deferred: as submitit in _open
 
         yield from self._submit(fn, items, indices)
         last_force = time.monotonic()

@@ -9,16 +9,23 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-from bgad.bench.method_registry import METHODS  # noqa: E402
-from bgad.fileio import atomic_write_with  # noqa: E402
-from bgad.metrics import METRIC_LABELS  # noqa: E402
+from bgad.bench.method_registry import METHODS
+from bgad.fileio import atomic_write_with
+from bgad.metrics import METRIC_LABELS
 
 METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves: one PRO is enough
+
+#: Each kind of figure file (the first word of its name: ``curves-<setup>.png``) and what it shows.
+FIGURE_KINDS = {
+    "curves": "metrics after every meta-epoch, mean over seeds (band: min–max); one-pass methods as lines",
+    "loglik": "test log-likelihoods per level, normal vs anomalous, NFAD vs BGAD (BGAD's boundaries drawn)",
+    "maps": "test images, ground truth and anomaly maps: the top- and bottom-scored anomalies, the top normal",
+}
 
 
 # No creation date and no software version in the files: the same figure is the same bytes, so
@@ -94,30 +101,37 @@ def loglik_histograms(cells: dict[str, tuple[Path, dict]], title: str, path: Pat
         }
         lo = min([lo] + [b[1] - 0.1 * (hi - lo) for b in bounds.values() if b])  # b_a in view
         for r, (method, (data, _record)) in enumerate(loaded.items()):
-            ax = axes[r][c]
-            for kind, color in (("normal", "tab:blue"), ("anomalous", "tab:red")):
-                key = f"{level}_{kind}"
-                if key in data.files and len(data[key]):
-                    sns.histplot(
-                        data[key],
-                        ax=ax,
-                        color=color,
-                        stat="density",
-                        bins=np.linspace(lo, hi, 61),
-                        alpha=0.45,
-                        label=kind,
-                        element="step",
-                    )
-            if bounds[method]:
-                ax.axvline(bounds[method][0], color="black", lw=1, label="b_n")
-                ax.axvline(bounds[method][1], color="black", lw=1, ls="--", label="b_a")
-            ax.set_xlim(lo, hi)
-            ax.set_title(f"{method} · {names[level]}", fontsize=9)
-            ax.set_xlabel("per-dimension log-likelihood ℓ")
+            _histogram_panel(axes[r][c], data, level, (lo, hi), bounds[method])
+            axes[r][c].set_title(f"{method} · {names[level]}", fontsize=9)
             if c == 0:
-                ax.legend(fontsize=7)
+                axes[r][c].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def _histogram_panel(
+    ax: plt.Axes, data: np.lib.npyio.NpzFile, level: str, x_range: tuple[float, float], bounds: tuple | None
+) -> None:
+    """One level of one method: normal and anomalous ℓ as step histograms, BGAD's b_n and b_a if any."""
+    lo, hi = x_range
+    for kind, color in (("normal", "tab:blue"), ("anomalous", "tab:red")):
+        key = f"{level}_{kind}"
+        if key in data.files and len(data[key]):
+            sns.histplot(
+                data[key],
+                ax=ax,
+                color=color,
+                stat="density",
+                bins=np.linspace(lo, hi, 61),
+                alpha=0.45,
+                label=kind,
+                element="step",
+            )
+    if bounds:
+        ax.axvline(bounds[0], color="black", lw=1, label="b_n")
+        ax.axvline(bounds[1], color="black", lw=1, ls="--", label="b_a")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("per-dimension log-likelihood ℓ")
 
 
 def metric_curves(records: list[dict], title: str, path: Path) -> list[Path]:

@@ -9,13 +9,13 @@ module is imported only when a cell builds one (timm's registry does the same wi
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from bgad.bench.params import FlowParams, PaDiMParams, PatchCoreParams, Settings
+from bgad.baselines import cflow
+from bgad.bench.params import FlowParams, PaDiMParams, PatchCoreParams, RunSettings, Settings
 from bgad.registry import Registry
-
-LossKind = Literal["ml", "bgad_wo", "bgad", "bgad_cc"]
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,12 @@ class MethodSpec:
     """A registered method.
 
     ``params``: the model of its own settings. ``defaults``: settings it changes from the model's
-    defaults (e.g. CFLOW-AD's backbone); ``loss``: which loss a flow method trains with (None for
-    methods that are not flows); ``reference``: True for baselines the paper does not report.
+    defaults (e.g. CFLOW-AD's backbone); ``detector``: its class, whose constructor takes the
+    parameters by name (the flow methods differ by their class's loss); ``uses_anomalies``: the cell
+    hands it the known anomalies; ``reference``: True for baselines the paper does not report;
+    ``published_as``: its name in the published tables (``protocols/published/``) when not ``name``;
+    ``paired_with``: the method the reports test it against, seed by seed (BGAD: NFAD, its flows
+    without the anomalies).
     """
 
     name: str
@@ -32,24 +36,32 @@ class MethodSpec:
     description: str
     params: type[Settings]
     detector: str  # "module:Class", imported when a cell builds one
-    loss: LossKind | None = None
     uses_anomalies: bool = False
     reference: bool = False
     iterative: bool = True  # trained over meta-epochs (False: fitted in one pass)
     defaults: dict[str, Any] = field(default_factory=dict)
+    published_as: str | None = None
+    paired_with: str | None = None
 
     def detector_class(self) -> Any:
         module, _, attr = self.detector.partition(":")
         return getattr(importlib.import_module(module), attr)
 
-    def build(self, cfg: Any, feature_shapes: list[tuple[int, int, int]], device: Any = "cpu") -> Any:
-        """The detector for feature maps of the given (channels, height, width) per level."""
-        return self.detector_class()(cfg, self, feature_shapes, device)
+    def build(self, cfg: Any, device: Any = "cpu") -> Any:
+        """The unfitted detector of a resolved config: its parameters, the cell's seed, the device.
+
+        Run settings its constructor names are passed too (the flows' ``shared_positions``): they
+        change how a detector computes, never its numbers.
+        """
+        cls = self.detector_class()
+        accepted = inspect.signature(cls).parameters
+        run = {name: getattr(cfg, name) for name in RunSettings.model_fields if name in accepted}
+        run["device"] = device  # resolved by the caller ("auto" → the GPU when there is one)
+        return cls(**cfg.params.model_dump(), **run, seed=cfg.seed)
 
     def describe(self) -> dict:
         return {
             "name": self.name,
-            "loss": self.loss,
             "uses_anomalies": self.uses_anomalies,
             "reference": self.reference,
             "description": self.description,
@@ -59,30 +71,29 @@ class MethodSpec:
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
-_FLOWS = "bgad.flow_detector:FlowDetector"
 
 for _spec in (
     MethodSpec(
         "bgad", "BGAD", "BGAD: ML + boundary-guided semi-push-pull with known and RACP anomalies",
-        FlowParams, _FLOWS, loss="bgad", uses_anomalies=True,
+        FlowParams, "bgad.flow_detector:BGAD", uses_anomalies=True, paired_with="nfad",
     ),
     MethodSpec(
         "bgad_wo", "BGAD w/o", "BGAD w/o anomalies: ML + semi-pull from meta-epoch 1",
-        FlowParams, _FLOWS, loss="bgad_wo",
+        FlowParams, "bgad.flow_detector:BGADWithoutAnomalies",
     ),
     MethodSpec(
         "bgad_cc", "BGAD†",
         "BGAD† (slides' ablation): the boundaries with a conventional pull-all/push-all contrastive loss",
-        FlowParams, _FLOWS, loss="bgad_cc", uses_anomalies=True,
+        FlowParams, "bgad.flow_detector:BGADConventional", uses_anomalies=True, published_as="bgad_dagger",
     ),
     MethodSpec(
         "nfad", "NFAD", "NFAD: normalizing flows on normal data only (BGAD's unsupervised baseline)",
-        FlowParams, _FLOWS, loss="ml",
+        FlowParams, "bgad.baselines.nfad:NFAD",
     ),
     MethodSpec(
         "cflow", "CFLOW-AD",
         "CFLOW-AD: conditional flows on WideResNet-50-2 features (torchvision ImageNet weights), fibers of 256",
-        FlowParams, _FLOWS, loss="ml", defaults={"backbone": "wide_resnet50_2", "fiber_size": 256},
+        FlowParams, cflow.DETECTOR, defaults=cflow.SETTINGS,
     ),
     MethodSpec(
         "patchcore", "PatchCore",

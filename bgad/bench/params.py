@@ -5,7 +5,8 @@ Each model is the single definition of its settings: name, type, default, allowe
 one-line description (shown by ``bgad-bench config --describe``). pydantic validates every value
 where it enters (profile file, protocol, ``--set``), so a bad value stops the plan before any cell
 runs, with the setting's name, the allowed range and where the value came from. Defaults are the
-released code's (METHOD.md); changing one changes cell ids (``RunConfig.result_hash``).
+released code's (docs/method.md); changing one changes cell ids (``RunConfig.result_hash``).
+Which methods use which model is the method registry's to say (``bgad.bench.method_registry``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
+
+from bgad.loss_settings import BoundaryLossSettings
 
 
 class Settings(BaseModel):
@@ -96,8 +99,12 @@ class CellSettings(Settings):
     test_types: str | None = Field(None, description="comma-separated anomalous types kept in the test set")
 
 
-class FlowParams(Settings):
-    """BGAD's flows, schedule, known-anomaly data and boundary-guided loss (METHOD.md §2–4)."""
+class FlowParams(Settings, BoundaryLossSettings):
+    """BGAD's flows, schedule, known-anomaly data and boundary-guided loss (docs/method.md §2–3).
+
+    The loss's settings (β, τ, ν, λ, focal weighting, variant) are the loss's own
+    (``bgad.loss_settings.BoundaryLossSettings``), inherited here.
+    """
 
     n_blocks: int = Field(8, ge=1, le=64, description="coupling blocks per flow")
     clamp: float = Field(1.9, gt=0, description="affine clamping of the coupling blocks")
@@ -129,17 +136,6 @@ class FlowParams(Settings):
     racp_per_anomaly: int = Field(5, ge=0, description="RACP samples per known anomaly per epoch")
     racp_transforms: int = Field(3, ge=1, le=10, description="RandAugment transforms per RACP sample")
     balanced_sampler: bool = Field(False, description="the CVPR text's 2:1 normal:anomalous batches")
-    beta: float = Field(0.01, gt=0, lt=1, description="normal boundary quantile β")
-    tau: float = Field(0.1, ge=0, description="margin τ between the boundaries")
-    normalizer: float = Field(10.0, gt=0, description="log-likelihood normaliser ν")
-    lam: float = Field(1.0, ge=0, description="weight λ of the semi-push-pull loss")
-    focal: bool = Field(True, description="asymmetric focal weighting")
-    focal_clip: float | None = Field(
-        None, gt=0, description="upper clip of the anomalous focal weight (None: unbounded)"
-    )
-    spp_variant: Literal["code", "paper"] = Field(
-        "code", description="per-chunk means (code) or sums (paper)"
-    )
     eval_every: int = Field(1, ge=1, description="evaluate every this many meta-epochs (and after the last)")
 
     @model_validator(mode="after")
@@ -182,15 +178,6 @@ class PaDiMParams(Settings):
     padim_channels: int = Field(100, ge=1, description="random channel subset of the concatenated levels")
     padim_ridge: float = Field(0.01, gt=0, description="ridge added to each covariance")
     smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the maps (σ in pixels)")
-
-
-#: Every method-parameter model (a setting named in any of them is a known setting).
-PARAMETER_MODELS: tuple[type[Settings], ...] = (FlowParams, PatchCoreParams, PaDiMParams)
-
-
-def fields_of(model: type[Settings]) -> dict[str, object]:
-    """Field name -> pydantic FieldInfo of a settings model."""
-    return dict(model.model_fields)
 
 
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))

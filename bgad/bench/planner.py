@@ -1,8 +1,10 @@
 """Expand a protocol into cells: plain-data units of work whose id is the resume, store and join key.
 
-A cell's id hashes the resolved config (paths excluded), the data's content digest, the bytes of a
-``--backbone-weights`` file and the result version of the code; the protocol name is left out, so a
-cell shared by two tables runs once.
+A cell's id (``bgad.bench.store.cell_id``) hashes the settings that can change its result (those away
+from their defaults: ``RunConfig.result_hash``; run settings such as paths, threads and the device are
+left out), the data's content digest (file list and bytes), the bytes of a ``--backbone-weights`` file
+and the result version of the code; the protocol name is left out, so a cell shared by two tables runs
+once.
 """
 
 from __future__ import annotations
@@ -104,11 +106,7 @@ def plan(
     grid_axis = _grid_points(protocol, run_overrides)
     cells: list[Cell] = []
     for category in chosen:
-        if on_disk:
-            data = load_category(dataset, category, data_root)
-            digest, defect_types = content_sha256(data), data.defect_types
-        else:
-            digest, defect_types = None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
+        digest, defect_types = _category_identity(dataset, category, data_root, on_disk)
         type_axis = (
             [{"anomaly_defect_type": t} for t in defect_types] if protocol.expand == "defect_types" else [{}]
         )
@@ -127,6 +125,16 @@ def plan(
                 label = _grid_label(grid_point, variant)
                 cells.append(Cell(protocol.name, variant.name, cfg, digest, label, weights))
     return cells
+
+
+def _category_identity(
+    dataset: str, category: str, data_root: Path | None, on_disk: bool
+) -> tuple[str | None, list[str]]:
+    """The category's content digest and defect types; from the dataset's facts when it is not on disk."""
+    if not on_disk:
+        return None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
+    data = load_category(dataset, category, data_root)
+    return content_sha256(data), data.defect_types
 
 
 def _layers(

@@ -60,6 +60,7 @@ def _load_data(cells: list) -> dict[tuple, CategoryData]:
 
 def _machine_problems(cells: list) -> list[str]:
     """What this machine lacks: a known backbone's weights (wheel, hub), a GPU asked for."""
+    # deferred: the cell pipeline imports albumentations, OpenCV and FrEIA, which planning never needs
     from bgad.bench.cell import resolve_device
 
     problems = []
@@ -70,7 +71,7 @@ def _machine_problems(cells: list) -> list[str]:
             if c.config.backbone in BACKBONES and not loads_weights_file(c.config)
         }
     ):
-        problem = weights_problem(backbone, None, random)
+        problem = weights_problem(backbone, random_weights=random)
         if problem:
             problems.append(problem)
     for device in sorted({c.config.device for c in cells}):
@@ -106,7 +107,7 @@ def _name_problems(cells: list) -> list[str]:
 
 
 def _selection_problems(cells: list, loaded: dict[tuple, CategoryData]) -> list[str]:
-    from bgad.bench.cell import known_and_test
+    from bgad.bench.cell import known_and_test  # deferred: as in _machine_problems
 
     problems = []
     for cell in cells:
@@ -131,7 +132,7 @@ def _empty_test_problem(cfg: RunConfig, data: CategoryData, test: list[Sample]) 
     "lower -k" is only right when the known-anomaly draw empties the test set; the draw never takes
     a normal image, and a category without anomalous images has none to keep at any -k.
     """
-    from bgad.bench.cell import known_and_test
+    from bgad.bench.cell import known_and_test  # deferred: as in _machine_problems
 
     folder = data.root / data.category / "test"
     if not any(not s.is_anomalous for s in test):

@@ -8,47 +8,25 @@ every key strictly; nothing here imports torch.
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
 from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from bgad.bench.config import ConfigError, check_settings
+from pydantic import Field, PlainValidator, field_validator
 
-PROTOCOL_KEYS = {
-    "description",
-    "source",
-    "methods",
-    "seeds",
-    "profile",
-    "datasets",
-    "settings",
-    "grid",
-    "variants",
-    "expand",
-    "subsets",
-    "metrics",
-    "published",
-}
-PUBLISHED_KEYS = {"source", "table", "setting", "variant"}
-VARIANT_KEYS = {"name", "settings", "methods"}
-SUBSET_KEYS = {"train", "test"}
-SUBSET_VALUES = {"easy", "hard", "all"}
-EXPAND_VALUES = {"defect_types"}
+from bgad.bench.config import ConfigError, DataFile, M, check_settings, parse_data_file
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(DataFile):
     """A named set of settings (e.g. an ablation row); ``methods`` narrows the protocol's methods."""
 
     name: str
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = {}
     methods: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class PublishedRef:
+class PublishedRef(DataFile):
     """Where the paper prints this protocol's numbers. ``setting`` is formatted with the cell's settings
     (plus ``type``: the defect type, or ``mean`` for a category's mean over types); ``variant`` limits it."""
 
@@ -58,26 +36,64 @@ class PublishedRef:
     variant: str | None = None
 
 
-@dataclass(frozen=True)
-class Protocol:
-    name: str
+def _categories(value: Any) -> tuple[str, ...] | None:
+    """``"all"`` (None: every category of the dataset) or a list of category names."""
+    if value is None or value == "all":
+        return None
+    if isinstance(value, list | tuple) and all(isinstance(c, str) for c in value):
+        return tuple(value)
+    raise ValueError('give "all" or a list of category names')
+
+
+Subset = Literal["easy", "hard", "all"]
+
+
+class ProtocolFile(DataFile):
+    """The keys of a protocol file (``protocols/<name>.toml``), their types and defaults."""
+
     description: str
-    source: str
     methods: tuple[str, ...]
-    seeds: tuple[int, ...]
-    profile: str
-    datasets: dict[str, tuple[str, ...] | None]  # None: every category of the dataset
-    settings: dict[str, Any]
-    grid: dict[str, tuple[Any, ...]]
-    variants: tuple[Variant, ...]
-    expand: str | None
-    subsets: dict[str, str] | None
-    metrics: tuple[str, ...]
-    path: str
+    datasets: dict[str, Annotated[tuple[str, ...] | None, PlainValidator(_categories)]]
+    source: str = ""
+    seeds: tuple[int, ...] = (0, 42, 100)
+    profile: str = "paper"
+    settings: dict[str, Any] = {}
+    grid: dict[str, Annotated[tuple[Any, ...], Field(min_length=1)]] = {}  # cartesian product
+    variants: tuple[Variant, ...] = (Variant(name="default"),)
+    expand: Literal["defect_types"] | None = None  # one cell per defect type
+    subsets: dict[Literal["train", "test"], Subset] | None = None  # Table 7's easy/hard types
+    metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "pro")
     published: tuple[PublishedRef, ...] = ()
 
+    @field_validator("variants")
+    @classmethod
+    def _default_variant(cls, variants: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        """``variants = []`` means the one default variant, as leaving the key out does."""
+        return variants or (Variant(name="default"),)
 
-def _protocol_dir():
+
+class Protocol(ProtocolFile):
+    """A loaded protocol: its file's content, its name and where it came from."""
+
+    name: str
+    path: str
+
+
+class DefectSubsets(DataFile):
+    """One category's easy and hard defect types (real folder names)."""
+
+    easy: list[str]
+    hard: list[str]
+
+
+class DefectSubsetsFile(DataFile):
+    """``protocols/mvtec_defect_subsets.toml``: Table 7 as printed and per category as folder names."""
+
+    abbreviations: dict[str, str] = {}  # printed text -> folder name
+    categories: dict[str, DefectSubsets]
+
+
+def _protocol_dir() -> Traversable:
     return resources.files("bgad.protocols")
 
 
@@ -90,122 +106,41 @@ def protocol_names() -> list[str]:
     return sorted(n for n in names if n not in NOT_PROTOCOLS)
 
 
-def _read(name_or_path: str) -> tuple[dict, str, str]:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" and path.exists():
-        return tomllib.loads(path.read_text()), str(path), path.stem
-    res = _protocol_dir().joinpath(f"{name_or_path}.toml")
-    if name_or_path not in protocol_names() or not res.is_file():
-        raise ConfigError(
-            f"unknown protocol {name_or_path!r}; known protocols: {', '.join(protocol_names())}"
-        )
-    return tomllib.loads(res.read_text()), f"protocols/{name_or_path}.toml", name_or_path
-
-
-def _check_keys(table: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}"
-        )
+def read_data_file(model: type[M], name: str) -> M:
+    """The shipped data file ``protocols/<name>.toml`` as ``model`` (validated; errors name the file)."""
+    res = _protocol_dir().joinpath(f"{name}.toml")
+    if not res.is_file():
+        raise ConfigError(f"protocols/{name}.toml is missing: reinstall the package (pip install -e .)")
+    return parse_data_file(model, res.read_text(), f"protocols/{name}.toml")
 
 
 def load_protocol(name_or_path: str) -> Protocol:
-    """Read and validate a protocol; every error names the file and the offending key."""
-    try:
-        data, origin, name = _read(name_or_path)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name_or_path}: not valid TOML ({exc})") from exc
-    _check_keys(data, PROTOCOL_KEYS, origin)
-    for required in ("description", "methods", "datasets"):
-        if required not in data:
-            raise ConfigError(f"{origin}: missing required key {required!r}")
-    settings = dict(data.get("settings", {}))
-    check_settings(settings, f"{origin} [settings]")
-    grid = _grid(data, origin)
-    variants = _variants(data, origin)
-    expand = data.get("expand")
-    if expand is not None and expand not in EXPAND_VALUES:
-        raise ConfigError(f"{origin}: expand = {expand!r}; allowed: {', '.join(sorted(EXPAND_VALUES))}")
-    subsets = data.get("subsets")
-    if subsets is not None:
-        _check_keys(subsets, SUBSET_KEYS, f"{origin} [subsets]")
-        bad = {k: v for k, v in subsets.items() if v not in SUBSET_VALUES}
-        if bad:
-            raise ConfigError(
-                f"{origin} [subsets]: {bad}; values must be one of {', '.join(sorted(SUBSET_VALUES))}"
-            )
-    datasets = _datasets(data, origin)
-    published = _published(data, origin)
-    return Protocol(
-        published=tuple(published),
-        name=name,
-        description=data["description"],
-        source=data.get("source", ""),
-        methods=tuple(data["methods"]),
-        seeds=tuple(int(s) for s in data.get("seeds", [0, 42, 100])),
-        profile=data.get("profile", "paper"),
-        datasets=datasets,
-        settings=settings,
-        grid=grid,
-        variants=tuple(variants) or (Variant("default"),),
-        expand=expand,
-        subsets=subsets,
-        metrics=tuple(data.get("metrics", ["image_auroc", "pixel_auroc", "pro"])),
-        path=origin,
-    )
-
-
-def _grid(data: dict, origin: str) -> dict[str, tuple[Any, ...]]:
-    grid = {k: tuple(v) for k, v in data.get("grid", {}).items()}
-    for key, values in grid.items():
-        if not values:
-            raise ConfigError(f"{origin} [grid]: axis {key!r} has no values")
+    """Read and validate a protocol (a name under ``protocols/`` or a TOML path); every error names
+    the file, the table and the offending key."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        text, origin, name = path.read_text(), str(path), path.stem
+    elif name_or_path in protocol_names():
+        text = _protocol_dir().joinpath(f"{name_or_path}.toml").read_text()
+        origin, name = f"protocols/{name_or_path}.toml", name_or_path
+    else:
+        raise ConfigError(
+            f"unknown protocol {name_or_path!r}; known protocols: {', '.join(protocol_names())}"
+        )
+    content = parse_data_file(ProtocolFile, text, origin)
+    check_settings(content.settings, f"{origin} [settings]")
+    for key, values in content.grid.items():
         for value in values:
             check_settings({key: value}, f"{origin} [grid]")
-    return grid
-
-
-def _variants(data: dict, origin: str) -> list[Variant]:
-    variants = []
-    for i, raw in enumerate(data.get("variants", [])):
-        _check_keys(raw, VARIANT_KEYS, f"{origin} [[variants]] #{i + 1}")
-        if "name" not in raw:
-            raise ConfigError(f"{origin} [[variants]] #{i + 1}: missing 'name'")
-        check_settings(raw.get("settings", {}), f"{origin} variant {raw['name']!r}")
-        methods = tuple(raw["methods"]) if "methods" in raw else None
-        variants.append(Variant(raw["name"], dict(raw.get("settings", {})), methods))
-    return variants
-
-
-def _datasets(data: dict, origin: str) -> dict[str, tuple[str, ...] | None]:
-    datasets: dict[str, tuple[str, ...] | None] = {}
-    for ds, cats in data["datasets"].items():
-        if cats != "all" and not (isinstance(cats, list) and all(isinstance(c, str) for c in cats)):
-            raise ConfigError(f'{origin} [datasets] {ds}: give "all" or a list of category names')
-        datasets[ds] = None if cats == "all" else tuple(cats)
-    return datasets
-
-
-def _published(data: dict, origin: str) -> list[PublishedRef]:
-    published = []
-    for i, raw in enumerate(data.get("published", [])):
-        _check_keys(raw, PUBLISHED_KEYS, f"{origin} [[published]] #{i + 1}")
-        missing = sorted({"source", "table", "setting"} - set(raw))
-        if missing:
-            raise ConfigError(f"{origin} [[published]] #{i + 1}: missing {', '.join(missing)}")
-        published.append(PublishedRef(raw["source"], raw["table"], raw["setting"], raw.get("variant")))
-    return published
+    for variant in content.variants:
+        check_settings(variant.settings, f"{origin} variant {variant.name!r}")
+    return Protocol(**dict(content), name=name, path=origin)
 
 
 def defect_subsets() -> dict[str, dict[str, list[str]]]:
     """Paper Table 7's easy and hard defect types per MVTec category (real folder names)."""
-    res = _protocol_dir().joinpath("mvtec_defect_subsets.toml")
-    if not res.is_file():
-        raise ConfigError(
-            "protocols/mvtec_defect_subsets.toml is missing: the hard/unseen subset protocols need it"
-        )
-    return tomllib.loads(res.read_text())["categories"]
+    subsets = read_data_file(DefectSubsetsFile, "mvtec_defect_subsets")
+    return {category: types.model_dump() for category, types in subsets.categories.items()}
 
 
 def adhoc_protocol(dataset: str) -> Protocol:
@@ -213,16 +148,9 @@ def adhoc_protocol(dataset: str) -> Protocol:
     return Protocol(
         name="adhoc",
         description="ad-hoc grid from the command line",
-        source="",
         methods=("bgad", "nfad"),
         seeds=(0,),
         profile="quick",
         datasets={dataset: None},
-        settings={},
-        grid={},
-        variants=(Variant("default"),),
-        expand=None,
-        subsets=None,
-        metrics=("image_auroc", "pixel_auroc", "pro"),
         path="command line",
     )

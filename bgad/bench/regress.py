@@ -8,18 +8,21 @@ cell can also be re-run from scratch and compared with its committed record.
 
 from __future__ import annotations
 
+import json
 import math
-import tomllib
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
+from pydantic import Field, create_model
 
-from bgad.bench.config import ConfigError, RunConfig
-from bgad.bench.protocols import Protocol
+from bgad.bench.config import ConfigError, DataFile, RunConfig
+from bgad.bench.protocols import Protocol, load_protocol, protocol_names, read_data_file
 from bgad.bench.report import match_records, summarize
-from bgad.bench.store import metric_value
+from bgad.bench.store import ResultStore, metric_value
 from bgad.fileio import atomic_write_with, storage_error
 from bgad.metrics import METRIC_NAMES, METRIC_VARIANTS
 
@@ -37,9 +40,26 @@ class Check:
     note: str = ""
 
 
+#: How far each metric may move: one key per metric, every metric required (no silent zero).
+MetricTolerances = create_model(
+    "MetricTolerances",
+    __base__=DataFile,
+    **{metric: (Annotated[float, Field(ge=0)], ...) for metric in METRIC_NAMES},
+)
+
+
+class RegressionFile(DataFile):
+    """``protocols/regression.toml``: the tolerances against the published values (``paper``) and
+    against the committed expectations of the other profiles (``expectations``)."""
+
+    description: str = ""
+    paper: MetricTolerances
+    expectations: MetricTolerances
+
+
 def tolerances() -> dict[str, dict[str, float]]:
-    data = tomllib.loads(resources.files("bgad.protocols").joinpath("regression.toml").read_text())
-    return {k: v for k, v in data.items() if isinstance(v, dict)}
+    """``{"paper": {metric: tolerance}, "expectations": {...}}`` from the validated regression file."""
+    return read_data_file(RegressionFile, "regression").model_dump(exclude={"description"})
 
 
 def expectations_frame(records: list[dict]) -> pd.DataFrame:
@@ -195,7 +215,7 @@ def check_published(protocols: list[Protocol], records: list[dict], tol: dict[st
 
 def rerun_cell(record: dict, work_dir: Path) -> dict:
     """Run the record's cell again from scratch (no feature cache) and return the new record."""
-    from bgad.bench.cell import run_cell
+    from bgad.bench.cell import run_cell  # deferred: the cell pipeline imports albumentations, OpenCV, FrEIA
 
     cfg = RunConfig.from_dict(
         {**record["config"], "feature_cache": False}, source=f"record {record['cell_id']}"
@@ -205,8 +225,6 @@ def rerun_cell(record: dict, work_dir: Path) -> dict:
         raise ConfigError(
             f"re-running {record['cell_id']} gave cell {folder.name}: the dataset or the code's result version differs"
         )
-    import json
-
     return json.loads((folder / "result.json").read_text())
 
 
@@ -227,14 +245,11 @@ def compare_rerun(committed: dict, fresh: dict, tol: dict[str, float]) -> list[C
     return checks
 
 
-def all_checks(store, records: list[dict], expectations: Path, rerun: list[str], say) -> list:  # noqa: ANN001
+def all_checks(
+    store: ResultStore, records: list[dict], expectations: Path, rerun: list[str], say: Callable[[str], None]
+) -> list[Check]:
     """Every comparison ``bgad-bench regress`` makes: definitions, published values, expectations,
     and cells re-run from scratch. Raises ``ConfigError`` when there is nothing (valid) to compare."""
-    import tempfile
-
-    from bgad.bench.config import ConfigError
-    from bgad.bench.protocols import load_protocol, protocol_names
-
     tol = tolerances()
     checks = check_definitions(records)
     checks += check_published([load_protocol(p) for p in protocol_names()], records, tol["paper"])

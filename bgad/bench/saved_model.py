@@ -25,11 +25,12 @@ import torch
 from PIL import Image
 from sklearn.metrics import precision_recall_curve
 
-from bgad.backbones import FeatureExtractor, create_backbone
+from bgad.backbones import FeatureExtractor
 from bgad.bench.config import RunConfig
 from bgad.errors import UserError
 from bgad.features import FeatureCache
 from bgad.fileio import StorageError, atomic_write_text, atomic_write_with, storage_error
+from bgad.flow_detector import Detector
 from bgad.scoring import Scores
 
 MODEL_DIR = "model"
@@ -71,7 +72,7 @@ def save_model(
     shapes,
     scores: Scores,
     labels: np.ndarray,
-) -> Path:  # noqa: ANN001
+) -> Path:
     """Write ``folder/model/`` for a fitted detector that has scored the cell's test set."""
     target = Path(folder) / MODEL_DIR
     target.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,8 @@ class TrainedModel:
         cls, folder: str | Path, device: str = "cpu", backbone_weights: str | None = None
     ) -> TrainedModel:
         """From a cell folder (or its ``model/`` folder) written with ``--save-model``."""
-        from bgad.bench.cell import resolve_device  # bgad.bench.cell saves models through this module
+        # deferred: bgad.bench.cell saves models through this module (an import cycle at the top)
+        from bgad.bench.cell import frozen_backbone, resolve_device
 
         device = str(resolve_device(device))  # first: a missing GPU is reported before anything loads
         model_dir = find_model_dir(Path(folder))
@@ -112,17 +114,15 @@ class TrainedModel:
         if backbone_weights:
             settings["backbone_weights"] = backbone_weights
         cfg = RunConfig.from_dict(settings, source=str(model_dir / "model.json"))
-        extractor = create_backbone(
-            cfg.backbone, Path(cfg.backbone_weights) if cfg.backbone_weights else None, cfg.random_weights
-        )
+        extractor = frozen_backbone(cfg)
         saved, now = meta["weights_sha256"], extractor.describe()["weights"]["sha256"]
         if saved and now != saved:
             raise ModelError(
                 f"the model in {model_dir} was trained on {cfg.backbone} weights with sha256 {saved}, these "
                 f"have {now}: give the weights file it was trained on (--backbone-weights PATH)"
             )
-        detector = cfg.spec.build(cfg, meta["feature_shapes"], device)
-        _load_state(detector, model_dir / "model.pt", device)
+        detector = cfg.spec.build(cfg, device)
+        _load_state(detector, model_dir / "model.pt", device, meta["feature_shapes"])
         return cls(cfg, extractor.to(device), detector, meta["image_threshold"], model_dir)
 
     def predict(self, images: list[str | Path]) -> Scores:
@@ -176,10 +176,11 @@ def _read_meta(path: Path) -> dict:
         raise _damaged(path, exc) from None
 
 
-def _load_state(detector, path: Path, device: str) -> None:  # noqa: ANN001
-    """Load ``model.pt`` into ``detector``; a truncated file or one of another model is a ``ModelError``."""
+def _load_state(detector: Detector, path: Path, device: str, feature_shapes: list[tuple[int, ...]]) -> None:
+    """Load ``model.pt`` into ``detector`` for features of ``feature_shapes``; a truncated file or one of
+    another model is a ``ModelError``."""
     try:
-        detector.load_model_state(torch.load(path, map_location=device, weights_only=False))
+        detector.load_model_state(torch.load(path, map_location=device, weights_only=False), feature_shapes)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError, KeyError) as exc:
         raise _damaged(path, exc) from None
 

@@ -31,6 +31,8 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
 from bgad.bench.config import ConfigError, RunConfig
+from bgad.data.content import HashCache, content_sha256
+from bgad.data.datasets import load_category
 from bgad.fileio import atomic_write_text, atomic_write_with, check_writable_folder
 from bgad.metrics import METRIC_NAMES
 
@@ -150,8 +152,6 @@ def loads_weights_file(cfg: RunConfig) -> bool:
 
 @functools.cache
 def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
-    from bgad.data.content import HashCache
-
     cache = HashCache()
     digest = cache.digest(Path(path))
     cache.save()
@@ -437,9 +437,6 @@ def _content_of(record: dict, cfg: RunConfig) -> str:
 
     Only when its file list is the record's (``manifest_sha256``): other data cannot re-key it.
     """
-    from bgad.data.content import content_sha256
-    from bgad.data.datasets import load_category
-
     root = Path(cfg.data_root) if cfg.data_root else None
     data = load_category(cfg.dataset, cfg.category, root)
     if data.manifest_sha256() != record["dataset"]["manifest_sha256"]:

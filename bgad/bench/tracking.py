@@ -90,7 +90,7 @@ class MlflowTracker:
         folder = Path(folder)
         try:
             return self._log(folder)
-        except Exception as exc:  # noqa: BLE001 - tracking must never cost a cell
+        except Exception as exc:
             log.warning(
                 "cell %s was not logged to MLflow at %s (%s: %s); its record is in %s",
                 folder.name,

@@ -1,6 +1,6 @@
 """BTAD (beanTech Anomaly Detection): reader for its native layout and preparation from ``btad.zip``.
 
-Native layout (as distributed; DATASETS.md)::
+Native layout (as distributed; docs/datasets.md)::
 
     <root>/{01,02,03}/train/ok/*            normal training images
     <root>/{01,02,03}/test/ok/*, test/ko/*  normal / anomalous test images
@@ -13,8 +13,9 @@ A category folder already in the MVTec layout (``train/good``) is read with
 :func:`bgad.data.mvtec.load_mvtec_category`.
 
 :func:`prepare_btad` and :func:`prepare_mvtec` turn a (downloaded or hand-placed) archive into a prepared
-dataset folder: sha256 check, safe extraction into a temporary sibling, count check against
-DATASETS.md, ``manifest.csv`` + ``bgad_dataset.json``, rename into place (idempotent like the converters).
+dataset folder: sha256 check, safe extraction into a temporary sibling, check against the official counts
+(protocols/datasets.toml), ``manifest.csv`` + ``bgad_dataset.json``, rename into place (idempotent like the
+converters).
 """
 
 from __future__ import annotations

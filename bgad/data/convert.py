@@ -1,4 +1,4 @@
-"""Converters from the raw AITEX, ELPV, BrainMRI and HeadCT copies to the MVTec layout (DATASETS.md).
+"""Converters from the raw AITEX, ELPV, BrainMRI and HeadCT copies to the MVTec layout (docs/datasets.md).
 
 Each ``prepare_<name>(raw, root, seed=42) -> root`` writes ``root/<category>/{train,test,ground_truth}``
 plus ``root/manifest.csv`` and ``root/bgad_dataset.json`` (see :mod:`bgad.data.manifest`).
@@ -562,6 +562,30 @@ def _find_file(raw: Path, candidates: list[str], what: str) -> Path:
     raise DatasetError(f"no {what} found in {raw} (looked for {', '.join(candidates)}); check --raw.")
 
 
+def _elpv_row(labels: Path, lineno: int, line: str) -> tuple[Path, str, float, str]:
+    """One line of ``labels.csv``: (image file, its name as listed, defect probability, cell type).
+
+    Checked here so that a bad line stops the conversion with its file and line number, before
+    anything is written.
+    """
+    parts = line.split()
+    if len(parts) != 3:
+        raise DatasetError(
+            f"{labels}:{lineno}: expected 'images/cellNNNN.png  <probability>  mono|poly', got {line!r}."
+        )
+    rel, prob_s, typ = parts
+    try:
+        prob = float(prob_s)
+    except ValueError as exc:
+        raise DatasetError(f"{labels}:{lineno}: defect probability {prob_s!r} is not a number.") from exc
+    if typ not in ("mono", "poly"):
+        raise DatasetError(f"{labels}:{lineno}: cell type {typ!r} is neither 'mono' nor 'poly'.")
+    src = labels.parent / rel
+    if not src.is_file():
+        raise DatasetError(f"{labels}:{lineno}: image {src} is listed but missing; restore the raw copy.")
+    return src, rel, prob, typ
+
+
 def _elpv_plan(raw: Path, seed: int) -> _Plan:
     plan = _Plan()
     cat = "elpv"
@@ -572,32 +596,16 @@ def _elpv_plan(raw: Path, seed: int) -> _Plan:
     normals: dict[str, Path] = {}
     uncertain: Counter[str] = Counter()
     listed: set[Path] = set()
-    n_defect = Counter()
     for lineno, line in enumerate(labels.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        parts = line.split()
-        if len(parts) != 3:
-            raise DatasetError(
-                f"{labels}:{lineno}: expected 'images/cellNNNN.png  <probability>  mono|poly', got {line!r}."
-            )
-        rel, prob_s, typ = parts
-        try:
-            prob = float(prob_s)
-        except ValueError as exc:
-            raise DatasetError(f"{labels}:{lineno}: defect probability {prob_s!r} is not a number.") from exc
-        if typ not in ("mono", "poly"):
-            raise DatasetError(f"{labels}:{lineno}: cell type {typ!r} is neither 'mono' nor 'poly'.")
-        src = base / rel
-        if not src.is_file():
-            raise DatasetError(f"{labels}:{lineno}: image {src} is listed but missing; restore the raw copy.")
+        src, rel, prob, typ = _elpv_row(labels, lineno, line)
         if src in listed:
             raise DatasetError(f"{labels}:{lineno}: image {rel} is listed twice.")
         listed.add(src)
         if prob == 0.0:
             normals[src.name] = src
         elif prob == 1.0:
-            n_defect[typ] += 1
             plan.add(f"{cat}/test/{typ}/{src.name}", "test", 1, typ, lambda d, s=src: _checked_copy(s, d))
         elif 0.0 < prob < 1.0:
             uncertain[f"{prob:.4f}"] += 1

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+from bgad.data.btad import list_btad_categories, load_btad_category
 from bgad.data.images import DatasetError
 from bgad.data.mvtec import list_categories, load_mvtec_category
 from bgad.data.samples import CategoryData
@@ -75,28 +75,13 @@ DATASETS.register("synthetic", _load_synthetic)
 _LISTERS["synthetic"] = lambda root: list_categories(ensure_synthetic_dataset(root), dataset="synthetic")
 
 
-def _btad_module():
-    try:
-        return importlib.import_module("bgad.data.btad")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bgad.data.btad",):
-            raise
-        raise DatasetError(
-            "BTAD support is not installed (module bgad.data.btad is missing); update bgad-bench or use an "
-            "MVTec-layout copy of BTAD with dataset 'mvtec'."
-        ) from exc
-
-
 def _load_btad(root: Path | None, category: str) -> CategoryData:
     """BTAD in its native layout (``{01,02,03}/train/ok``, ``test/{ok,ko}``, ``ground_truth/ko``)."""
-    return _btad_module().load_btad_category(root if root is not None else default_root("btad"), category)
+    return load_btad_category(root if root is not None else default_root("btad"), category)
 
 
 def _list_btad(root: Path | None) -> list[str]:
-    mod = _btad_module()
-    root = root if root is not None else default_root("btad")
-    lister = getattr(mod, "list_btad_categories", None)
-    return list(lister(root)) if lister is not None else list_categories(root, dataset="btad")
+    return list_btad_categories(root if root is not None else default_root("btad"))
 
 
 DATASETS.register("btad", _load_btad)

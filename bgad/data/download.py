@@ -23,6 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
 from bgad.data.images import DatasetError
 from bgad.data.specs import DATASET_SPECS, ArchiveSpec, dataset_names
 from bgad.fileio import file_sha256
@@ -76,16 +86,7 @@ def manual_download_hint(name: str) -> str:
     )
 
 
-def _progress(total: int | None, done: int, desc: str):
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
+def _progress(total: int | None, done: int, desc: str) -> tuple[Progress, TaskID]:
     prog = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -5,7 +5,7 @@ Every prepared dataset root (``data_dir()/NAME``) holds, next to its category fo
 * ``manifest.csv`` - one row per image: ``path`` (relative to the root, POSIX), ``split``
   (``train``/``test``), ``label`` (0/1), ``defect_type`` (``good`` for normal images), ``mask``
   (relative path of the mask, empty when there is none) and ``sha256`` (of the image file).
-  Rows are sorted by (split, path). This is the written-out split of DATASETS.md.
+  Rows are sorted by (split, path). This is the written-out split of docs/datasets.md (Conversion rules).
 * ``bgad_dataset.json`` - ``{"name", "has_pixel_masks", "categories": {cat: {"kind": ...}},
   "conversion": {...}}``; ``conversion`` records the converter, its version, the seed, a fingerprint
   of the raw input, the counts and every input file that was deliberately left out (with the reason).

@@ -6,7 +6,7 @@ What is checked (every problem names the file and says what to do):
   files (unknown extensions) or folders, no empty image folders; plain text files beside the
   categories (MVTec AD's own ``license.txt`` and ``readme.txt``) are documentation, not strays;
 * every category has normal and anomalous test images (an AUROC needs both);
-* counts against the official numbers where known (DATASETS.md; AITEX: what our converter produces
+* counts against the official numbers where known (protocols/datasets.toml; AITEX: what our converter produces
   from the official raw copy with seed 42, which equals DRA's 1692/564/183);
 * every image fully decodes (truncated/unreadable files are found);
 * every anomalous image of a dataset with pixel masks has a mask that decodes, is binary and has
@@ -22,19 +22,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from bgad.data.btad import (
-    list_btad_categories,
-    load_btad_category,
-)
+from bgad.data.btad import list_btad_categories
+from bgad.data.datasets import load_category
 from bgad.data.images import DatasetError, is_image_file, read_image, read_mask
 from bgad.data.manifest import DATASET_INFO_FILE, MANIFEST_FILE, read_manifest, sha256_file
-from bgad.data.mvtec import list_categories, load_mvtec_category, prepare_hint
+from bgad.data.mvtec import list_categories, prepare_hint
 from bgad.data.samples import NORMAL_TYPE, CategoryData
 from bgad.data.specs import DATASET_SPECS
 
-__all__ = ["IMAGE_LEVEL_ONLY", "OFFICIAL_COUNTS", "verify_dataset"]
-
-IMAGE_LEVEL_ONLY = frozenset(n for n in DATASET_SPECS.names() if not DATASET_SPECS.get(n).pixel_masks)
+__all__ = ["OFFICIAL_COUNTS", "verify_dataset"]
 
 #: dataset -> category -> (train, test normal, test anomalous); None = not fixed (protocols/datasets.toml).
 OFFICIAL_COUNTS: dict[str, dict[str, tuple[int | None, int | None, int | None]]] = {
@@ -206,11 +202,7 @@ def _check_category(name: str, root: Path, cat: str, check_counts: bool) -> list
     """Layout, test-set kinds, counts and pixels of one category (the loader's error if it cannot load)."""
     problems = _scan_layout(root / cat)
     try:
-        if name == "btad":
-            data = load_btad_category(root, cat)
-        else:
-            masks = False if name in IMAGE_LEVEL_ONLY else None
-            data = load_mvtec_category(root, cat, name, has_pixel_masks=masks)
+        data = load_category(name, cat, root)  # as a cell reads it
     except DatasetError as exc:
         return [*problems, str(exc)]
     if check_counts:

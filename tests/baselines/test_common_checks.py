@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import bgad.baselines.padim  # noqa: F401  (registered here too, in case load_builtin_methods lacks them)
-import bgad.baselines.patchcore  # noqa: F401
 import numpy as np
 import pytest
 import torch
@@ -59,10 +57,9 @@ def _data(seed: int) -> tuple[TrainingData, list[torch.Tensor]]:
 def _fit_score(name: str, seed: int = 0):
     spec = METHODS.get(name)
     cfg = RunConfig.of(method=name, seed=seed).with_overrides({**spec.defaults, **TINY})
-    detector = spec.build(cfg, SHAPES, "cpu")
+    detector = spec.build(cfg, "cpu")
     evaluated: list[int] = []
     data, test = _data(seed)
-    torch.manual_seed(seed)
     assert detector.fit(data, after_meta_epoch=evaluated.append, on_sub_epoch=lambda m, s: None) is detector
     return detector, detector.score(test, (SIZE, SIZE)), evaluated
 
@@ -86,6 +83,18 @@ def test_method_is_deterministic_for_a_seed(name: str) -> None:
     _, second, _ = _fit_score(name, seed=1)
     np.testing.assert_array_equal(first.maps, second.maps)
     np.testing.assert_array_equal(first.image_scores, second.image_scores)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_method_leaves_the_global_rng_alone_and_does_not_read_it(name: str) -> None:
+    """Every random choice comes from the seed: the global torch stream is neither read nor moved."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    _, first, _ = _fit_score(name, seed=2)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(456)
+    _, second, _ = _fit_score(name, seed=2)
+    np.testing.assert_array_equal(first.maps, second.maps)
 
 
 @pytest.mark.parametrize("name", ["patchcore", "padim"])

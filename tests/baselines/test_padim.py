@@ -7,8 +7,6 @@ import torch
 import torch.nn.functional as F
 from bgad.baselines.padim import PaDiM
 
-from bgad.bench.config import RunConfig
-from bgad.bench.method_registry import METHODS
 from bgad.flow_detector import TrainingData
 
 SHAPES = [(3, 8, 8), (5, 4, 4), (6, 2, 2)]
@@ -42,10 +40,9 @@ def _numpy_reference(
 def test_mahalanobis_equals_numpy_per_position() -> None:
     gen = torch.Generator().manual_seed(0)
     train, test = _feats(20, gen), _feats(4, gen)
-    det = PaDiM(
-        RunConfig.of(method="padim", seed=3), METHODS.get("padim"), SHAPES, n_channels=7, chunk_images=6
-    )
-    det.fit(TrainingData(train, None, None, None, None, "object", None))
+    det = PaDiM(padim_channels=7, seed=3)
+    det.chunk_images = 6  # chunks that do not divide the 20 images
+    det.fit(_data(train))
     ours = det.mahalanobis(test).numpy()
     ref = _numpy_reference(train, test, det.channel_indices_.numpy(), 0.01)
     np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
@@ -54,14 +51,27 @@ def test_mahalanobis_equals_numpy_per_position() -> None:
     np.testing.assert_array_equal(scores.image_scores, scores.maps.reshape(4, -1).max(1))
 
 
+def _data(train: list[torch.Tensor]) -> TrainingData:
+    return TrainingData(train, None, None, None, None, "object", None)
+
+
 def test_channel_subset_is_seeded_sorted_and_capped() -> None:
-    spec = METHODS.get("padim")
-    a = PaDiM(RunConfig.of(method="padim", seed=1), spec, SHAPES, n_channels=5).channel_indices_
-    b = PaDiM(RunConfig.of(method="padim", seed=1), spec, SHAPES, n_channels=5).channel_indices_
-    c = PaDiM(RunConfig.of(method="padim", seed=2), spec, SHAPES, n_channels=5).channel_indices_
+    data = _data(_feats(3, torch.Generator().manual_seed(0)))
+
+    def chosen(seed: int, **params: int) -> torch.Tensor:
+        return PaDiM(seed=seed, **params).fit(data).channel_indices_
+
+    a, b, c = chosen(1, padim_channels=5), chosen(1, padim_channels=5), chosen(2, padim_channels=5)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a, a.sort().values) and len(a.unique()) == 5
-    full = PaDiM(
-        RunConfig.of(method="padim", seed=1), spec, SHAPES
-    ).channel_indices_  # default 100 > 14 channels: all
-    assert full.tolist() == list(range(14))
+    assert chosen(1).tolist() == list(range(14))  # default 100 > 14 channels: all
+
+
+def test_a_saved_padim_scores_as_the_fitted_one() -> None:
+    """The channel subset is fitted state: a loaded model takes it from the saved state."""
+    gen = torch.Generator().manual_seed(5)
+    train, test = _feats(8, gen), _feats(2, gen)
+    fitted = PaDiM(padim_channels=6, seed=4).fit(_data(train))
+    loaded = PaDiM().load_model_state(fitted.model_state(), SHAPES)  # another seed: the state decides
+    assert torch.equal(loaded.channel_indices_, fitted.channel_indices_)
+    np.testing.assert_array_equal(loaded.score(test, (16, 16)).maps, fitted.score(test, (16, 16)).maps)

@@ -11,8 +11,6 @@ import pytest
 import torch
 from bgad.baselines.patchcore import PatchCore, greedy_coreset, sparse_random_projection
 
-from bgad.bench.config import RunConfig
-from bgad.bench.method_registry import METHODS
 from bgad.flow_detector import TrainingData
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "coreset.py"
@@ -92,12 +90,7 @@ def test_patchcore_scores_a_training_image_near_zero_with_the_full_bank() -> Non
     gen = torch.Generator().manual_seed(0)
     train = _feats(5, gen)
     data = TrainingData(train, None, None, None, None, "object", None)
-    det = PatchCore(
-        RunConfig.of(method="patchcore", seed=0),
-        METHODS.get("patchcore"),
-        [(4, 16, 16), (6, 8, 8), (8, 4, 4)],
-        coreset_ratio=1.0,
-    )
+    det = PatchCore(coreset_ratio=1.0)
     det.fit(data)
     assert det.counters_["coreset_size"] == det.counters_["memory_bank_patches"] == 5 * 8 * 8
     scores = det.score([f[:2] for f in train], (32, 32))
@@ -112,22 +105,8 @@ def test_patchcore_reweighting_changes_only_the_image_scores() -> None:
     gen = torch.Generator().manual_seed(1)
     data = TrainingData(_feats(6, gen), None, None, None, None, "object", None)
     test = _feats(3, gen)
-    shapes = [(4, 16, 16), (6, 8, 8), (8, 4, 4)]
-    plain = (
-        PatchCore(
-            RunConfig.of(method="patchcore", seed=0), METHODS.get("patchcore"), shapes, coreset_ratio=0.3
-        )
-        .fit(data)
-        .score(test, (16, 16))
-    )
-    rew = PatchCore(
-        RunConfig.of(method="patchcore", seed=0),
-        METHODS.get("patchcore"),
-        shapes,
-        coreset_ratio=0.3,
-        reweight=True,
-    )
-    rew = rew.fit(data).score(test, (16, 16))
+    plain = PatchCore(coreset_ratio=0.3).fit(data).score(test, (16, 16))
+    rew = PatchCore(coreset_ratio=0.3, patchcore_reweight=True).fit(data).score(test, (16, 16))
     np.testing.assert_array_equal(plain.maps, rew.maps)
     assert (rew.image_scores <= plain.image_scores).all() and (rew.image_scores > 0).all()
 
@@ -135,11 +114,9 @@ def test_patchcore_reweighting_changes_only_the_image_scores() -> None:
 def test_a_coreset_pool_bounds_the_selection_and_a_large_one_is_exact() -> None:
     gen = torch.Generator().manual_seed(2)
     data = TrainingData(_feats(8, gen), None, None, None, None, "object", None)
-    shapes = [(4, 16, 16), (6, 8, 8), (8, 4, 4)]
 
     def fitted(pool: float) -> PatchCore:
-        cfg = RunConfig.of(method="patchcore", seed=0, coreset_pool=pool)
-        return PatchCore(cfg, METHODS.get("patchcore"), shapes, coreset_ratio=0.1).fit(data)
+        return PatchCore(coreset_ratio=0.1, coreset_pool=pool).fit(data)
 
     exact, huge, pooled = fitted(0.0), fitted(1000.0), fitted(3.0)
     assert torch.equal(exact.coreset_indices_, huge.coreset_indices_)  # a pool as large as the bank = exact
@@ -152,3 +129,9 @@ def test_a_coreset_pool_bounds_the_selection_and_a_large_one_is_exact() -> None:
         pooled,
     ):  # the selection's wall time is a duration, not a difference of unrelated clocks
         assert 0 <= fit.timings_["coreset_selection"] < 60
+
+
+def test_patchcore_refuses_levels_the_backbone_lacks_when_fitting() -> None:
+    two_levels = [torch.randn(2, c, s, s) for c, s in ((4, 16), (6, 8))]
+    with pytest.raises(ValueError, match="do not fit a backbone with 2 levels"):
+        PatchCore().fit(TrainingData(two_levels, None, None, None, None, "object", None))

@@ -3,6 +3,9 @@ run as written by tests/test_readme.py)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +72,54 @@ def test_plan_grid_lists_cells_without_running(tmp_path: Path) -> None:
 def test_a_model_is_needed_to_predict(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--save-model"):
         bgad.load_model(tmp_path)
+
+
+def test_a_cell_another_worker_holds_is_waited_for_not_trained_twice(
+    saved_cell: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_cell`` goes through the runner and its lease: while another live worker holds the cell,
+    it waits, then returns the record that worker wrote instead of training the cell again."""
+    import bgad.bench.cell
+    from bgad.bench import runner
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cell another worker holds was trained here too")
+
+    monkeypatch.setattr(bgad.bench.cell, "run_cell", no_training)
+    monkeypatch.setattr(runner, "WAIT_POLL_S", 0.05)
+    cells = tmp_path / "runs" / "cells"
+    cells.mkdir(parents=True)
+    lease = cells / f".{saved_cell['cell_id']}.lease"
+    lease.write_text("another-host-4242")  # a worker on another machine (counted alive while fresh)
+
+    def the_other_worker_finishes() -> None:
+        shutil.copytree(saved_cell["folder"], cells / ".copy")
+        os.replace(cells / ".copy", cells / saved_cell["cell_id"])
+        lease.unlink()
+
+    other = threading.Timer(0.5, the_other_worker_finishes)
+    other.start()
+    record = bgad.run_cell(
+        "nfad", "synthetic", "widget", results=tmp_path / "runs", save_model=True, feature_cache=False, **TINY
+    )
+    other.join()
+    assert record["cell_id"] == saved_cell["cell_id"]
+    assert Path(record["folder"]) == cells / saved_cell["cell_id"]
+
+
+def test_a_failed_cell_names_its_error_and_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell that fails in ``run_cell`` (run through the grid's executor) raises with its error line and
+    where its log and traceback are, after one attempt."""
+    import bgad.bench.cell
+    from bgad.bench.api import CellFailedError
+
+    attempts = []
+
+    def broken(*args: object, **kwargs: object) -> None:
+        attempts.append(1)
+        raise RuntimeError("the backbone broke")
+
+    monkeypatch.setattr(bgad.bench.cell, "compute_features", broken)
+    with pytest.raises(CellFailedError, match="the backbone broke") as caught:
+        bgad.run_cell("padim", "synthetic", "widget", results=tmp_path, feature_cache=False, input_size=64)
+    assert "run.log" in str(caught.value) and "error.txt" in str(caught.value) and len(attempts) == 1

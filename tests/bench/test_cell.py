@@ -205,8 +205,22 @@ def test_non_binary_mask_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bgad_beats_nfad_on_pixel_auroc(tmp_path: Path) -> None:
-    """The paper's central claim at toy scale: known anomalies help localisation (synthetic 'widget')."""
-    settings = {"input_size": 128, "meta_epochs": 4, "sub_epochs": 2, "phase1_epochs": 1, "warmup_epochs": 2}
+    """The paper's central claim at toy scale: known anomalies help localisation (synthetic 'widget').
+
+    Measured on short-schedule flows that are not yet saturated (raw features, fibers of 4096, lr 2e-4):
+    with the quick profile's trained flows both methods sit above 0.99 and the gain is thousandths.
+    """
+    settings = {
+        "input_size": 128,
+        "meta_epochs": 4,
+        "sub_epochs": 2,
+        "phase1_epochs": 1,
+        "warmup_epochs": 2,
+        "feature_norm": "none",
+        "fiber_size": 4096,
+        "min_images_per_meta_epoch": 0,
+        "lr": 2e-4,
+    }
     pixel = {}
     for method in ("bgad", "nfad"):
         cfg = resolve_config("quick", layers=[("test", {"method": method, "category": "widget", **settings})])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from bgad.bench.cli import app
@@ -128,3 +130,65 @@ def test_a_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
+
+
+def test_run_plans_and_runs_through_the_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One path to run cells: `run` calls ``api.plan_grid`` and ``api.run_grid`` (with its view), not a
+    copy of them; outside a terminal the view prints plain lines."""
+    from bgad.bench import api
+    from bgad.bench.cli_views import LinesView
+
+    calls: dict[str, list] = {"plan_grid": [], "run_grid": []}
+    for name in calls:
+        real = getattr(api, name)
+
+        def spy(*args: object, _real=real, _name=name, **kwargs: object) -> object:
+            calls[_name].append(kwargs)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(api, name, spy)
+    args = [
+        "run",
+        "-m",
+        "padim",
+        "-c",
+        "widget",
+        "--dry-run",
+        "--results",
+        str(tmp_path),
+        "--set",
+        "input_size=64",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(calls["plan_grid"]) == 1 and len(calls["run_grid"]) == 1
+    assert calls["run_grid"][0]["dry_run"] is True and isinstance(calls["run_grid"][0]["view"], LinesView)
+    assert "todo  synthetic-widget-padim-seed0" in result.output
+
+
+def test_a_bad_executor_option_stops_a_dry_run_too(tmp_path: Path) -> None:
+    """The executor is built (and its options checked) before a dry run stops: one line, exit 2."""
+    args = ["run", "-m", "padim", "--dry-run", "--executor", "joblib", "--workers", "0"]
+    result = runner.invoke(app, [*args, "--results", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert (
+        "executor 'joblib'" in result.output
+        and "n_jobs" in result.output
+        and "Traceback" not in result.output
+    )
+
+
+def test_in_a_terminal_the_run_draws_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal gets the bars view: the grid's bar (with the executor) and the cell's, then the table."""
+    from rich.console import Console
+
+    from bgad.bench import cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=140))
+    args = ["run", "-m", "padim", "-c", "widget", "--results", str(tmp_path), "--set", "input_size=64"]
+    result = runner.invoke(app, [*args, "--no-feature-cache"])
+    shown = screen.getvalue()
+    assert result.exit_code == 0, result.output + shown
+    assert "local executor" in shown and "synthetic/widget padim seed 0" in shown
+    assert "Results: last epoch" in shown

@@ -3,6 +3,9 @@ source, precedence (profile < method defaults < overrides) and the result hash."
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -91,6 +94,53 @@ def test_profile_file_with_bad_value_and_bad_top_level(tmp_path: Path) -> None:
     broken.write_text("[settings\n")
     with pytest.raises(ConfigError, match="broken.toml"):
         load_profile(str(broken))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('descripton = "x"\n', "unknown key 'descripton'; allowed: description, settings"),
+        ("description = 3\n", "description = 3: Input should be a valid string"),
+        ("settings = 3\n", "settings = 3: Input should be a valid dictionary"),
+    ],
+    ids=["misspelt-top-key", "description-not-text", "settings-not-a-table"],
+)
+def test_profile_file_is_validated_by_its_model(tmp_path: Path, text: str, expected: str) -> None:
+    """One line that names the file and the key, for every key of the file (not only settings)."""
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(path))
+    assert str(err.value) == f"{path}: {expected}"
+
+
+def test_parameter_models_come_from_the_method_registry(tmp_path: Path) -> None:
+    """A method registered with a model of its own makes its parameters settings, with no second list
+    to update (a fresh interpreter: the registry is complete when the config module is imported)."""
+    script = tmp_path / "toy.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from pydantic import Field
+            from bgad.bench.method_registry import METHODS, MethodSpec
+            from bgad.bench.params import Settings
+
+            class ToyParams(Settings):
+                toy_knob: int = Field(3, ge=1)
+
+            METHODS.register("toy", MethodSpec(
+                name="toy", label="Toy", description="a toy", params=ToyParams, detector="toy:Toy"
+            ))
+            from bgad.bench.config import PARAMETER_MODELS, RunConfig
+
+            assert ToyParams in PARAMETER_MODELS
+            print(RunConfig.of(method="toy", toy_knob=5).toy_knob)
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
 
 
 def test_profile_from_file_takes_its_stem_as_name(tmp_path: Path) -> None:

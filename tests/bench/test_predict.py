@@ -134,7 +134,7 @@ def _drop_model(copy: Path) -> str:
 )
 def test_a_damaged_or_missing_saved_model_is_one_line_naming_the_file(
     damage, fix: str, cell: Path, scored_set: tuple[Path, pd.DataFrame], tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     copy = _cell_copy(cell, tmp_path)
     named = damage(copy)
     image = scored_set[0] / "widget" / "test" / "good" / "000.png"
@@ -191,7 +191,7 @@ def _not_an_image(tmp_path: Path, cell: Path) -> tuple[list[str], str]:
 )
 def test_predict_input_errors_are_one_line(
     case, cell: Path, scored_set: tuple[Path, pd.DataFrame], tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     args, expected = case(tmp_path, cell)
     image = str(scored_set[0] / "widget" / "test" / "good" / "000.png")
     if "--out" not in args:
@@ -214,13 +214,13 @@ def _absent_devices() -> list[str]:
 @pytest.mark.parametrize("device", _absent_devices())
 def test_a_device_this_machine_lacks_is_one_line_before_anything_loads(
     device: str, cell: Path, scored_set: tuple[Path, pd.DataFrame], tmp_path: Path, monkeypatch
-) -> None:  # noqa: ANN001
-    import bgad.bench.saved_model
+) -> None:
+    import bgad.bench.cell
 
     def no_backbone(*args: object, **kwargs: object) -> None:
         raise AssertionError("the backbone was built before the device was checked")
 
-    monkeypatch.setattr(bgad.bench.saved_model, "create_backbone", no_backbone)
+    monkeypatch.setattr(bgad.bench.cell, "frozen_backbone", no_backbone)
     image = str(scored_set[0] / "widget" / "test" / "good" / "000.png")
     result = predict_cli("--model", str(cell), image, "--out", str(tmp_path / "o"), "--device", device)
     assert result.exit_code == 2, result.output

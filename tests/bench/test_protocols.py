@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from bgad.bench import protocols
 from bgad.bench.config import ConfigError
 from bgad.bench.method_registry import METHODS
-from bgad.bench.protocols import load_protocol, protocol_names
+from bgad.bench.protocols import defect_subsets, load_protocol, protocol_names
+from bgad.bench.regress import tolerances
 
 EXPECTED = {
     "multi_class",
@@ -86,3 +88,85 @@ def test_bad_protocol_names_key_and_file(tmp_path: Path, text: str, needle: str)
 def test_unknown_protocol_lists_known() -> None:
     with pytest.raises(ConfigError, match="one_class"):
         load_protocol("one_klass")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            BASE + '[[variants]]\nname = "a"\nsetings = {}\n',
+            " [variants #1]: unknown key 'setings'; allowed: methods, name, settings",
+        ),
+        (
+            BASE + '[[published]]\nsource = "s"\ntable = "t"\nsetting = "x"\nvarient = "a"\n',
+            " [published #1]: unknown key 'varient'; allowed: setting, source, table, variant",
+        ),
+        (BASE + '[subsets]\ntrian = "easy"\n', " [subsets]: unknown key 'trian'; allowed: 'train' or 'test'"),
+        (
+            BASE.replace('"all"', '"some"'),
+            " [datasets]: synthetic = 'some': give \"all\" or a list of category names",
+        ),
+        (
+            'description = "x"\nmethods = "bgad"\n[datasets]\nsynthetic = "all"\n',
+            ": methods = 'bgad': Input should be a list",
+        ),
+        ('seeds = ["a"]\n' + BASE, " [seeds]: item #1 = 'a': Input should be a valid integer"),
+    ],
+    ids=[
+        "variant-key",
+        "published-key",
+        "subsets-key",
+        "datasets-value",
+        "methods-not-a-list",
+        "seed-not-a-number",
+    ],
+)
+def test_bad_protocol_is_one_line_naming_file_table_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_protocol(path)
+    assert str(err.value).startswith(f"{path}{expected}") and "\n" not in str(err.value)
+
+
+def _shipped_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> None:
+    """The protocols folder as installed, with ``name``.toml replaced by ``text``."""
+    for source in protocols._protocol_dir().iterdir():
+        if source.name.endswith(".toml"):
+            (tmp_path / source.name).write_text(source.read_text())
+    (tmp_path / f"{name}.toml").write_text(text)
+    monkeypatch.setattr(protocols, "_protocol_dir", lambda: tmp_path)
+
+
+def test_defect_subsets_file_forbids_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _shipped_files(
+        tmp_path,
+        monkeypatch,
+        "mvtec_defect_subsets",
+        '[categories.carpet]\neasy = ["color"]\nhrad = ["cut"]\n',
+    )
+    with pytest.raises(ConfigError) as err:
+        defect_subsets()
+    assert str(err.value) == (
+        "protocols/mvtec_defect_subsets.toml [categories.carpet]: missing key 'hard'; "
+        "protocols/mvtec_defect_subsets.toml [categories.carpet]: unknown key 'hrad'; allowed: easy, hard"
+    )
+
+
+def test_regression_file_forbids_unknown_keys_and_needs_every_metric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = (protocols._protocol_dir() / "regression.toml").read_text()
+    _shipped_files(
+        tmp_path, monkeypatch, "regression", shipped.replace("image_auroc = 0.02", "image_aurco = 0.02")
+    )
+    with pytest.raises(ConfigError) as err:
+        tolerances()
+    assert str(err.value) == (
+        "protocols/regression.toml [paper]: missing key 'image_auroc'; "
+        "protocols/regression.toml [paper]: unknown key 'image_aurco'; allowed: image_auroc, pixel_auroc, pro, pro_paper"
+    )
+
+
+def test_shipped_data_files_validate() -> None:
+    assert set(tolerances()) == {"paper", "expectations"}
+    assert defect_subsets()["carpet"]["hard"] == ["thread"]

@@ -303,7 +303,8 @@ def test_written_tables_show_the_papers_other_methods_and_an_index(
 def test_table_columns_follow_the_papers_order() -> None:
     """Published methods in the paper's column order, then BGAD where the paper prints it, then NFAD,
     then the reference baselines; a method's grid points in numeric order."""
-    from bgad.bench.report import _column_order, published_columns
+    from bgad.bench.report import published_columns
+    from bgad.bench.report.render import _column_order
 
     protocol = load_protocol("one_anomaly")
     records = [
@@ -384,7 +385,7 @@ def test_a_record_off_its_profile_gets_a_column_of_its_own() -> None:
 
 def test_the_paired_test_never_pools_columns() -> None:
     """Pairs at the profile's schedule and pairs at a longer one get a test each, labelled by column."""
-    from bgad.bench.report import _paired_test_lines
+    from bgad.bench.report.render import _paired_test_lines
 
     protocol = load_protocol("one_anomaly")
     records = [
@@ -397,7 +398,11 @@ def test_the_paired_test_never_pools_columns() -> None:
         for extra in ({"meta_epochs": 4}, {"meta_epochs": 8})
     ]
     lines = [
-        line for line in _paired_test_lines(match_records(protocol, records), "image_auroc", "last") if line
+        line
+        for line in _paired_test_lines(
+            match_records(protocol, records), "image_auroc", "last", "bgad", "nfad"
+        )
+        if line
     ]
     assert len(lines) == 2
     assert all("over 4 (dataset, category, seed) pairs" in line for line in lines)
@@ -477,7 +482,7 @@ def test_a_reports_folder_that_cannot_be_written_is_one_clear_error(
         out.mkdir()
         real = tempfile.mkstemp
 
-        def refuse(*args, dir=None, **kwargs):  # noqa: A002, ANN002, ANN003, ANN202, ANN001
+        def refuse(*args, dir=None, **kwargs):
             if dir is not None and Path(dir) == out:
                 raise OSError(errno.EROFS, "Read-only file system")
             return real(*args, dir=dir, **kwargs)
@@ -519,3 +524,37 @@ def test_a_results_option_that_is_no_store_is_one_clear_error(
     text = " ".join(result.output.split())  # the console wraps long lines
     assert says in text and "--results DIR" in text
     assert "Traceback" not in result.output
+
+
+def test_a_record_differing_only_in_a_run_setting_joins_its_profiles_column() -> None:
+    """Run settings (here ``shared_positions``, which changes no number) never give a column of their
+    own: the report's identity settings are the plan's axes and the run-settings model, not a list."""
+    protocol = load_protocol("one_anomaly")
+    on = make_record("brainmri", "brainmri", "nfad", 0, {"image_auroc": 0.8}, "cpu", meta_epochs=4)
+    off = make_record(
+        "brainmri", "brainmri", "nfad", 42, {"image_auroc": 0.7}, "cpu", meta_epochs=4, shared_positions=False
+    )
+    matched = match_records(protocol, [on, off])
+    assert list(matched["column"]) == ["", ""] and list(matched["off_profile"]) == ["", ""]
+
+
+def test_table_7_subsets_are_the_protocols_not_an_off_profile_column() -> None:
+    """A hard-subset record's test types (carpet's hard type, Table 7) are what its protocol gives: no
+    column label; the same types set by hand in an ad-hoc run are a setting of their own."""
+    from bgad.bench.protocols import adhoc_protocol
+
+    record = make_record(
+        "mvtec", "carpet", "bgad", 0, {"image_auroc": 0.9}, "cpu", n_known_anomalies=10, test_types="thread"
+    )
+    assert list(match_records(load_protocol("hard_subset"), [record])["column"]) == [""]
+    (label,) = match_records(adhoc_protocol("mvtec"), [record])["off_profile"]
+    assert "test_types=thread" in label.split()
+
+
+def test_method_names_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The published name of BGAD† and the paired test (BGAD vs NFAD) are the registry's entries."""
+    from bgad.bench.method_registry import METHODS
+    from bgad.bench.report import tables
+
+    assert tables.PAPER_METHOD_NAMES == {"bgad_cc": METHODS.get("bgad_cc").published_as}
+    assert tables.PAIRED_METHODS == {"bgad": METHODS.get("bgad").paired_with} == {"bgad": "nfad"}

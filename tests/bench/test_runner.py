@@ -47,7 +47,7 @@ def test_interrupted_grid_resumes_without_recomputing(
 
     real_run_cell, calls = bgad.bench.cell.run_cell, []
 
-    def interrupted(cfg, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def interrupted(cfg, *args, **kwargs):
         calls.append(cfg.seed)
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the second cell
@@ -117,7 +117,7 @@ def test_failed_cells_are_listed_with_their_log_and_exit_non_zero(
 ) -> None:
     import bgad.bench.cell
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def broken(*args, **kwargs):
         raise RuntimeError("the backbone broke")
 
     monkeypatch.setattr(bgad.bench.cell, "compute_features", broken)

@@ -4,20 +4,25 @@ timm's ``features_only`` model with our weights, and its PRO is BGAD's own loop,
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from released_way import ReleasedEncoder, released_bgad_pro  # noqa: E402
-
-from bgad.backbones import create_backbone  # noqa: E402
-from bgad.bench.config import RunConfig  # noqa: E402
-from bgad.metrics import pro_auc_paper  # noqa: E402
+from benchmarks.released_way import (
+    ImageFiles,
+    ReleasedBackbone,
+    ReleasedEncoder,
+    released_bgad_pro,
+)
+from bgad.backbones import create_backbone
+from bgad.bench.config import RunConfig
+from bgad.bench.method_registry import METHODS
+from bgad.features import FeatureCache
+from bgad.flow_detector import TrainingData
+from bgad.metrics import pro_auc_paper
 
 
 def test_released_encoder_keeps_every_stage_and_gives_our_features() -> None:
@@ -72,3 +77,52 @@ def test_bgad_loop_timed_on_a_subset_returns_no_value() -> None:
     out = released_bgad_pro(masks, maps, n_timed=7)
     assert out["extrapolated"] and out["value"] is None and out["n_timed"] == 7
     assert out["seconds"] >= out["seconds_timed"] > 0
+
+
+def test_released_way_trains_with_the_flow_detectors_own_loop(tmp_path: Path) -> None:
+    """The released way feeds features computed per batch (``BatchFeatures``) to the flow detector's
+    own ``fit``: the same schedule (sub-epochs raised by ``min_images_per_meta_epoch``), pools, RACP
+    samples and steps as from cached features, so the same counters and, up to the backbone's
+    rounding in other batches, the same flows."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
+    normals, anomalies = paths[:4], paths[4:]
+    masks = np.zeros((1, 32, 32), np.uint8)
+    masks[0, 10:20, 10:20] = 1
+    cfg = RunConfig.of(
+        method="bgad", backbone="tf_efficientnet_lite0", random_weights=True, input_size=32,
+        meta_epochs=2, sub_epochs=1, phase1_epochs=1, warmup_epochs=1, min_images_per_meta_epoch=8,
+        batch_size=4, repeats=2, racp_per_anomaly=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    source = ReleasedBackbone(create_backbone(cfg.backbone, random_weights=True), 32, torch.device("cpu"))
+    cache = FeatureCache(source.extractor, 32)
+    cached = TrainingData(
+        cache.features(normals),
+        np.stack([cache.load_resized(p) for p in normals]),
+        cache.features(anomalies),
+        np.stack([cache.load_resized(p) for p in anomalies]),
+        masks,
+        "texture",
+        cache.compute,
+    )
+    per_batch = TrainingData(
+        source.levels(normals),
+        ImageFiles(normals, source),
+        source.levels(anomalies),
+        ImageFiles(anomalies, source),
+        masks,
+        "texture",
+        source.levels,
+    )
+    ours = METHODS.get("bgad").build(cfg, "cpu").fit(cached)
+    released = METHODS.get("bgad").build(cfg, "cpu").fit(per_batch)
+    assert released.counters_ == ours.counters_
+    assert ours.counters_["sub_epochs_per_meta_epoch"] == 2 and ours.counters_["racp_samples"] > 0
+    assert source.timings["batch_features"] > 0  # the backbone ran in the training batches
+    test = cache.features(paths)
+    for a, b in zip(ours.log_likelihoods(test), released.log_likelihoods(test), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)

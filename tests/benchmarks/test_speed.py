@@ -1,6 +1,6 @@
-"""The speed benchmark (benchmarks/speed.py) runs end to end in its smoke mode: every side of items
-1–4 in its own process, the report and the JSON written, the same math on both sides. Tiny sizes;
-no timing is asserted (targets are the benchmark's business, not the tests')."""
+"""The speed benchmark (``python -m benchmarks.speed``) runs end to end in its smoke mode: every side
+of items 1–4 in its own process, the report and the JSON written, the same math on both sides. Tiny
+sizes; no timing is asserted (targets are the benchmark's business, not the tests')."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import speed, speed_common
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,8 +26,9 @@ def test_speed_benchmark_smoke_run(shared_data: Path, tmp_path: Path) -> None:
         pytest.skip(f"real AITEX copy not found at {raw}")
     report, raw_json = tmp_path / "performance.md", tmp_path / "performance.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--smoke", "--only", "1,2,3,4"]
+        [sys.executable, "-m", "benchmarks.speed", "--smoke", "--only", "1,2,3,4"]
         + ["--report", str(report), "--json", str(raw_json)],
+        cwd=REPO,
         env=os.environ | {"BGAD_AITEX_RAW": str(raw)},
         capture_output=True,
         text=True,
@@ -66,7 +69,7 @@ def test_speed_benchmark_smoke_run(shared_data: Path, tmp_path: Path) -> None:
 def _pro_result(ratio_exact: float, ratio_paper: float) -> dict:
     return {
         "smoke": False,
-        "command": "python benchmarks/speed.py --only 4",
+        "command": "python -m benchmarks.speed --only 4",
         "machine": {
             "date": "today",
             "cpu": "cpu",
@@ -99,10 +102,6 @@ def _pro_result(ratio_exact: float, ratio_paper: float) -> dict:
 
 
 def test_report_thresholds_come_from_targets(monkeypatch: pytest.MonkeyPatch) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import speed
-    import speed_common
-
     labels = {name: target.label for name, target in speed_common.TARGETS.items()}
     assert labels == {
         "cell": "≥ 5×",

@@ -33,7 +33,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         data = self.files.get(self.path)
         rng = self.headers.get("Range")
         self.log.append((self.path, rng))

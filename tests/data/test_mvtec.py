@@ -210,11 +210,3 @@ def test_registry_loaders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         load_category("elpv", "cell")
     with pytest.raises(UnknownNameError, match="Did you mean 'mvtec'"):
         load_category("mvtek", "bottle")
-
-
-def test_registry_btad_missing_module(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "bgad.data.btad", None)  # import fails with ModuleNotFoundError
-    with pytest.raises(DatasetError, match="BTAD support is not installed"):
-        load_category("btad", "01", tmp_path)

@@ -1,0 +1,340 @@
+"""The tables of a protocol as Markdown, LaTeX and CSV, laid out as the paper prints them.
+
+One table per profile × metric × epoch selection, so numbers of two settings never share a table:
+the paper's rows in print order, the methods in the paper's column order with its published numbers
+beside ours (``bgad.bench.report.tables`` computes them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bgad.bench.protocols import Protocol
+from bgad.bench.report.tables import (
+    MEAN_ROW,
+    PAIRED_METHODS,
+    PAPER_METHOD_NAMES,
+    REFERENCE_METHODS,
+    Column,
+    Row,
+    assign_records,
+    natural_key,
+    paired_test,
+    paper_rows,
+    paper_table,
+    published_columns,
+    summarize,
+)
+from bgad.fileio import atomic_write_text, atomic_write_with
+from bgad.metrics import DIVERGED_LOSS, FLAG_TEXT, METRIC_LABELS, TIE_SPREAD
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Row keys and column keys of one rendered table (one per profile × metric × epoch selection)."""
+
+    rows: list[Row]
+    columns: list[Column]
+
+
+def _layout(protocol: Protocol, summary: pd.DataFrame, metric: str) -> TableLayout:
+    """Rows: the paper's in print order, then ours it does not print; columns: see ``_column_order``."""
+
+    def row_key(r: Row) -> tuple:
+        dataset, cat, dt = r
+        return (dataset, cat == MEAN_ROW, cat, dt == MEAN_ROW, dt)
+
+    ours = sorted({(r.dataset, r.category, r.defect_type) for r in summary.itertuples()}, key=row_key)
+    rows = list(dict.fromkeys([*paper_rows(protocol, metric), *ours]))
+    columns = sorted({(r.method, r.column) for r in summary.itertuples()}, key=_column_order(protocol))
+    return TableLayout(rows, columns)
+
+
+def _column_order(protocol: Protocol) -> Callable[[Column], tuple]:
+    """Sort key of a column, so a table reads like the paper's: the methods the paper prints in its
+    column order (ours, e.g. BGAD, where the paper prints it), then our other methods (NFAD), then the
+    reference baselines we add; one method's columns in the protocol's variant order, then by grid value."""
+    table = paper_table(protocol)
+    printed = list(dict.fromkeys(table["method"])) if not table.empty else []
+    methods = list(protocol.methods)
+    variants = [v.name for v in protocol.variants]
+
+    def key(column: Column) -> tuple:
+        method, label = column
+        name = method.removeprefix("published:")
+        if PAPER_METHOD_NAMES.get(name, name) in printed:
+            rank = (0, printed.index(PAPER_METHOD_NAMES.get(name, name)))
+        else:
+            rank = (
+                2 if method in REFERENCE_METHODS else 1,
+                methods.index(name) if name in methods else len(methods),
+            )
+        named = [v for v in variants if label == v or label.startswith(f"{v} ")]
+        variant = max(named, key=len) if named else ""
+        rest = label.removeprefix(variant)
+        return (*rank, name, variants.index(variant) if variant else -1, natural_key(rest))
+
+    return key
+
+
+def _row_label(row: Row) -> str:
+    dataset, category, _ = row
+    return category if category == dataset else f"{dataset}/{category}"
+
+
+def _column_title(method: str, column: str) -> str:
+    if method.startswith("published:"):
+        return column  # the paper's own column name, marked [published]
+    ref = " (ref.)" if method in REFERENCE_METHODS else ""
+    return f"{method}{ref}" + (f" {column}" if column else "")
+
+
+def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
+    if cell is None:
+        return "--" if latex else "—"
+    pm = "$\\pm$" if latex else "±"
+    flagged = cell.get("n_flagged", 0)  # NaN in a published row
+    if flagged > 0 and cell["n_seeds"] == 0:  # every seed flagged: the reason, never a number
+        return _flag_text(cell, latex)
+    if cell["n_seeds"] == 0:  # a published number: with the paper's ± where it printed one
+        return f"{cell['mean']:.3f}" + (f" {pm} {cell['std']:.3f}" if not math.isnan(cell["std"]) else "")
+    text = f"{cell['mean']:.3f} {pm} {cell['std']:.3f}" if cell["n_seeds"] > 1 else f"{cell['mean']:.3f}"
+    if not math.isnan(cell["published"]):
+        sign = "+" if cell["diff"] >= 0 else ("-" if latex else "−")
+        paper_pm = cell.get("published_pm", math.nan)
+        printed = f"{cell['published']:.3f}" + (f" {pm} {paper_pm:.3f}" if paper_pm == paper_pm else "")
+        text += f" (paper {printed}, {sign}{abs(cell['diff']):.3f})"
+        if cell["flag"]:
+            text += " \\textdagger" if latex else " ⚑"
+    if flagged > 0:
+        text += f" [{int(flagged)} seed(s) {cell['flagged_as']}, left out]"
+    return text
+
+
+def _flag_text(cell: pd.Series, latex: bool) -> str:
+    """A cell whose every seed is flagged: ``diverged``, ``tied (—)``, with the count of seeds."""
+    text = " / ".join(FLAG_TEXT[f] for f in cell["flagged_as"].split("/"))
+    if cell["n_flagged"] > 1:
+        text += f" ({int(cell['n_flagged'])} seeds)"
+    return text.replace("—", "---") if latex else text
+
+
+def _table_rows(part: pd.DataFrame, layout: TableLayout, latex: bool) -> list[list[str]]:
+    """Cell texts per row, the best mean of each row in bold (only when there is a choice)."""
+    cells = {
+        (r["dataset"], r["category"], r["defect_type"], r["method"], r["column"]): r
+        for _, r in part.iterrows()
+    }
+    out = []
+    for row in layout.rows:
+        present = [
+            cells[(*row, *col)]["mean"]
+            for col in layout.columns
+            if (*row, *col) in cells and cells[(*row, *col)]["n_seeds"] > 0
+        ]
+        top = max(present) if present else math.nan
+        texts = []
+        for col in layout.columns:
+            cell = cells.get((*row, *col))
+            text = _cell_text(cell, latex)
+            ours = cell is not None and cell["n_seeds"] > 0
+            if ours and len(present) > 1 and math.isclose(cell["mean"], top, abs_tol=5e-4):
+                text = f"\\textbf{{{text}}}" if latex else f"**{text}**"
+            texts.append(text)
+        out.append(texts)
+    return out
+
+
+def profile_rank(profile: str) -> tuple:
+    return (profile != "paper", profile)  # the paper's setting first
+
+
+def _tables(summary: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
+    """(profile, metric, selection, cells) of each rendered table: one per profile × metric × epoch
+    selection, so numbers of two settings never share a table; the paper's other methods in each."""
+    published = summary["method"].str.startswith("published:")
+    ours = summary[~published]
+    for profile in sorted(set(ours["profiles"]), key=profile_rank):
+        mine = ours[ours["profiles"] == profile]
+        for (metric, selection), part in mine.groupby(["metric", "selection"], sort=False):
+            others = summary[published & (summary["metric"] == metric) & (summary["selection"] == selection)]
+            yield profile, metric, selection, pd.concat([part, others], ignore_index=True)
+
+
+def _table_title(profile: str, metric: str, selection: str) -> str:
+    return f"Profile {profile}: {METRIC_LABELS[metric]}, {_selection_title(selection)}"
+
+
+def _selection_title(selection: str) -> str:
+    return (
+        "last epoch"
+        if selection == "last"
+        else "best epoch per metric (paper-compatible, chosen on the test set)"
+    )
+
+
+def _paired_test_lines(matched: pd.DataFrame, metric: str, selection: str, a: str, b: str) -> list[str]:
+    """``a`` vs ``b`` (BGAD vs NFAD), one test per column of one profile's records (a grid point, an
+    off-profile setting): pairs never cross columns, and a column's test never pools cells of another
+    setting."""
+    lines = []
+    columns = sorted(set(matched["column"]), key=natural_key)
+    for column in columns:
+        test = paired_test(matched[matched["column"] == column], metric, a, b, selection)
+        if test:
+            where = f" ({column})" if len(columns) > 1 and column else ""
+            lines += [
+                f"Paired Wilcoxon test{where}, {a} vs {b} over {test['n']} (dataset, category, seed) pairs: "
+                f"median difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
+                "",
+            ]
+    return lines
+
+
+def render_markdown(
+    protocol: Protocol, summary: pd.DataFrame, matched: pd.DataFrame, left_out: str = ""
+) -> str:
+    """The protocol's tables, one per profile × metric × epoch selection; ``left_out`` says which
+    records of the protocol are not in them and where they are."""
+    lines = [f"# {protocol.name}", "", protocol.description, "", f"Source: {protocol.source}", ""]
+    if summary.empty:
+        return "\n".join([*lines, "_No results in the store for this protocol yet._", ""])
+    lines += _provenance_lines(matched) + ([left_out, ""] if left_out else [])
+    for profile, metric, selection, part in _tables(summary):
+        layout = _layout(protocol, part, metric)
+        lines += [f"## {_table_title(profile, metric, selection)}", ""]
+        header = [
+            "dataset/category",
+            *(["defect type"] if protocol.expand else []),
+            *(_column_title(m, c) for m, c in layout.columns),
+        ]
+        lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for row, texts in zip(layout.rows, _table_rows(part, layout, latex=False), strict=True):
+            lead = [_row_label(row), *([row[2] or "—"] if protocol.expand else [])]
+            lines.append("| " + " | ".join(lead + texts) + " |")
+        lines.append("")
+        for a, b in PAIRED_METHODS.items():
+            if {a, b} <= set(part["method"]):
+                lines += _paired_test_lines(matched[matched["profile"] == profile], metric, selection, a, b)
+    if summary.get("n_flagged", pd.Series(dtype=float)).gt(0).any():
+        lines += [FLAGGED_NOTE, ""]
+    lines += [
+        "Cells: mean ± std over seeds (a single seed shows its value). In brackets: the published value (with the "
+        "paper's ± where it printed one) and our difference; ⚑ marks a cell whose 95 % interval over seeds excludes "
+        "the published value. Bold: our best in the row. (ref.) marks reference baselines we add. Columns marked "
+        "[published] are the paper's numbers for methods not run here, copied from "
+        f"{'; '.join(f'{r.source} {r.table}' for r in protocol.published) or 'the paper'} "
+        "(protocols/published/). — marks a row the paper prints that has not been run here (or a cell without a value).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+FLAGGED_NOTE = (
+    f"`diverged`: the mean training loss exceeded {DIVERGED_LOSS:g} (or was not finite), so every metric of that "
+    f"evaluation is meaningless; `tied (—)`: the scores were equal to within {TIE_SPREAD:g} of their size, so the "
+    "metric is undefined. Such a value is never averaged: a cell shows the mean of its other seeds and how many "
+    "were left out."
+)
+
+
+def _provenance_lines(matched: pd.DataFrame) -> list[str]:
+    setups = matched.groupby(["profile", "backbone", "input_size"]).size()
+    lines = ["Produced by:"]
+    for (profile, backbone, size), n in setups.items():
+        note = (
+            ""
+            if profile == "paper"
+            else " — not the paper's setting: compare with the published values for direction, not level"
+        )
+        lines.append(f"- {n} cell(s) with profile `{profile}`, backbone `{backbone}`, input {size}²{note}")
+    return [*lines, ""]
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
+    """One booktabs table per profile × metric × epoch selection."""
+    if summary.empty:
+        return f"% {latex_escape(protocol.name)}: no results yet\n"
+    blocks = [f"% {latex_escape(protocol.name)}: generated by bgad-bench report; do not edit by hand"]
+    for profile, metric, selection, part in _tables(summary):
+        layout = _layout(protocol, part, metric)
+        spec = "l" * (2 if protocol.expand else 1) + "c" * len(layout.columns)
+        header = [
+            "Dataset/category",
+            *(["Defect type"] if protocol.expand else []),
+            *(_column_title(m, c) for m, c in layout.columns),
+        ]
+        caption = f"{protocol.name}: {_table_title(profile, metric, selection)}"
+        body = []
+        for row, texts in zip(layout.rows, _table_rows(part, layout, latex=True), strict=True):
+            lead = [
+                latex_escape(_row_label(row)),
+                *([latex_escape(row[2] or "--")] if protocol.expand else []),
+            ]
+            body.append(" & ".join(lead + texts) + r" \\")
+        blocks += [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{latex_escape(caption)}}}",
+            rf"\begin{{tabular}}{{{spec}}}",
+            r"\toprule",
+            " & ".join(latex_escape(h) for h in header) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    return "\n".join(blocks)
+
+
+def write_report(protocols: list[Protocol], records: list[dict], out_dir: Path) -> list[Path]:
+    """Markdown, LaTeX and CSV per protocol that has results (last and best-epoch selections)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for table in assign_records(protocols, records):
+        protocol, matched = table.protocol, table.shown
+        published = published_columns(protocol, set(matched["method"]))
+        summary = pd.concat(
+            [summarize(protocol, matched, sel) for sel in ("last", "best")]
+            + [published.assign(selection=sel) for sel in ("last", "best") if not published.empty],
+            ignore_index=True,
+        )
+        for suffix, text in (
+            (".md", render_markdown(protocol, summary, matched, table.left_out_note())),
+            (".tex", render_latex(protocol, summary)),
+        ):
+            written.append(_write_text(out_dir / f"{protocol.name}{suffix}", text))
+        csv_path = out_dir / f"{protocol.name}.csv"
+        atomic_write_with(csv_path, lambda tmp, frame=summary: frame.to_csv(tmp, index=False))
+        written.append(csv_path)
+    return written
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write_text(path, text)
+    return path
