@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bgad.data.btad import prepare_btad, prepare_mvtec
+from bgad.data.archives import prepare_btad, prepare_mvtec
 from bgad.data.datasets import list_dataset_categories, load_category
 from bgad.data.download import download_archive
 from bgad.data.images import DatasetError

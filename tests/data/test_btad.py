@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad.data import btad
-from bgad.data.btad import list_btad_categories, load_btad_category, prepare_btad, prepare_mvtec
+from bgad.data import archives, btad
+from bgad.data.archives import prepare_btad, prepare_mvtec
+from bgad.data.btad import list_btad_categories, load_btad_category
 from bgad.data.download import ChecksumError
 from bgad.data.images import DatasetError
 from bgad.data.manifest import read_manifest
@@ -99,7 +100,7 @@ def test_prepare_btad_from_zip(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="official counts"):
         prepare_btad(z, tmp_path / "data" / "btad", check_sha256=False)
     assert not (tmp_path / "data" / "btad").exists()
-    monkeypatch.setattr(btad, "BTAD_TRAIN_COUNTS", {"01": 4, "02": 4, "03": 4})
+    monkeypatch.setattr(archives, "BTAD_TRAIN_COUNTS", {"01": 4, "02": 4, "03": 4})
     root = prepare_btad(z, tmp_path / "data" / "btad", check_sha256=False)
     assert sorted(p.name for p in root.iterdir()) == ["01", "02", "03", "bgad_dataset.json", "manifest.csv"]
     rows = read_manifest(root)
@@ -143,8 +144,8 @@ def test_prepare_mvtec_from_tar(tmp_path, monkeypatch):
     archive = _mvtec_tar(tmp_path, counts)
     with pytest.raises(DatasetError, match="official counts"):
         prepare_mvtec(archive, tmp_path / "mvtec", check_sha256=False)
-    monkeypatch.setattr(btad, "MVTEC_COUNTS", counts)
-    monkeypatch.setattr(btad, "MVTEC_CATEGORIES", tuple(counts))
+    monkeypatch.setattr(archives, "MVTEC_COUNTS", counts)
+    monkeypatch.setattr(archives, "MVTEC_CATEGORIES", tuple(counts))
     root = prepare_mvtec(archive, tmp_path / "mvtec", check_sha256=False)
     info = json.loads((root / "bgad_dataset.json").read_text())
     assert info["categories"] == {"bottle": {"kind": "object"}, "carpet": {"kind": "texture"}}
