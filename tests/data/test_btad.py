@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgad.data import archives, btad
+from bgad.data import archives
 from bgad.data.archives import prepare_btad, prepare_mvtec
 from bgad.data.btad import list_btad_categories, load_btad_category
 from bgad.data.download import ChecksumError
