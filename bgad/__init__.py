@@ -1,11 +1,8 @@
 """bgad-bench: reproduction suite for BGAD (explicit boundary guided semi-push-pull contrastive learning).
 
-The Python API (``bgad.bench.api``), importable from here::
-
-    import bgad
-    record = bgad.run_cell("nfad", "synthetic", "widget", results="runs", save_model=True)
-    frame = bgad.load_results("runs")
-    scores = bgad.predict(bgad.load_model(record["folder"]), ["widget.png"])
+The Python API (``bgad.bench.api``: plan and run cells, load results, report, predict) is importable
+from here, e.g. ``bgad.run_cell("nfad", "synthetic", "widget", results="runs")``; the README has
+an example that runs as written.
 
 Names are loaded on first use, so ``import bgad`` stays light.
 """

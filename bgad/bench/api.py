@@ -6,14 +6,7 @@ and ``run_cell`` is a grid of one cell, so every cell runs through one path and 
 Importable as ``bgad.plan_grid``, ``bgad.run_grid``, ``bgad.run_cell``,
 ``bgad.load_results``, ``bgad.write_report``, ``bgad.load_model`` and ``bgad.predict``.
 
-Example (the README's)::
-
-    import bgad
-
-    record = bgad.run_cell("nfad", "synthetic", "widget", profile="quick", results="runs", save_model=True)
-    table = bgad.load_results("runs")                 # one row per cell, metrics as columns
-    model = bgad.load_model(record["folder"])
-    scores = bgad.predict(model, ["my_image.png"])    # pandas DataFrame: path, score
+A worked example that runs as written is the README's (``tests/test_readme.py`` runs it).
 """
 
 from __future__ import annotations
