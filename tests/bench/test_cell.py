@@ -38,7 +38,9 @@ def _record(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def bgad_cell(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_cell(_cfg(feature_cache=False), tmp_path_factory.mktemp("runs"))
+    # One torch thread: float sums over another thread count differ in the last bits, and the threads
+    # are otherwise fitted to the cores free at the time (another test may load the machine).
+    return run_cell(_cfg(feature_cache=False, threads=1), tmp_path_factory.mktemp("runs"))
 
 
 def test_result_folder_describes_itself(bgad_cell: Path) -> None:
@@ -70,8 +72,8 @@ def test_same_seed_same_metrics_and_disk_cache_changes_nothing(
     bgad_cell: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BGAD_CACHE_DIR", str(tmp_path / "cache"))  # an empty feature cache
-    first = run_cell(_cfg(feature_cache=True), tmp_path / "a")  # fills the disk cache
-    second = run_cell(_cfg(feature_cache=True), tmp_path / "b")  # reads it
+    first = run_cell(_cfg(feature_cache=True, threads=1), tmp_path / "a")  # fills the disk cache
+    second = run_cell(_cfg(feature_cache=True, threads=1), tmp_path / "b")  # reads it
     assert _record(first)["feature_cache"]["misses"] > 0
     assert _record(second)["feature_cache"]["misses"] == 0 and _record(second)["feature_cache"]["hits"] > 0
     reference = _record(bgad_cell)["metrics"]["per_epoch"]
