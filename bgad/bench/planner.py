@@ -210,11 +210,16 @@ def _subset_settings(protocol: Protocol, category: str, subsets: dict | None) ->
         raise ConfigError(
             f"protocol {protocol.name!r} needs Table 7 subsets, but category {category!r} has none"
         )
-    out = {}
-    for key, which in (
-        ("train_types", protocol.subsets.get("train", "all")),
-        ("test_types", protocol.subsets.get("test", "all")),
-    ):
-        if which != "all":
-            out[key] = ",".join(subsets[category][which])
-    return out
+    return {k: v for k, v in subset_types(protocol, subsets[category]).items() if v is not None}
+
+
+def subset_types(protocol: Protocol, category_subsets: dict) -> dict[str, str | None]:
+    """The Table 7 type subsets a protocol gives one category: comma-joined types, None for all (the
+    planner sets them, the report matches records by them)."""
+    return {
+        key: None if which == "all" else ",".join(category_subsets[which])
+        for key, which in (
+            ("train_types", protocol.subsets.get("train", "all")),
+            ("test_types", protocol.subsets.get("test", "all")),
+        )
+    }

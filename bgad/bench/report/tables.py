@@ -23,6 +23,7 @@ from scipy import stats
 
 from bgad.bench.config import AXES, RUN_SETTINGS, ConfigError, resolve_config
 from bgad.bench.method_registry import METHODS
+from bgad.bench.planner import subset_types
 from bgad.bench.protocols import Protocol, Variant, adhoc_protocol, defect_subsets
 from bgad.bench.published import load_published, published_value
 from bgad.bench.store import ResultStore, metric_value
@@ -150,15 +151,7 @@ def _subsets_match(protocol: Protocol, cfg: dict, subsets: dict | None) -> bool:
 
 def _subset_settings(protocol: Protocol, subsets: dict | None) -> dict[str, str | None]:
     """The type subsets (Table 7) a protocol gives a category: comma-joined types, None for all."""
-    if subsets is None:
-        return {}
-    return {
-        key: None if which == "all" else ",".join(subsets[which])
-        for key, which in (
-            ("train_types", protocol.subsets.get("train", "all")),
-            ("test_types", protocol.subsets.get("test", "all")),
-        )
-    }
+    return {} if subsets is None else subset_types(protocol, subsets)
 
 
 def interval(values: np.ndarray) -> tuple[float, float, float, float]:
