@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from bgad.baselines._common import upsample_maps
+from bgad.baselines._common import make_scores, upsample_maps
 from torch import nn
 
 from bgad import threads
 from bgad.backbones import BACKBONES, pretrained_trunk, register_normalisation
-from bgad.flow_detector import private_global_rng
+from bgad.flow_detector import Detector, FitHooks, TrainingData, private_global_rng
+from bgad.scoring import Scores
 
 # --------------------------------------------------------------------------------------------------
 # Losses and pooling
@@ -216,11 +217,20 @@ def check_images(images: torch.Tensor, name: str, allow_empty: bool = False) -> 
     return images.detach().float().cpu()
 
 
+#: Test images scored per forward pass (batch norm is in eval mode: the scores do not depend on it).
+SCORE_BATCH = 32
+
+
 @dataclass(eq=False, kw_only=True)
-class SupervisedDetector:
+class SupervisedDetector(Detector):
     """Fine-tuned backbone + heads trained on balanced batches with the deviation loss (scikit-learn
     style: the constructor stores the parameters, ``fit`` builds ``model_``, ``optimizer_``,
     ``scheduler_``, ``generator_`` and trains). Subclasses add their heads, loss and scores.
+
+    Two doors to the same training: ``fit_images`` / ``score_images`` take image tensors (the estimator
+    API), ``fit`` / ``score`` the suite's ``TrainingData`` and inputs, whose single "level" is the resized
+    images (``MethodSpec.inputs == "images"``): a method that fine-tunes its backbone cannot read cached
+    features. An epoch is one of the runner's rounds: ``eval_every`` says after which it evaluates.
 
     ``lr`` decays by ``lr_gamma`` every ``lr_step_epochs`` epochs counted as the authors' code does
     (it steps its ``StepLR`` before each epoch, so the first decay comes after ``lr_step_epochs − 1``).
@@ -243,9 +253,7 @@ class SupervisedDetector:
     n_scales: int = 2
     rotation_degrees: float = 180.0
     freeze_batch_norm: bool = False
-    score_batch_size: int = 32
-    seed: int = 0
-    device: str = "cpu"
+    eval_every: int = 1
 
     # --- what a method adds -----------------------------------------------------------------------
 
@@ -257,6 +265,13 @@ class SupervisedDetector:
 
     def _prepare(self, normal: torch.Tensor) -> None:
         """Per-fit state besides the model (DRA: its reference images)."""
+
+    def _extra_state(self) -> dict:
+        """Fitted state besides the network's weights that scoring needs (DRA: its reference images)."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        """Restore what ``_extra_state`` saved."""
 
     def _training_batch(
         self, normal: torch.Tensor, anomalies: torch.Tensor
@@ -274,10 +289,87 @@ class SupervisedDetector:
         """(image scores, coarse maps) per chunk of ``images``, the model in eval mode, no gradients."""
         raise NotImplementedError
 
+    # --- the estimator API: image tensors -----------------------------------------------------------
+
+    def fit_images(
+        self,
+        normal_images: torch.Tensor,
+        anomaly_images: torch.Tensor,
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> SupervisedDetector:
+        """Build the model, optimiser and sampler from the parameters and train for ``epochs``;
+        ``on_epoch(e)`` after each epoch (the model is back in training mode after it returns)."""
+        self._start_bookkeeping()
+        self._train(normal_images, anomaly_images, on_epoch or (lambda _epoch: None))
+        return self
+
+    def score_images(self, images: torch.Tensor) -> ImageScores:
+        """Image scores (higher = more anomalous) and coarse maps of ``images``."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"{type(self).__name__}.score called before fit")
+        images = check_images(images, "images")
+        start = time.perf_counter()
+        self.model_.eval()
+        scores, maps = [], []
+        with torch.no_grad():
+            for s, m in self._score_batches(images):
+                scores.append(s.double().cpu())
+                maps.append(m.double().cpu())
+                threads.tick()
+        self.timings_["score"] += time.perf_counter() - start
+        return ImageScores(torch.cat(scores).numpy(), torch.cat(maps).numpy())
+
+    # --- the suite's Detector API: TrainingData whose one level is the images ----------------------
+
+    def _fit(self, data: TrainingData, hooks: FitHooks) -> None:
+        """Train on the data's images, evaluating after every ``eval_every`` epochs and the last."""
+
+        def after_epoch(epoch: int) -> None:
+            hooks.on_sub_epoch(epoch, 0)
+            if (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs:
+                hooks.after_meta_epoch(epoch)
+
+        self._train(data.normal_features[0], data.anomaly_features[0], after_epoch)
+
+    def score(self, feats: list[torch.Tensor], size: tuple[int, int]) -> Scores:
+        """Maps (N, *size): the coarse maps upsampled bilinearly; image scores: the method's own."""
+        out = self.score_images(feats[0])
+        maps = upsample_maps(torch.from_numpy(out.maps), size).numpy()
+        return make_scores(maps, out.scores)
+
+    def training_summary(self) -> dict:
+        """The last epoch's mean loss (the runner flags a diverged one)."""
+        return {"train_loss": self.loss_history_[-1]} if self.loss_history_ else {}
+
+    def model_state(self) -> dict:
+        return {"model": self.model_.state_dict(), **self._extra_state()}
+
+    def _load(self, state: dict, feature_shapes: list[tuple[int, ...]]) -> None:
+        """Rebuild the network (random initial weights: the saved ones replace them) and load the state."""
+        if len(feature_shapes) != 1 or feature_shapes[0][0] != 3:
+            raise ValueError(f"{type(self).__name__} reads images (3, H, W), not features {feature_shapes}")
+        self._build(random_initial_weights=True)
+        self.model_.load_state_dict(state["model"])
+        self._load_extra_state(state)
+
     # --- shared -----------------------------------------------------------------------------------
 
-    def fit(self, normal_images: torch.Tensor, anomaly_images: torch.Tensor) -> SupervisedDetector:
-        """Build the model, optimiser and sampler from the parameters and train for ``epochs``."""
+    def _build(self, random_initial_weights: bool = False) -> None:
+        """Device, generator and network from the parameters (the optimiser is ``_train``'s)."""
+        self.device_ = torch.device(self.device)
+        self.generator_ = torch.Generator().manual_seed(self.seed)
+        self.private_seed_ = int(torch.randint(2**62, (), generator=self.generator_))
+        with private_global_rng(self.private_seed_, self.device_):
+            weights = Path(self.backbone_weights) if self.backbone_weights else None
+            untrained = self.random_weights or random_initial_weights
+            backbone = FineTunedBackbone(self.backbone, weights, untrained, self.freeze_batch_norm)
+            self.backbone_weights_ = backbone.weights
+            self.model_ = self._build_model(backbone).to(self.device_)
+        self.loss_history_: list[float] = []
+
+    def _train(
+        self, normal_images: torch.Tensor, anomaly_images: torch.Tensor, on_epoch: Callable[[int], None]
+    ) -> None:
         normal = check_images(normal_images, "normal_images")
         anomalies = check_images(anomaly_images, "anomaly_images", allow_empty=True)
         if len(anomalies) and anomalies.shape[-2:] != normal.shape[-2:]:
@@ -285,27 +377,21 @@ class SupervisedDetector:
                 f"anomaly_images are {tuple(anomalies.shape[-2:])}, normal_images {tuple(normal.shape[-2:])}"
             )
         self._check_anomalies(len(anomalies))
-        start = time.perf_counter()
-        self.device_ = torch.device(self.device)
-        self.generator_ = torch.Generator().manual_seed(self.seed)
-        private_seed = int(torch.randint(2**62, (), generator=self.generator_))
-        with private_global_rng(private_seed, self.device_):
-            weights = Path(self.backbone_weights) if self.backbone_weights else None
-            backbone = FineTunedBackbone(self.backbone, weights, self.random_weights, self.freeze_batch_norm)
-            self.backbone_weights_ = backbone.weights
-            self.model_ = self._build_model(backbone).to(self.device_)
-            self.optimizer_ = torch.optim.Adam(
-                self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
-            )
-            decay = functools.partial(step_decay, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
-            self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, decay)
-            self.sampler_ = BalancedBatchSampler(
-                len(normal), len(anomalies), self.batch_size, self.generator_
-            )
-            self._prepare(normal)
-            self.loss_history_ = [self._train_epoch(normal, anomalies) for _ in range(self.epochs)]
-        self.timings_ = {"fit": time.perf_counter() - start}
-        return self
+        self._build()
+        self.optimizer_ = torch.optim.Adam(
+            self.model_.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+        decay = functools.partial(step_decay, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
+        self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(self.optimizer_, decay)
+        self.sampler_ = BalancedBatchSampler(len(normal), len(anomalies), self.batch_size, self.generator_)
+        self._prepare(normal)
+        for epoch in range(self.epochs):
+            start = time.perf_counter()
+            with private_global_rng(self.private_seed_ + epoch + 1, self.device_):  # dropout's stream
+                self.loss_history_.append(self._train_epoch(normal, anomalies))
+            self.timings_["fit"] += time.perf_counter() - start
+            self.counters_["optimizer_steps"] += self.steps_per_epoch
+            on_epoch(epoch)
 
     def _train_epoch(self, normal: torch.Tensor, anomalies: torch.Tensor) -> float:
         """``steps_per_epoch`` optimiser steps; returns the epoch's mean loss."""
@@ -328,23 +414,7 @@ class SupervisedDetector:
         """Fresh prior draws for one deviation loss."""
         return draw_prior(self.prior_samples, self.generator_, self.device_)
 
-    def score(self, images: torch.Tensor) -> ImageScores:
-        """Image scores (higher = more anomalous) and coarse maps of ``images``."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError(f"{type(self).__name__}.score called before fit")
-        images = check_images(images, "images")
-        start = time.perf_counter()
-        self.model_.eval()
-        scores, maps = [], []
-        with torch.no_grad():
-            for s, m in self._score_batches(images):
-                scores.append(s.double().cpu())
-                maps.append(m.double().cpu())
-                threads.tick()
-        self.timings_["score"] = self.timings_.get("score", 0.0) + time.perf_counter() - start
-        return ImageScores(torch.cat(scores).numpy(), torch.cat(maps).numpy())
-
     def chunks(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
-        """``images`` in chunks of ``score_batch_size``, on the estimator's device."""
-        for chunk in images.split(self.score_batch_size):
+        """``images`` in chunks of ``SCORE_BATCH``, on the estimator's device."""
+        for chunk in images.split(SCORE_BATCH):
             yield chunk.to(self.device_)

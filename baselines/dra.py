@@ -212,6 +212,12 @@ class DRA(SupervisedDetector):
         self.reference_stream_ = PermutationStream(len(normal), self.generator_)
         self.reference_images_ = normal[torch.randperm(len(normal), generator=self.generator_)[: self.n_ref]]
 
+    def _extra_state(self) -> dict:
+        return {"reference_images": self.reference_images_}
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.reference_images_ = state["reference_images"].cpu()
+
     def _training_batch(
         self, normal: torch.Tensor, anomalies: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

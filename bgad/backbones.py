@@ -56,6 +56,8 @@ for _preset in (
         "wheel:efficientnet-lite0",
     ),
     BackbonePreset("wide_resnet50_2", "wide_resnet50_2", "tv_in1k", (2, 3, 4), "timm-hub"),
+    # DevNet's and DRA's released backbone (torchvision's ImageNet ResNet-18): their paper profile
+    BackbonePreset("resnet18", "resnet18", "tv_in1k", (2, 3, 4), "timm-hub"),
 ):
     BACKBONES.register(_preset.name, _preset)
 

@@ -97,6 +97,18 @@ class FeatureCache:
     def load_resized(self, path: Path) -> np.ndarray:
         return resize_image(read_image(path), self.input_size)
 
+    def images(self, paths: Sequence[Path]) -> list[torch.Tensor]:
+        """The resized images themselves as one "level", float (N,3,S,S) in [0,1]: the input of a method
+        that fine-tunes its own backbone (DevNet, DRA), prepared exactly as the frozen backbone's."""
+        resized = [self.load_resized(p) for p in paths]
+        return [to_tensor(resized) if resized else torch.zeros(0, 3, self.input_size, self.input_size)]
+
+    def read(self, paths: Sequence[Path], what: str = "features") -> list[torch.Tensor]:
+        """A method's inputs of image files: ``features`` (frozen backbone, cached) or ``images``."""
+        if what not in ("features", "images"):
+            raise ValueError(f"a method reads 'features' or 'images', not {what!r}")
+        return self.features(paths) if what == "features" else self.images(paths)
+
     def features(
         self, paths: Sequence[Path], advance: Callable[[int], None] | None = None
     ) -> list[torch.Tensor]:

@@ -237,29 +237,33 @@ def frozen_backbone(cfg: RunConfig) -> FeatureExtractor:
 
 
 def compute_features(cfg: RunConfig, inputs: CellInputs, device: torch.device) -> CellFeatures:
-    """Stage 2: the frozen backbone's features of the training, known-anomaly and test images."""
+    """Stage 2: the method's inputs of the training, known-anomaly and test images: the frozen
+    backbone's features, or the resized images for a method that fine-tunes its own backbone (the frozen
+    backbone is still built: the record names the weights both start from)."""
     extractor = frozen_backbone(cfg)
     extractor.to(device)
     dtype = {"float32": torch.float32, "float16": torch.float16}[cfg.feature_dtype]
     root = cache_dir() / "features" if cfg.feature_cache else None
     cache = FeatureCache(extractor, cfg.input_size, root, dtype)
-    normal = cache.features([s.image_path for s in inputs.data.train])
-    anomalies = cache.features([s.image_path for s in inputs.known]) if inputs.known else None
-    test = cache.features([s.image_path for s in inputs.test])
+    what = cfg.spec.inputs
+    normal = cache.read([s.image_path for s in inputs.data.train], what)
+    anomalies = cache.read([s.image_path for s in inputs.known], what) if inputs.known else None
+    test = cache.read([s.image_path for s in inputs.test], what)
     return CellFeatures(extractor, cache, normal, anomalies, test)
 
 
 def training_data(
     cfg: RunConfig, uses_anomalies: bool, inputs: CellInputs, feats: CellFeatures
 ) -> TrainingData:
-    """What ``fit`` needs: features, and the images and masks RACP pastes from and onto."""
+    """What ``fit`` needs: features (or images), and the images and masks RACP pastes from and onto
+    (only a feature method pastes RACP anomalies: an image method gets none)."""
     size = cfg.input_size
     no_images = np.zeros((0, size, size, 3), np.uint8)
-    if not uses_anomalies:
+    if not uses_anomalies or cfg.spec.inputs == "images":
         return TrainingData(
             feats.normal,
             no_images,
-            [f[:0] for f in feats.normal],
+            feats.anomalies if uses_anomalies else [f[:0] for f in feats.normal],
             no_images,
             no_images[..., 0],
             inputs.data.kind,
@@ -292,7 +296,7 @@ def fit_and_evaluate(
     times = {"evaluation_loglik_and_maps": 0.0, "evaluation_metrics": 0.0}
     size = (cfg.input_size, cfg.input_size)
     started = time.perf_counter()
-    meta_epochs = cfg.meta_epochs if cfg.spec.iterative else 1
+    meta_epochs = getattr(cfg, cfg.spec.rounds) if cfg.spec.iterative else 1
 
     def evaluate(meta: int) -> None:
         log.phase(f"evaluating meta-epoch {meta + 1}/{meta_epochs}")
@@ -330,6 +334,8 @@ def fit_and_evaluate(
 def _training_line(cfg: RunConfig, meta: int, meta_epochs: int, per_meta: int) -> str:
     """The log line of a meta-epoch; it says why BGAD's first meta-epochs print NFAD-like numbers (phase 1
     trains on normal images only, by design)."""
+    if cfg.spec.rounds == "epochs":
+        return f"training epoch {meta + 1}/{meta_epochs} ({cfg.steps_per_epoch} steps of {cfg.batch_size} images)"
     line = f"training meta-epoch {meta + 1}/{meta_epochs} ({per_meta} pass(es) over the normal images)"
     phase1 = getattr(cfg, "phase1_epochs", 0)
     if cfg.spec.uses_anomalies and meta < phase1:
@@ -371,7 +377,7 @@ def epoch_line(entry: dict, meta_epochs: int, elapsed: float) -> str:
     parts: list[str] = []
     if "train_loss" in entry:
         levels = "/".join(f"{x:.2f}" for x in entry.get("train_ll", []))
-        parts.append(f"loss {entry['train_loss']:.3f}, train ℓ per level {levels}")
+        parts.append(f"loss {entry['train_loss']:.3f}" + (f", train ℓ per level {levels}" if levels else ""))
     flags = entry.get("flags", {})
     parts += [
         f"{label} {FLAG_TEXT[flags[k]]}" if k in flags else f"{label} {entry[k]:.3f}"

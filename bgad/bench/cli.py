@@ -458,9 +458,10 @@ def list_things() -> None:
         table.add_column(col)
     for name in METHODS.names():
         spec = METHODS.get(name)
-        table.add_row(
-            "method", name, spec.description + (" [reference, not in the paper]" if spec.reference else "")
-        )
+        role = " [reference, not in the paper]" if spec.reference else ""
+        role += " [supervised competitor, same known anomalies]" if spec.supervised else ""
+        paper = f" — {spec.paper}" if spec.paper else ""
+        table.add_row("method", name, escape(spec.description + role + paper))  # "[...]" is no markup
     for name in BACKBONES.names():
         preset = BACKBONES.get(name)
         table.add_row("backbone", name, f"{preset.timm_name}.{preset.weights_tag} ({preset.source})")

@@ -252,10 +252,13 @@ def profile_names() -> list[str]:
 
 
 class ProfileFile(DataFile):
-    """A profile file: a one-line description and its settings (checked by ``check_settings``)."""
+    """A profile file: a one-line description, its settings (checked by ``check_settings``) and, per
+    method, settings that method takes instead (``[methods.devnet]``): one profile can give DevNet its
+    own batch and learning rate while the flows keep theirs, under the same setting names."""
 
     description: str = ""
     settings: dict[str, Any] = {}
+    methods: dict[str, dict[str, Any]] = {}
 
 
 def _read_profile(name_or_path: str) -> tuple[ProfileFile, str, str]:
@@ -276,6 +279,16 @@ def _read_profile(name_or_path: str) -> tuple[ProfileFile, str, str]:
         )
     profile = parse_data_file(ProfileFile, text, origin)
     check_settings(profile.settings, origin)
+    for method, settings in profile.methods.items():
+        if method not in METHODS.names():
+            raise ConfigError(
+                f"{origin} [methods.{method}]: unknown method; registered: {', '.join(METHODS.names())}"
+            )
+        where = f"{origin} [methods.{method}]"
+        for key in settings:
+            if key not in (CELL_SETTINGS | RUN_SETTINGS | frozenset(METHODS.get(method).params.model_fields)):
+                raise ConfigError(f"{where}: {key!r} is not a setting of method {method!r}")
+        check_settings(settings, where)
     return profile, origin, name
 
 
@@ -305,7 +318,8 @@ def check_settings(settings: dict[str, Any], source: str, allow_axes: bool = Fal
 def resolve_config(
     profile: str, overrides: dict[str, Any] | None = None, layers: list[Layer] | None = None
 ) -> RunConfig:
-    """profile < method defaults < ``layers`` (protocol, plan) < ``overrides`` (the command line).
+    """profile < method defaults < the profile's table of the method < ``layers`` (protocol, plan) <
+    ``overrides`` (the command line).
 
     ``layers`` may set the axes (method, dataset, …); ``overrides`` may not. The method (from any of
     them, default ``bgad``) decides which parameters apply: another method's settings in a profile or
@@ -325,6 +339,7 @@ def resolve_config(
         ("plan", {"profile": name, "method": method}),
         (origin, profile_file.settings),
         (f"method {method} defaults", spec.defaults),
+        (f"{origin} [methods.{method}]", profile_file.methods.get(method, {})),
         *given,
     ]
     applicable = CELL_SETTINGS | RUN_SETTINGS | frozenset(spec.params.model_fields)
@@ -349,21 +364,27 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
 
 
 def describe_settings() -> list[dict[str, Any]]:
-    """Every setting: group, name, type, default, constraints, description (for docs and the CLI)."""
-    rows = []
+    """Every setting: group, name, type, default, constraints, description (for docs and the CLI).
+
+    A setting that several parameter models define alike (DevNet's and DRA's shared training) is one
+    row naming all their methods; one with another default or meaning keeps a row per model.
+    """
+    rows: dict[tuple, dict[str, Any]] = {}
     groups = [("cell", CellSettings), ("run", RunSettings)] + [(f"{m.__name__}", m) for m in PARAMETER_MODELS]
     for group, model in groups:
-        users = ", ".join(n for n in METHODS.names() if METHODS.get(n).params is model) or "every method"
+        users = [n for n in METHODS.names() if METHODS.get(n).params is model] or ["every method"]
         for name, field in model.model_fields.items():
-            rows.append(
-                {
-                    "group": group,
-                    "methods": users,
-                    "name": name,
-                    "type": str(field.annotation).replace("typing.", ""),
-                    "default": field.default,
-                    "limits": limits_in_words(field),
-                    "description": field.description or "",
-                }
-            )
-    return rows
+            key = (name, repr(field.default), field.description, limits_in_words(field))
+            if key in rows:
+                rows[key]["methods"] += ", " + ", ".join(users)
+                continue
+            rows[key] = {
+                "group": group,
+                "methods": ", ".join(users),
+                "name": name,
+                "type": str(field.annotation).replace("typing.", ""),
+                "default": field.default,
+                "limits": limits_in_words(field),
+                "description": field.description or "",
+            }
+    return list(rows.values())

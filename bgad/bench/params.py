@@ -1,5 +1,6 @@
 """Typed settings: what a run needs (``RunSettings``), what defines a cell (``CellSettings``) and each
-method's own parameters (``FlowParams``, ``PatchCoreParams``, ``PaDiMParams``).
+method's own parameters (``FlowParams``, ``PatchCoreParams``, ``PaDiMParams``, ``DevNetParams``,
+``DRAParams``).
 
 Each model is the single definition of its settings: name, type, default, allowed range and a
 one-line description (shown by ``bgad-bench config --describe``). pydantic validates every value
@@ -178,6 +179,59 @@ class PaDiMParams(Settings):
     padim_channels: int = Field(100, ge=1, description="random channel subset of the concatenated levels")
     padim_ridge: float = Field(0.01, gt=0, description="ridge added to each covariance")
     smoothing_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the maps (σ in pixels)")
+
+
+class SupervisedParams(Settings):
+    """DevNet's and DRA's shared training (docs/supervised.md): a backbone fine-tuned end to end on
+    balanced batches with the deviation loss. Defaults are the authors' released ones."""
+
+    epochs: int = Field(50, ge=1, description="training epochs (an evaluation after every eval_every)")
+    steps_per_epoch: int = Field(20, ge=1, description="optimizer steps per epoch")
+    batch_size: int = Field(48, ge=2, description="images per batch, half normal and half known anomalies")
+    lr: float = Field(2e-4, gt=0, le=1, description="Adam learning rate")
+    weight_decay: float = Field(1e-5, ge=0, description="Adam weight decay")
+    lr_step_epochs: int = Field(10, ge=1, description="the learning rate drops every this many epochs")
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="factor of each learning-rate drop")
+    grad_clip_norm: float = Field(1.0, gt=0, description="gradient norm clipping")
+    margin: float = Field(
+        5.0, gt=0, description="deviation loss: anomalies pushed this many σ above the prior"
+    )
+    prior_samples: int = Field(5000, ge=2, description="N(0, 1) draws of the deviation loss's reference")
+    topk_ratio: float = Field(0.1, gt=0, le=1, description="top-k pooling over this fraction of the cells")
+    n_scales: int = Field(2, ge=1, le=4, description="image pyramid levels (image, half size, ...)")
+    rotation_degrees: float = Field(180.0, ge=0, le=180, description="random rotation of training images")
+    freeze_batch_norm: bool = Field(
+        False, description="keep the backbone's ImageNet batch-norm statistics while fine-tuning"
+    )
+    eval_every: int = Field(1, ge=1, description="evaluate every this many epochs (and after the last)")
+
+
+class DevNetParams(SupervisedParams):
+    """DevNet (Pang et al.), image version: backbone + 1×1 scoring conv + top-k pooling."""
+
+
+class DRAParams(SupervisedParams):
+    """DRA (Ding et al., CVPR 2022): holistic, seen, pseudo and latent residual heads; 30 epochs."""
+
+    epochs: int = Field(30, ge=1, description="training epochs (an evaluation after every eval_every)")
+    n_ref: int = Field(5, ge=1, description="reference normal images of the latent residual head")
+    pseudo_fraction: float = Field(
+        0.5, ge=0, le=1, description="probability that a normal batch slot becomes a pseudo anomaly"
+    )
+    cutmix_area: tuple[float, float] = Field(
+        (0.02, 0.15), description="pseudo anomaly: area of the pasted rectangle (fraction of the image)"
+    )
+    cutmix_aspect: float = Field(0.3, gt=0, le=1, description="pseudo anomaly: smallest aspect ratio")
+    cutmix_jitter: float = Field(0.1, ge=0, le=0.5, description="pseudo anomaly: colour jitter amount")
+    holistic_hidden: int = Field(256, ge=1, description="hidden units of the holistic normality head")
+    holistic_dropout: float = Field(0.0, ge=0, lt=1, description="dropout of the holistic normality head")
+
+    @model_validator(mode="after")
+    def _area_is_a_range(self) -> DRAParams:
+        low, high = self.cutmix_area
+        if not 0 < low <= high < 1:
+            raise ValueError(f"cutmix_area must be two fractions 0 < low <= high < 1, got {self.cutmix_area}")
+        return self
 
 
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))

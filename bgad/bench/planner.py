@@ -107,9 +107,7 @@ def plan(
     cells: list[Cell] = []
     for category in chosen:
         digest, defect_types = _category_identity(dataset, category, data_root, on_disk)
-        type_axis = (
-            [{"anomaly_defect_type": t} for t in defect_types] if protocol.expand == "defect_types" else [{}]
-        )
+        type_axis = _type_axis(protocol, category, defect_types)
         subset_settings = _subset_settings(protocol, category, subsets)
         for variant in protocol.variants:
             variant_methods = [m for m in wanted_methods if variant.methods is None or m in variant.methods]
@@ -135,6 +133,21 @@ def _category_identity(
         return None, list(DATASET_SPECS.get(dataset).defect_types.get(category, ()))
     data = load_category(dataset, category, data_root)
     return content_sha256(data), data.defect_types
+
+
+def _type_axis(protocol: Protocol, category: str, available: list[str]) -> list[dict[str, str]]:
+    """One point per defect type of the category (``expand``), or the protocol's listed ones; a listed
+    type the category's data lacks is an error naming the file, never a cell that fails later."""
+    if protocol.expand != "defect_types":
+        return [{}]
+    wanted = list(protocol.defect_types.get(category, available))
+    missing = [t for t in wanted if t not in available]
+    if missing:
+        raise ConfigError(
+            f"{protocol.path} [defect_types]: category {category!r} has no defect type(s) "
+            f"{', '.join(missing)}; it has: {', '.join(available)}"
+        )
+    return [{"anomaly_defect_type": t} for t in wanted]
 
 
 def _layers(

@@ -2,8 +2,8 @@
 
 A protocol names only registered things and literal values: datasets and categories, methods, seeds,
 a profile, RunConfig settings, and optional grid axes (cartesian product), named variants, one cell
-per defect type (``expand = "defect_types"``), and Table 7's easy/hard subsets. Loading validates
-every key strictly; nothing here imports torch.
+per defect type (``expand = "defect_types"``, optionally narrowed to listed types per category), and
+Table 7's easy/hard subsets. Loading validates every key strictly; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainValidator, field_validator
 
 from bgad.bench.config import ConfigError, DataFile, M, check_settings, parse_data_file
+from bgad.data.specs import DATASET_SPECS
 
 
 class Variant(DataFile):
@@ -28,12 +29,15 @@ class Variant(DataFile):
 
 class PublishedRef(DataFile):
     """Where the paper prints this protocol's numbers. ``setting`` is formatted with the cell's settings
-    (plus ``type``: the defect type, or ``mean`` for a category's mean over types); ``variant`` limits it."""
+    (plus ``type``: the defect type, or ``mean`` for a category's mean over types); ``variant`` limits it
+    to one variant; ``methods`` (their names in the published tables) to some of the table's methods,
+    so a wide table can be cited for the columns that matter here."""
 
     source: str
     table: str
     setting: str
     variant: str | None = None
+    methods: tuple[str, ...] | None = None
 
 
 def _categories(value: Any) -> tuple[str, ...] | None:
@@ -61,6 +65,8 @@ class ProtocolFile(DataFile):
     grid: dict[str, Annotated[tuple[Any, ...], Field(min_length=1)]] = {}  # cartesian product
     variants: tuple[Variant, ...] = (Variant(name="default"),)
     expand: Literal["defect_types"] | None = None  # one cell per defect type
+    # category -> the defect types to expand (default: all of the category's); with expand only
+    defect_types: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = {}
     subsets: dict[Literal["train", "test"], Subset] | None = None  # Table 7's easy/hard types
     metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "pro")
     published: tuple[PublishedRef, ...] = ()
@@ -134,7 +140,36 @@ def load_protocol(name_or_path: str) -> Protocol:
             check_settings({key: value}, f"{origin} [grid]")
     for variant in content.variants:
         check_settings(variant.settings, f"{origin} variant {variant.name!r}")
+    _check_defect_types(content, origin)
     return Protocol(**dict(content), name=name, path=origin)
+
+
+def _check_defect_types(content: ProtocolFile, origin: str) -> None:
+    """``[defect_types]`` narrows the per-type expansion (so it needs ``expand``); each entry names a
+    category of the protocol's datasets and types it has by the dataset facts (``protocols/datasets.toml``),
+    so a misspelt name stops the file, not a cell."""
+    if content.defect_types and content.expand != "defect_types":
+        raise ConfigError(
+            f'{origin} [defect_types]: needs expand = "defect_types" (it narrows the types expanded)'
+        )
+    for category, types in content.defect_types.items():
+        specs = [
+            DATASET_SPECS.get(ds)
+            for ds, allowed in content.datasets.items()
+            if ds in DATASET_SPECS and category in (allowed or DATASET_SPECS.get(ds).categories)
+        ]
+        if not specs:
+            raise ConfigError(
+                f"{origin} [defect_types]: {category!r} is no category of the protocol's datasets "
+                f"({', '.join(content.datasets)})"
+            )
+        known = {t for spec in specs for t in spec.defect_types.get(category, ())}
+        missing = [t for t in types if known and t not in known]
+        if missing:
+            raise ConfigError(
+                f"{origin} [defect_types]: {category} has no defect type(s) {', '.join(missing)}; "
+                f"it has: {', '.join(sorted(known))}"
+            )
 
 
 def defect_subsets() -> dict[str, dict[str, list[str]]]:

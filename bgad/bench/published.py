@@ -1,8 +1,9 @@
-"""The paper's published numbers (arXiv v1 tables and CVPR 2023 slides), as a pandas DataFrame.
+"""Published numbers as a pandas DataFrame: the BGAD paper's (arXiv v1 tables, CVPR 2023 slides) and, to
+print beside the open-set baselines, the DRA (CVPR 2022) and AHL (CVPR 2024) papers' Tables 1 and 2.
 
 The numbers live in ``protocols/published/*.csv`` (installed as ``bgad.protocols/published``), one file
 per printed table, in long format; ``protocols/published/README.md`` documents each file and every
-discrepancy found in the paper's own numbers. This module only reads and validates them.
+discrepancy found in the printed numbers. This module only reads and validates them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ COLUMNS = (
     "pm",
     "note",
 )
-SOURCES = frozenset({"arxiv-v1", "cvpr2023-slides"})
+SOURCES = frozenset({"arxiv-v1", "cvpr2023-slides", "dra-cvpr2022", "ahl-cvpr2024"})
 DATASETS = frozenset({"mvtec", "btad", "aitex", "elpv", "brainmri", "headct"})
 METRICS = frozenset({"image_auroc", "pixel_auroc", "pro", "image_auroc_gain", "pixel_auroc_gain", "pro_gain"})
 UNITS = frozenset({"fraction", "%"})
@@ -114,7 +115,8 @@ def load_published(table: str | None = None) -> pd.DataFrame:
     """All published numbers, or one table's.
 
     ``table`` is a file stem (``"arxiv_table1"``), a file name (``"arxiv_table1.csv"``) or a printed table
-    label (``"Table 1"``, ``"One-class setting"``). Columns: those of the CSVs (``value`` and ``pm`` as
+    label (``"Table 1"``, ``"One-class setting"``); a label that several papers print (``"Table 1"``)
+    returns all their rows, so filter on ``source``. Columns: those of the CSVs (``value`` and ``pm`` as
     float fractions, ``pm`` NaN when not printed) plus ``value_printed`` (the string as printed),
     ``file`` and ``line``.
     """

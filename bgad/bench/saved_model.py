@@ -128,7 +128,7 @@ class TrainedModel:
     def predict(self, images: list[str | Path]) -> Scores:
         """Anomaly maps (at the model's input size, ``input_size``²) and image scores of image files."""
         cache = FeatureCache(self.extractor, self.config.input_size, None)
-        feats = cache.features([Path(p) for p in images])
+        feats = cache.read([Path(p) for p in images], self.config.spec.inputs)
         size = (self.config.input_size, self.config.input_size)
         with torch.no_grad():
             return self.detector.score(feats, size)

@@ -24,7 +24,7 @@ def one_thread():
 @pytest.fixture
 def tiny() -> dict:
     """Parameters that fit in a second: random backbone weights, two steps of four 64² images."""
-    return {"random_weights": True, "epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "score_batch_size": 3}
+    return {"random_weights": True, "epochs": 1, "steps_per_epoch": 2, "batch_size": 4}
 
 
 @pytest.fixture

@@ -32,13 +32,18 @@ TINY = {
     "repeats": 1,
     "racp": False,
     "input_size": SIZE,
+    "epochs": 1,
+    "steps_per_epoch": 1,
+    "random_weights": True,
 }
 METHOD_NAMES = METHODS.names()
 
 
-def _data(seed: int) -> tuple[TrainingData, list[torch.Tensor]]:
+def _data(seed: int, inputs: str = "features") -> tuple[TrainingData, list[torch.Tensor]]:
+    """Random features of ``SHAPES`` per level, or for a method that reads images one level of images."""
     gen = torch.Generator().manual_seed(seed)
-    feats = lambda n: [torch.randn(n, c, h, w, generator=gen) for c, h, w in SHAPES]  # noqa: E731
+    shapes = SHAPES if inputs == "features" else [(3, SIZE, SIZE)]
+    feats = lambda n: [torch.rand(n, c, h, w, generator=gen) for c, h, w in shapes]  # noqa: E731
     normal, anomalies, test = feats(6), feats(1), feats(3)
     masks = np.zeros((1, SIZE, SIZE), np.uint8)
     masks[:, :8, :8] = 1
@@ -59,7 +64,7 @@ def _fit_score(name: str, seed: int = 0):
     cfg = RunConfig.of(method=name, seed=seed).with_overrides({**spec.defaults, **TINY})
     detector = spec.build(cfg, "cpu")
     evaluated: list[int] = []
-    data, test = _data(seed)
+    data, test = _data(seed, spec.inputs)
     assert detector.fit(data, after_meta_epoch=evaluated.append, on_sub_epoch=lambda m, s: None) is detector
     return detector, detector.score(test, (SIZE, SIZE)), evaluated
 
@@ -112,3 +117,35 @@ def test_reference_baseline_end_to_end_cell(name: str, tmp_path: Path) -> None:
     assert len(rec["metrics"]["per_epoch"]) == 1
     assert rec["known_anomalies"]["used_in_training"] is False
     assert rec["counters"]
+
+
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if METHODS.get(n).supervised])
+def test_supervised_competitor_end_to_end_cell_learns_from_the_cells_known_anomalies(
+    name: str, tmp_path: Path
+) -> None:
+    """A DevNet / DRA cell trains on exactly the known anomalies BGAD's cell gets (same files), is
+    evaluated after every epoch, and its saved model scores the test images as the cell did."""
+    import pandas as pd
+
+    from bgad.bench.cell import known_and_test
+    from bgad.bench.config import resolve_config
+    from bgad.bench.saved_model import TrainedModel
+    from bgad.data.datasets import load_category
+
+    settings = {"category": "widget", "input_size": 64, "n_known_anomalies": 3, "seed": 5}
+    short = {"save_model": True, "epochs": 2, "steps_per_epoch": 2, "batch_size": 4}
+    cfg = resolve_config("quick", short, layers=[("test", {**settings, "method": name})])
+    folder = run_cell(cfg, tmp_path)
+    rec = json.loads((folder / "result.json").read_text())
+    data = load_category("synthetic", "widget")
+    bgad_cfg = resolve_config("quick", layers=[("test", {**settings, "method": "bgad"})])
+    bgad_known, bgad_test = known_and_test(bgad_cfg, data)
+    assert rec["known_anomalies"]["files"] == [str(s.image_path.relative_to(data.root)) for s in bgad_known]
+    assert rec["known_anomalies"]["used_in_training"] is True
+    assert rec["dataset"]["counts"]["test_reduced"] == len(bgad_test)
+    assert [e["meta_epoch"] for e in rec["metrics"]["per_epoch"]] == list(range(cfg.epochs))
+    assert rec["counters"]["optimizer_steps"] == cfg.epochs * cfg.steps_per_epoch
+    scored = pd.read_csv(folder / "scores.csv")
+    trained = TrainedModel.load(folder)
+    again = trained.predict([data.root / p for p in scored["path"]])
+    np.testing.assert_allclose(again.image_scores, scored["score"], rtol=1e-5, atol=1e-6)

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_fit_and_score_shapes_and_fitted_attributes(tiny: dict, tiny_images) -> None:
     normal, anomalies, test = tiny_images
     det = DevNet(**tiny)
-    assert det.fit(normal, anomalies) is det
-    out = det.score(test)
+    assert det.fit_images(normal, anomalies) is det
+    out = det.score_images(test)
     assert out.scores.shape == (5,) and out.scores.dtype == np.float64
     assert out.maps.shape == (5, 2, 2) and out.maps.dtype == np.float64
     assert np.isfinite(out.scores).all() and (out.maps >= 0).all()
@@ -29,9 +29,9 @@ def test_fit_and_score_shapes_and_fitted_attributes(tiny: dict, tiny_images) -> 
 def test_same_seed_same_scores_other_seed_other_scores_global_rng_untouched(tiny: dict, tiny_images) -> None:
     normal, anomalies, test = tiny_images
     state = torch.get_rng_state()
-    a = DevNet(**tiny, seed=3).fit(normal, anomalies).score(test)
-    b = DevNet(**tiny, seed=3).fit(normal, anomalies).score(test)
-    c = DevNet(**tiny, seed=4).fit(normal, anomalies).score(test)
+    a = DevNet(**tiny, seed=3).fit_images(normal, anomalies).score_images(test)
+    b = DevNet(**tiny, seed=3).fit_images(normal, anomalies).score_images(test)
+    c = DevNet(**tiny, seed=4).fit_images(normal, anomalies).score_images(test)
     assert torch.equal(torch.get_rng_state(), state), "fit must draw from its own generator only"
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.maps, b.maps)
@@ -40,7 +40,7 @@ def test_same_seed_same_scores_other_seed_other_scores_global_rng_untouched(tiny
 
 def test_training_batches_are_half_normal_half_given_anomalies(tiny: dict, tiny_images) -> None:
     normal, anomalies, _ = tiny_images
-    det = DevNet(**{**tiny, "epochs": 0, "batch_size": 6}).fit(normal, anomalies)
+    det = DevNet(**{**tiny, "epochs": 0, "batch_size": 6}).fit_images(normal, anomalies)
     for _ in range(5):
         images, labels = det._training_batch(normal, anomalies)
         assert labels.tolist() == [0, 0, 0, 1, 1, 1]
@@ -53,7 +53,7 @@ def test_loss_is_the_deviation_loss_of_the_image_scores(
     monkeypatch: pytest.MonkeyPatch, tiny: dict, tiny_images
 ) -> None:
     normal, anomalies, _ = tiny_images
-    det = DevNet(**{**tiny, "epochs": 0, "margin": 4.0}).fit(normal, anomalies)
+    det = DevNet(**{**tiny, "epochs": 0, "margin": 4.0}).fit_images(normal, anomalies)
     scores = torch.tensor([0.5, 2.0, 1.0, 6.0])
     monkeypatch.setattr(det, "model_", lambda images: (scores, None))
     monkeypatch.setattr(det, "prior", lambda: torch.tensor([-1.0, 1.0]))  # mean 0, std √2
@@ -66,7 +66,7 @@ def test_loss_is_the_deviation_loss_of_the_image_scores(
 def test_no_known_anomalies_is_a_user_error_naming_the_option(tiny: dict, tiny_images) -> None:
     normal, anomalies, _ = tiny_images
     with pytest.raises(NoKnownAnomaliesError, match="n_known_anomalies") as raised:
-        DevNet(**tiny).fit(normal, anomalies[:0])
+        DevNet(**tiny).fit_images(normal, anomalies[:0])
     assert isinstance(raised.value, UserError)  # the command line prints it as one line
 
 
@@ -77,6 +77,6 @@ def test_devnet_detects_widget_defects_from_ten_known_anomalies(widget_10_known)
     normal, anomalies, test, labels = widget_10_known
     det = DevNet(epochs=6, steps_per_epoch=10, batch_size=16, freeze_batch_norm=True)
     start = time.process_time()
-    auroc = roc_auc_score(labels, det.fit(normal, anomalies).score(test).scores)
+    auroc = roc_auc_score(labels, det.fit_images(normal, anomalies).score_images(test).scores)
     print(f"DevNet widget AUROC {auroc:.3f} in {time.process_time() - start:.0f} s of CPU")
     assert auroc >= 0.9

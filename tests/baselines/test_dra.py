@@ -58,7 +58,7 @@ def test_each_head_is_trained_on_its_images_with_its_targets(
     monkeypatch: pytest.MonkeyPatch, tiny, tiny_images
 ) -> None:
     normal, anomalies, _ = tiny_images
-    det = DRA(**{**tiny, "epochs": 0, "n_ref": 2}).fit(normal, anomalies)
+    det = DRA(**{**tiny, "epochs": 0, "n_ref": 2}).fit_images(normal, anomalies)
     labels = torch.tensor([-1, -1, 0, 1, 2, 0])  # two references, normal, seen, pseudo, normal
     heads = HeadOutputs(
         holistic=torch.tensor([6.0, 1.0, 0.0, 3.0]),
@@ -108,7 +108,7 @@ def test_training_batches_hold_references_normals_pseudo_and_only_the_given_anom
     tiny, tiny_images
 ) -> None:
     normal, anomalies, _ = tiny_images
-    det = DRA(**{**tiny, "epochs": 0, "batch_size": 8, "n_ref": 3}).fit(normal, anomalies)
+    det = DRA(**{**tiny, "epochs": 0, "batch_size": 8, "n_ref": 3}).fit_images(normal, anomalies)
     kinds = torch.zeros(4)
     for _ in range(10):
         images, labels = det._training_batch(normal, anomalies)
@@ -127,9 +127,9 @@ def test_training_batches_hold_references_normals_pseudo_and_only_the_given_anom
 def test_same_seed_same_scores_other_seed_other_scores(tiny, tiny_images) -> None:
     normal, anomalies, test = tiny_images
     state = torch.get_rng_state()
-    a = DRA(**tiny, seed=3).fit(normal, anomalies).score(test)
-    b = DRA(**tiny, seed=3).fit(normal, anomalies).score(test)
-    c = DRA(**tiny, seed=4).fit(normal, anomalies).score(test)
+    a = DRA(**tiny, seed=3).fit_images(normal, anomalies).score_images(test)
+    b = DRA(**tiny, seed=3).fit_images(normal, anomalies).score_images(test)
+    c = DRA(**tiny, seed=4).fit_images(normal, anomalies).score_images(test)
     assert torch.equal(torch.get_rng_state(), state), "fit must draw from its own generator only"
     assert a.scores.shape == (5,) and a.maps.shape == (5, 2, 2) and a.scores.dtype == np.float64
     np.testing.assert_array_equal(a.scores, b.scores)
@@ -139,7 +139,7 @@ def test_same_seed_same_scores_other_seed_other_scores(tiny, tiny_images) -> Non
 
 def test_trains_without_known_anomalies(tiny, tiny_images) -> None:
     normal, anomalies, test = tiny_images
-    out = DRA(**tiny).fit(normal, anomalies[:0]).score(test)
+    out = DRA(**tiny).fit_images(normal, anomalies[:0]).score_images(test)
     assert np.isfinite(out.scores).all()
 
 
@@ -150,6 +150,6 @@ def test_dra_detects_widget_defects_from_ten_known_anomalies(widget_10_known) ->
     normal, anomalies, test, labels = widget_10_known
     det = DRA(epochs=4, steps_per_epoch=10, batch_size=16, freeze_batch_norm=True)
     start = time.process_time()
-    auroc = roc_auc_score(labels, det.fit(normal, anomalies).score(test).scores)
+    auroc = roc_auc_score(labels, det.fit_images(normal, anomalies).score_images(test).scores)
     print(f"DRA widget AUROC {auroc:.3f} in {time.process_time() - start:.0f} s of CPU")
     assert auroc >= 0.9

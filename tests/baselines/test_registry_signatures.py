@@ -1,7 +1,8 @@
 """A detector's constructor is its configuration (scikit-learn's rule), for every registered method.
 
 Its keyword parameters are its method's typed settings (same names and defaults, nothing more but the
-cell's seed, the device and the run settings that change how it computes); the registry builds it from
+cell's seed, the device, the run settings that change how it computes and, for a method that fine-tunes
+its own backbone, the cell's backbone settings); the registry builds it from
 a resolved config by those names; the constructor builds and seeds nothing.
 """
 
@@ -24,7 +25,8 @@ def test_the_constructor_takes_exactly_the_methods_parameters(name: str) -> None
     spec = METHODS.get(name)
     signature = inspect.signature(spec.detector_class()).parameters
     fields = spec.params.model_fields
-    extra = set(signature) - set(fields) - {"seed", "device"} - set(RunSettings.model_fields)
+    own_backbone = {"backbone", "random_weights"} if spec.inputs == "images" else set()
+    extra = set(signature) - set(fields) - {"seed", "device"} - set(RunSettings.model_fields) - own_backbone
     assert not extra, f"{name}: constructor parameters that are no setting of {spec.params.__name__}: {extra}"
     missing = set(fields) - set(signature)
     assert not missing, f"{name}: settings of {spec.params.__name__} its constructor lacks: {missing}"

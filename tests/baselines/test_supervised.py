@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from bgad.baselines._supervised import (
@@ -16,6 +17,10 @@ from bgad.baselines._supervised import (
     step_decay,
     topk_mean,
 )
+from bgad.baselines.devnet import DevNet
+from bgad.baselines.dra import DRA
+
+from bgad.flow_detector import TrainingData
 
 
 def test_deviation_loss_equals_hand_computation() -> None:
@@ -100,3 +105,55 @@ def test_backbone_is_trainable_last_stage_with_the_wheel_weights() -> None:
 def test_step_decay_drops_when_the_authors_stepped_scheduler_does() -> None:
     # StepLR(10, 0.1) stepped before each epoch: epochs 0–8 at lr, 9–18 at lr/10, 19– at lr/100
     assert [step_decay(e, 10, 0.1) for e in (0, 8, 9, 18, 19)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def _training_data(normal: torch.Tensor, anomalies: torch.Tensor) -> TrainingData:
+    """The suite's TrainingData of an image method: one "level", the images themselves."""
+    none = np.zeros((0, 64, 64, 3), np.uint8)
+    return TrainingData([normal], none, [anomalies], none, none[..., 0], "object", lambda images: [])
+
+
+@pytest.mark.parametrize("method", [DevNet, DRA])
+def test_an_evaluation_after_epoch_e_is_what_a_schedule_of_e_epochs_gives(
+    method: type, tiny: dict, tiny_images
+) -> None:
+    """With a constant learning rate the runner's evaluation after each epoch is exactly a shorter
+    schedule's result: the schedule study reads several lengths off one run (docs/supervised.md)."""
+    normal, anomalies, test = tiny_images
+    constant = {**tiny, "lr_step_epochs": 1000, "eval_every": 1}
+    seen: dict[int, np.ndarray] = {}
+    long = method(**{**constant, "epochs": 3})
+
+    def evaluate(epoch: int) -> None:
+        seen[epoch] = long.score([test], (64, 64)).image_scores
+
+    long.fit(_training_data(normal, anomalies), after_meta_epoch=evaluate)
+    assert sorted(seen) == [0, 1, 2]
+    short = method(**{**constant, "epochs": 2}).fit(_training_data(normal, anomalies))
+    np.testing.assert_array_equal(short.score([test], (64, 64)).image_scores, seen[1])
+    assert not np.array_equal(seen[0], seen[2])
+
+
+def test_suite_scores_are_the_coarse_maps_upsampled_and_the_methods_image_scores(
+    tiny: dict, tiny_images
+) -> None:
+    normal, anomalies, test = tiny_images
+    det = DevNet(**tiny).fit(_training_data(normal, anomalies))
+    coarse = det.score_images(test)
+    scores = det.score([test], (64, 64))
+    assert scores.maps.shape == (5, 64, 64) and scores.level_ll is None
+    np.testing.assert_array_equal(scores.image_scores, coarse.scores)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse.maps)[:, None], size=(64, 64), mode="bilinear", align_corners=False
+    )[:, 0]
+    np.testing.assert_allclose(scores.maps, expected.numpy())
+    assert det.training_summary() == {"train_loss": det.loss_history_[-1]}
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_the_last(tiny: dict, tiny_images) -> None:
+    normal, anomalies, _ = tiny_images
+    evaluated: list[int] = []
+    DevNet(**{**tiny, "epochs": 5, "steps_per_epoch": 1, "eval_every": 2}).fit(
+        _training_data(normal, anomalies), after_meta_epoch=evaluated.append
+    )
+    assert evaluated == [1, 3, 4]

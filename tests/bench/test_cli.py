@@ -69,8 +69,15 @@ def test_ls_and_config() -> None:
         "wide_resnet50_2",
         "paper",
         "quick",
+        "devnet",
+        "dra",
+        "resnet18",
     ):
         assert name in listing.output
+    flat = " ".join(listing.output.replace("│", " ").split())  # the table wraps long descriptions
+    assert "[reference, not in the paper]" in flat  # printed as text, not swallowed as rich markup
+    assert flat.count("[supervised competitor, same known anomalies]") == 2
+    assert "Ding, Pang, Shen" in flat
     config = runner.invoke(app, ["config", "--profile", "paper", "-m", "cflow"])
     assert config.exit_code == 0
     assert '"backbone": "wide_resnet50_2"' in config.output and '"fiber_size": 256' in config.output

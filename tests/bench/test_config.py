@@ -99,7 +99,7 @@ def test_profile_file_with_bad_value_and_bad_top_level(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('descripton = "x"\n', "unknown key 'descripton'; allowed: description, settings"),
+        ('descripton = "x"\n', "unknown key 'descripton'; allowed: description, methods, settings"),
         ("description = 3\n", "description = 3: Input should be a valid string"),
         ("settings = 3\n", "settings = 3: Input should be a valid dictionary"),
     ],
@@ -230,6 +230,49 @@ def test_precedence_profile_then_method_defaults_then_overrides(tmp_path: Path) 
     assert cfg.backbone == "wide_resnet50_2"
     assert cfg.sub_epochs == 2 and cfg.beta == 0.05  # profile beats dataclass default
     assert cfg.tau == RunConfig.of().tau  # dataclass default where nobody says anything
+
+
+def test_a_profiles_method_table_beats_its_shared_settings_and_loses_to_the_command_line(
+    tmp_path: Path,
+) -> None:
+    """``[methods.devnet]`` gives DevNet its own batch under the flows' setting name; others keep theirs."""
+    path = tmp_path / "prof.toml"
+    path.write_text(
+        "[settings]\nbatch_size = 32\nlr = 1e-3\ninput_size = 128\n"
+        "[methods.devnet]\nbatch_size = 16\ninput_size = 96\nepochs = 3\n"
+    )
+    devnet = resolve_config(str(path), layers=[("plan", {"method": "devnet"})])
+    assert (devnet.batch_size, devnet.lr, devnet.input_size, devnet.epochs) == (16, 1e-3, 96, 3)
+    assert resolve_config(str(path), {"batch_size": "8"}, [("plan", {"method": "devnet"})]).batch_size == 8
+    bgad = resolve_config(str(path), layers=[("plan", {"method": "bgad"})])
+    assert (bgad.batch_size, bgad.input_size) == (32, 128)
+    assert (
+        devnet.result_hash()
+        != resolve_config(str(path), {"batch_size": "32"}, [("plan", {"method": "devnet"})]).result_hash()
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("[methods.devnett]\nepochs = 3\n", "[methods.devnett]: unknown method; registered: "),
+        (
+            "[methods.devnet]\nfiber_size = 3\n",
+            "[methods.devnet]: 'fiber_size' is not a setting of method 'devnet'",
+        ),
+        ("[methods.dra]\nepochs = 0\n", "epochs"),
+        ("[methods.dra]\nseed = 3\n", "use --seed"),
+    ],
+    ids=["unknown-method", "other-methods-setting", "bad-value", "axis"],
+)
+def test_a_profiles_method_table_is_checked_against_that_method(
+    tmp_path: Path, table: str, expected: str
+) -> None:
+    path = tmp_path / "prof.toml"
+    path.write_text("[settings]\nlr = 1e-3\n" + table)
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(path))
+    assert expected in str(err.value) and str(path) in str(err.value)
 
 
 def test_every_method_default_is_a_valid_setting() -> None:

@@ -114,3 +114,75 @@ def test_a_seed_out_of_range_names_the_option(tmp_path: Path, seed: int) -> None
     proto = load_protocol(_proto(tmp_path, 'methods = ["padim"]\n[datasets]\nsynthetic = ["weave"]\n'))
     with pytest.raises(ConfigError, match=f"seed={seed} \\(--seed"):
         plan(proto, seeds=[seed])
+
+
+@pytest.mark.parametrize(
+    ("protocol", "cells_per_dataset"),
+    [
+        # 2 variants (10 and 1 known) × 6 methods × 3 seeds = 36 per category (MVTec: 15 categories)
+        ("dra_general", {"aitex": 36, "elpv": 36, "brainmri": 36, "headct": 36, "mvtec": 15 * 36}),
+        # × the seen types: AITEX's six of DRA, ELPV mono/poly, carpet 5 + metal_nut 4
+        ("dra_hard", {"aitex": 6 * 36, "elpv": 2 * 36, "mvtec": 9 * 36}),
+        ("one_anomaly", {"aitex": 18, "elpv": 18, "brainmri": 18, "headct": 18}),
+    ],
+)
+def test_dra_protocols_expand_to_their_cells(protocol: str, cells_per_dataset: dict, tmp_path: Path) -> None:
+    """Planned from the dataset facts (a dry run without the data): counts, both example counts, the
+    draw rule, one cell per seen type (the hard setting), and distinct ids."""
+    proto = load_protocol(protocol)
+    counts = {}
+    for dataset in proto.datasets:
+        cells = plan(proto, dataset=dataset, data_root=tmp_path / "absent", require_data=False, profile="cpu")
+        counts[dataset] = len(cells)
+        assert len({c.id for c in cells}) == len(cells)
+        assert {c.config.method for c in cells} == set(proto.methods)
+        ks = {c.config.n_known_anomalies for c in cells}
+        assert ks == ({1} if protocol == "one_anomaly" else {10, 1})
+        rule = {c.config.anomaly_selection for c in cells}
+        assert rule == {"one_class" if protocol == "dra_hard" else "multi_class"}
+        if protocol == "dra_hard":
+            seen = {(c.config.category, c.config.anomaly_defect_type) for c in cells}
+            assert len(seen) == counts[dataset] // 36
+            assert ("aitex", "crease") not in seen  # fewer than ten tiles: not a seen type in DRA
+    assert counts == cells_per_dataset
+
+
+def test_the_hard_setting_tests_only_unseen_types() -> None:
+    """dra_hard's cells (one known anomaly: the widget has six of each type), on the synthetic widget:
+    the known anomaly is of the seen type, and the test set keeps the normal images and every other
+    type, never the seen one."""
+    hard = load_protocol("dra_hard")
+    proto = hard.model_copy(
+        update={
+            "datasets": {"synthetic": ("widget",)},
+            "defect_types": {},
+            "variants": tuple(v for v in hard.variants if v.name == "1 known"),
+        }
+    )
+    cells = plan(proto, methods=["bgad"], seeds=[0])
+    data = load_category("synthetic", "widget")
+    assert sorted(c.config.anomaly_defect_type for c in cells) == sorted(data.defect_types)
+    for cell in cells:
+        cfg = cell.config
+        known, test = select_known_anomalies(
+            data.test,
+            cfg.n_known_anomalies,
+            cfg.seed,
+            cfg.category,
+            cfg.anomaly_selection,
+            cfg.anomaly_defect_type,
+        )
+        assert len(known) == 1 and known[0].defect_type == cfg.anomaly_defect_type
+        unseen = set(data.defect_types) - {cfg.anomaly_defect_type}
+        assert {s.defect_type for s in test if s.is_anomalous} == unseen
+        assert sum(not s.is_anomalous for s in test) == sum(not s.is_anomalous for s in data.test)
+
+
+def test_listed_defect_types_narrow_the_expansion(tmp_path: Path) -> None:
+    path = _proto(
+        tmp_path,
+        'methods = ["bgad"]\nexpand = "defect_types"\n[datasets]\nsynthetic = ["widget"]\n'
+        '[defect_types]\nwidget = ["spot", "crack"]\n[settings]\nanomaly_selection = "one_class"\n',
+    )
+    cells = plan(load_protocol(path))
+    assert [c.config.anomaly_defect_type for c in cells] == ["spot", "spot", "crack", "crack"]  # × 2 seeds

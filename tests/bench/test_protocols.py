@@ -21,6 +21,8 @@ EXPECTED = {
     "ablation_boundary",
     "ablation_components",
     "ablation_semi_push_pull",
+    "dra_general",
+    "dra_hard",
 }
 
 
@@ -99,7 +101,7 @@ def test_unknown_protocol_lists_known() -> None:
         ),
         (
             BASE + '[[published]]\nsource = "s"\ntable = "t"\nsetting = "x"\nvarient = "a"\n',
-            " [published #1]: unknown key 'varient'; allowed: setting, source, table, variant",
+            " [published #1]: unknown key 'varient'; allowed: methods, setting, source, table, variant",
         ),
         (BASE + '[subsets]\ntrian = "easy"\n', " [subsets]: unknown key 'trian'; allowed: 'train' or 'test'"),
         (
@@ -170,3 +172,65 @@ def test_regression_file_forbids_unknown_keys_and_needs_every_metric(
 def test_shipped_data_files_validate() -> None:
     assert set(tolerances()) == {"paper", "expectations"}
     assert defect_subsets()["carpet"]["hard"] == ["thread"]
+
+
+def test_dra_protocols_hold_both_example_counts_and_their_settings() -> None:
+    """DRA's general and hard settings: a variant per number of known anomalies (its Table 1/2 column
+    groups), multi-class vs one-class draws, the hard setting narrowed to DRA's six AITEX types."""
+    general, hard = load_protocol("dra_general"), load_protocol("dra_hard")
+    for proto in (general, hard):
+        assert [(v.name, v.settings) for v in proto.variants] == [
+            ("10 known", {"n_known_anomalies": 10}),
+            ("1 known", {"n_known_anomalies": 1}),
+        ]
+        assert set(proto.methods) == {"bgad", "nfad", "patchcore", "padim", "devnet", "dra"}
+        assert proto.metrics == ("image_auroc",) and proto.profile == "paper"
+        assert {ref.source for ref in proto.published} == {"dra-cvpr2022", "ahl-cvpr2024"}
+    assert general.settings == {"anomaly_selection": "multi_class"} and general.expand is None
+    assert set(general.datasets) == {"aitex", "elpv", "brainmri", "headct", "mvtec"}
+    assert general.datasets["mvtec"] is None  # all 15 categories
+    assert hard.settings == {"anomaly_selection": "one_class"} and hard.expand == "defect_types"
+    assert hard.datasets == {"aitex": None, "elpv": None, "mvtec": ("carpet", "metal_nut")}
+    assert hard.defect_types == {
+        "aitex": ("broken_end", "broken_pick", "cut_selvage", "fuzzyball", "nep", "weft_crack")
+    }
+    assert {"devnet", "dra"} <= set(load_protocol("one_anomaly").methods)  # Table 3 runs them too
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_published_references_point_at_printed_rows(name: str) -> None:
+    """Every [[published]] entry names a table that exists, methods that table prints, and a setting
+    printed there for the protocol's settings (else its columns and comparisons would stay empty)."""
+    from bgad.bench.published import load_published
+
+    proto = load_protocol(name)
+    printed = load_published()
+    for ref in proto.published:
+        rows = printed[(printed["source"] == ref.source) & (printed["table"] == ref.table)]
+        assert not rows.empty, f"{name}: {ref.source} {ref.table}"
+        assert set(ref.methods or ()) <= set(rows["method"]), f"{name}: {ref.methods}"
+        head = ref.setting.split("{", 1)[0]
+        assert rows["setting"].str.startswith(head).any(), f"{name}: {ref.setting}"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (BASE + '[defect_types]\nweave = ["hole"]\n', 'needs expand = "defect_types"'),
+        (
+            'expand = "defect_types"\n' + BASE + '[defect_types]\nweave = ["hloe"]\n',
+            "weave has no defect type(s) hloe",
+        ),
+        (
+            'expand = "defect_types"\n' + BASE + '[defect_types]\ncarpet = ["cut"]\n',
+            "'carpet' is no category",
+        ),
+        ('expand = "defect_types"\n' + BASE + "[defect_types]\nweave = []\n", "weave"),
+    ],
+    ids=["without-expand", "misspelt-type", "unknown-category", "empty"],
+)
+def test_bad_defect_types_name_the_file(tmp_path: Path, text: str, needle: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_protocol(path)
+    assert needle in str(err.value) and "mine.toml" in str(err.value)

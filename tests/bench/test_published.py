@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from decimal import Decimal
 from importlib.resources import files
@@ -26,6 +28,10 @@ EXPECTED_FILES = {
     "slides_oneclass.csv": 99,
     "slides_hard_unseen.csv": 27,
     "slides_semi_push_pull.csv": 30,
+    "dra_table1.csv": 220,
+    "dra_table2.csv": 231,
+    "ahl_table1.csv": 70,
+    "ahl_table2.csv": 56,
 }
 
 # Printed means that are not the mean of the printed per-category (or per-type) rows to ±half a unit of
@@ -78,6 +84,15 @@ EXPECTED_MEAN_DISCREPANCIES = [
     ("slides_oneclass.csv", "One-class setting", "Carpet / Mean", "DRA", "image_auroc", "0.935", 0.9304),
     ("slides_oneclass.csv", "One-class setting", "Carpet / Mean", "MLEP", "image_auroc", "0.751", 0.7494),
     ("slides_oneclass.csv", "One-class setting", "Metal_nut / Mean", "FLOS", "image_auroc", "0.922", 0.9227),
+    (
+        "dra_table1.csv",
+        "Table 1",
+        "MVTec AD",
+        "Ten Training Anomaly Examples / SAOE",
+        "image_auroc",
+        "0.926",
+        0.92533,
+    ),
 ]
 
 # Printed gains "(+x%)" that are not (method - baseline) of the same table row:
@@ -85,6 +100,39 @@ EXPECTED_MEAN_DISCREPANCIES = [
 EXPECTED_GAIN_DISCREPANCIES = [
     ("slides_hard_unseen.csv", "Image AUROC", "MVTecAD / BGAD", "0.025", 0.024),
 ]
+
+# Numbers one table reprints from another source: (reprinting file, reprinted file, the reprint's setting ->
+# the source's setting, the reprinted methods). The unsupervised KDAD is printed under k=0 in the DRA tables.
+REPRINTS = [
+    ("ahl_table1.csv", "dra_table1.csv", {}, {"saoe", "mlep", "flos"}),  # AHL sec. 4.1: "taken from [15]"
+    ("ahl_table2.csv", "dra_table2.csv", {}, {"saoe", "mlep", "flos"}),
+    (
+        "slides_oneclass.csv",
+        "dra_table2.csv",
+        {"one_class k=10": "dra_hard k=10"},
+        {"devnet", "flos", "saoe", "mlep", "dra"},
+    ),
+    (
+        "arxiv_table3.csv",
+        "dra_table1.csv",
+        {"one_anomaly k=1": "dra_general k=1"},
+        {"kdad", "devnet", "flos", "saoe", "mlep", "dra"},
+    ),
+]
+# Reprinted cells that differ from their source: (reprinting file, method, category, setting) -> (reprint, source).
+EXPECTED_REPRINT_DISCREPANCIES = {
+    # AHL Table 2's ten-shot MLEP column holds the DRA paper's DRA values (AHL appendix Table 8 has MLEP's)
+    ("ahl_table2.csv", "mlep", "carpet", "dra_hard k=10 type=mean"): ("0.935", "0.751"),
+    ("ahl_table2.csv", "mlep", "metal_nut", "dra_hard k=10 type=mean"): ("0.945", "0.878"),
+    ("ahl_table2.csv", "mlep", "aitex", "dra_hard k=10 type=mean"): ("0.733", "0.626"),
+    ("ahl_table2.csv", "mlep", "elpv", "dra_hard k=10 type=mean"): ("0.766", "0.745"),
+    # the slides' copy errors, which are also why their Carpet means disagree with their rows
+    ("slides_oneclass.csv", "mlep", "carpet", "one_class k=10 type=color"): ("0.689", "0.698"),
+    ("slides_oneclass.csv", "dra", "carpet", "one_class k=10 type=hole"): ("0.922", "0.947"),
+    ("slides_oneclass.csv", "flos", "metal_nut", "one_class k=10 type=color"): ("0.9788", "0.978"),
+    # arXiv Table 3 prints DevNet's AITEX cell (0.598 ± 0.070) as KDAD's HeadCT
+    ("arxiv_table3.csv", "kdad", "headct", "one_anomaly k=1"): ("0.598", "0.793"),
+}
 
 # MVTec AD defect-type folder names, from the dataset facts (protocols/datasets.toml).
 MVTEC_DEFECT_TYPES = {c: list(t) for c, t in DATASET_SPECS.get("mvtec").defect_types.items()}
@@ -134,11 +182,17 @@ def test_every_csv_parses_with_the_schema(name):
 def test_no_duplicate_keys_and_values_are_fractions(all_rows):
     assert not all_rows.duplicated(list(KEY)).any()
     assert all_rows["value"].between(0, 1).all()
-    assert set(all_rows["source"]) == {"arxiv-v1", "cvpr2023-slides"}
+    assert set(all_rows["source"]) == {"arxiv-v1", "cvpr2023-slides", "dra-cvpr2022", "ahl-cvpr2024"}
 
 
 def test_load_by_printed_table_label():
-    assert len(load_published("Table 1")) == EXPECTED_FILES["arxiv_table1.csv"]
+    # "Table 1" is printed by the BGAD arXiv paper, DRA and AHL: the label returns all three
+    by_source = load_published("Table 1").groupby("source").size().to_dict()
+    assert by_source == {
+        "arxiv-v1": EXPECTED_FILES["arxiv_table1.csv"],
+        "dra-cvpr2022": EXPECTED_FILES["dra_table1.csv"],
+        "ahl-cvpr2024": EXPECTED_FILES["ahl_table1.csv"],
+    }
     with pytest.raises(KeyError, match="Table 99"):
         load_published("Table 99")
 
@@ -195,9 +249,12 @@ def _mean_checks(all_rows):
     """(file, table, mean row, column, metric, printed, computed) for every printed mean with members."""
     df = all_rows.copy()
     df["group"] = [r.split(" / ")[0] if " / " in r else "" for r in df["row"]]
-    df["is_mean"] = df["row"].str.endswith("Mean") & (df["row"] != "Image-level Mean")
+    # a mean row is labelled "... Mean", or is a dataset's mean category (DRA Table 1 prints it as "MVTec AD")
+    df["is_mean"] = (df["row"].str.endswith("Mean") | (df["category"] == "mean")) & (
+        df["row"] != "Image-level Mean"
+    )
     out = []
-    for _, g in df.groupby(["file", "table", "column", "method", "metric", "group"]):
+    for _, g in df.groupby(["file", "table", "column", "method", "metric", "group", "dataset"]):
         mean = g[g["is_mean"]]
         members = g[~g["is_mean"] & (g["row"] != "Image-level Mean")]
         if len(mean) != 1 or members.empty:
@@ -280,7 +337,61 @@ def test_known_cross_table_discrepancies_are_there():
     assert published_value("bgad", "mvtec", "mean", "image_auroc", "multi_class k=5") == (0.988, 0.0012)
 
 
+def _reprint_pairs(all_rows):
+    """(reprinting row, source row) for every reprinted cell of REPRINTS."""
+    pairs = []
+    for reprint_file, source_file, settings, methods in REPRINTS:
+        source = all_rows[all_rows["file"] == source_file].set_index(
+            ["method", "dataset", "category", "setting"]
+        )
+        reprint = all_rows[(all_rows["file"] == reprint_file) & all_rows["method"].isin(methods)]
+        for r in reprint[reprint["metric"] == "image_auroc"].itertuples():
+            setting = r.setting
+            for old, new in settings.items():
+                setting = setting.replace(old, new)
+            if r.method == "kdad":
+                setting = re.sub(r"k=\d+", "k=0", setting)
+            pairs.append((r, source.loc[(r.method, r.dataset, r.category, setting)]))
+    return pairs
+
+
+def test_reprinted_numbers_match_their_source(all_rows):
+    pairs = _reprint_pairs(all_rows)
+    assert len(pairs) == 30 + 24 + 55 + 24
+    found = set()
+    for r, src in pairs:
+        key = (r.file, r.method, r.category, r.setting)
+        same_pm = math.isnan(r.pm) or r.pm == src["pm"]
+        if key in EXPECTED_REPRINT_DISCREPANCIES:
+            assert (r.value_printed, src["value_printed"]) == EXPECTED_REPRINT_DISCREPANCIES[key], key
+            found.add(key)
+        else:
+            assert r.value_printed == src["value_printed"] and same_pm, key
+    assert found == set(EXPECTED_REPRINT_DISCREPANCIES)
+
+
 # ---------------------------------------------------------------- lookups
+
+# (method, dataset, category, setting, source, expected). AHL re-ran DevNet and DRA (sec. 4.1), so their
+# numbers differ from the DRA paper's and a lookup must choose the source; the last one is the cell the PDF
+# text shifts into the next row (DRA Table 2, Metal nut Mean, one example).
+DRA_AHL_LOOKUPS = [
+    ("ahl_dra", "aitex", "aitex", "dra_general k=10", None, (0.925, 0.013)),
+    ("ahl_dra", "mvtec", "metal_nut", "dra_hard k=1 type=mean", None, (0.939, 0.004)),
+    ("dra", "aitex", "aitex", "dra_general k=10", "dra-cvpr2022", (0.893, 0.017)),
+    ("dra", "aitex", "aitex", "dra_general k=10", "ahl-cvpr2024", (0.892, 0.007)),
+    ("dra", "mvtec", "metal_nut", "dra_hard k=1 type=mean", "dra-cvpr2022", (0.932, 0.017)),
+]
+
+
+@pytest.mark.parametrize(("method", "dataset", "category", "setting", "source", "expected"), DRA_AHL_LOOKUPS)
+def test_dra_and_ahl_lookups(method, dataset, category, setting, source, expected):
+    assert published_value(method, dataset, category, "image_auroc", setting, source=source) == expected
+
+
+def test_dra_lookup_needs_a_source():
+    with pytest.raises(ValueError, match="disagree"):
+        published_value("dra", "aitex", "aitex", "image_auroc", "dra_general k=10")
 
 
 def test_published_value_lookups():

@@ -305,19 +305,34 @@ def test_table_columns_follow_the_papers_order() -> None:
     then the reference baselines; a method's grid points in numeric order."""
     from bgad.bench.report import published_columns
     from bgad.bench.report.render import _column_order
+    from bgad.bench.report.tables import published_parts
 
     protocol = load_protocol("one_anomaly")
     records = [
         make_record("brainmri", "brainmri", m, 0, {"image_auroc": 0.8}, "cpu")
-        for m in ("padim", "patchcore", "nfad", "bgad")
+        for m in ("padim", "patchcore", "nfad", "bgad", "dra", "devnet")
     ]
     matched = match_records(protocol, records)
     published = published_columns(protocol, set(matched["method"]))
     both = pd.concat([matched, published])
     columns = sorted(set(zip(both["method"], both["column"], strict=True)), key=_column_order(protocol))
-    # arXiv Table 3 prints KDAD, DevNet, FLOS, SAOE, MLEP, DRA, then BGAD
-    expected = ["kdad", "devnet", "flos", "saoe", "mlep", "dra", "bgad", "nfad", "patchcore", "padim"]
-    assert [m.removeprefix("published:") for m, _ in columns] == expected
+    # arXiv Table 3 prints KDAD, DevNet, FLOS, SAOE, MLEP, DRA, then BGAD; our DevNet and DRA runs stand
+    # just before the paper's columns of them
+    expected = [
+        ("arxiv-v1", "kdad"),
+        ("", "devnet"),
+        ("arxiv-v1", "devnet"),
+        ("arxiv-v1", "flos"),
+        ("arxiv-v1", "saoe"),
+        ("arxiv-v1", "mlep"),
+        ("", "dra"),
+        ("arxiv-v1", "dra"),
+        ("", "bgad"),
+        ("", "nfad"),
+        ("", "patchcore"),
+        ("", "padim"),
+    ]
+    assert [published_parts(m) for m, _ in columns] == expected
     scale = load_protocol("scale_study")
     labels = ["meta_epochs=16 input_size=128", "meta_epochs=2 input_size=128", "meta_epochs=4 input_size=256"]
     ordered = sorted((("nfad", label) for label in labels), key=_column_order(scale))
@@ -552,9 +567,182 @@ def test_table_7_subsets_are_the_protocols_not_an_off_profile_column() -> None:
 
 
 def test_method_names_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The published name of BGAD† and the paired test (BGAD vs NFAD) are the registry's entries."""
+    """The published name of BGAD†, the paired tests (BGAD vs NFAD, BGAD vs each supervised competitor)
+    and the competitors are the registry's entries."""
     from bgad.bench.method_registry import METHODS
     from bgad.bench.report import tables
 
     assert tables.PAPER_METHOD_NAMES == {"bgad_cc": METHODS.get("bgad_cc").published_as}
-    assert tables.PAIRED_METHODS == {"bgad": METHODS.get("bgad").paired_with} == {"bgad": "nfad"}
+    supervised = {name for name in METHODS.names() if METHODS.get(name).supervised}
+    assert tables.SUPERVISED_METHODS == supervised == {"devnet", "dra"}
+    assert tables.PAIRED_METHODS == [
+        ("bgad", METHODS.get("bgad").paired_with),
+        ("bgad", "devnet"),
+        ("bgad", "dra"),
+    ]
+    assert tables.PAIRED_METHODS[0] == ("bgad", "nfad")
+
+
+# image AUROC per method: fixed, hand-chosen (not measurements); the i-th seed adds 0.01 i, and 10 known
+# anomalies add 0.05
+SUPERVISED_VALUES = {"bgad": 0.80, "devnet": 0.75, "dra": 0.78, "nfad": 0.77}
+
+
+def _dra_records(pairs: list[tuple[str, str, str]]) -> list[dict]:
+    """Three seeds of every method at 10 and at 1 known anomalies, per (dataset, category, type)."""
+    return [
+        make_record(
+            ds,
+            cat,
+            m,
+            seed,
+            {"image_auroc": v + 0.01 * i + (0.05 if k == 10 else 0.0)},
+            "cpu",
+            n_known_anomalies=k,
+            **({"anomaly_selection": "one_class", "anomaly_defect_type": t} if t else {}),
+        )
+        for ds, cat, t in pairs
+        for m, v in SUPERVISED_VALUES.items()
+        for k in (10, 1)
+        for i, seed in enumerate((0, 42, 100))
+    ]
+
+
+def _section(text: str) -> list[str]:
+    """The lines of the first table section (profile cpu, last epoch) of a written report."""
+    return text.split("\n## ")[1].splitlines()
+
+
+def test_dra_general_table_in_the_dra_layout(tmp_path: Path) -> None:
+    """DRA Table 1's layout: rows are datasets (MVTec categories and their mean), column groups the 10
+    and 1 known anomalies, our run of each competitor beside its numbers in the DRA and the AHL papers."""
+    records = _dra_records([("aitex", "aitex", ""), ("mvtec", "carpet", ""), ("mvtec", "bottle", "")])
+    write_report([load_protocol("dra_general")], records, tmp_path)
+    lines = _section((tmp_path / "dra_general.md").read_text())
+    header = next(line for line in lines if line.startswith("| dataset/category"))
+    titles = [t.strip() for t in header.strip("|").split("|")]
+    group = titles.index("10 known: devnet (measured)")
+    assert titles[group : group + 3] == [
+        "10 known: devnet (measured)",
+        "10 known: DevNet [published, DRA paper]",
+        "10 known: DevNet [published, AHL paper]",
+    ]
+    assert "1 known: DRA (Ours) [published, DRA paper]" in titles and "1 known: bgad" in titles
+    assert max(i for i, t in enumerate(titles) if t.startswith("10 known")) < min(
+        i for i, t in enumerate(titles) if t.startswith("1 known")
+    )
+    aitex = [
+        c.strip() for c in next(line for line in lines if line.startswith("| aitex |")).strip("|").split("|")
+    ]
+    # ours (0.75 + 0.05 + 0.01 i: 0.810 ± 0.010) beside DRA's 0.887 ± 0.013 and AHL's re-run 0.889 ± 0.007
+    assert aitex[group : group + 3] == ["0.810 ± 0.010", "0.887 ± 0.013", "0.889 ± 0.007"]
+    assert "(paper" not in " ".join(aitex)  # the published numbers have their columns
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][1:]  # not the header
+    assert rows[0] == "mvtec/carpet" and rows[15] == "mvtec/mean"  # DRA's order: categories, their mean
+    assert rows[16:] == ["aitex", "elpv", "brainmri", "headct"]
+    mean = [
+        c.strip()
+        for c in next(line for line in lines if line.startswith("| mvtec/mean")).strip("|").split("|")
+    ]
+    assert mean[group : group + 3] == ["0.810 ± 0.010", "0.945 ± 0.004", "0.948 ± 0.005"]
+
+
+def test_paired_tests_of_bgad_against_each_supervised_competitor(tmp_path: Path) -> None:
+    """One test per column (10 and 1 known) of BGAD vs NFAD, vs DevNet and vs DRA; too few pairs said."""
+    records = _dra_records([("aitex", "aitex", ""), ("brainmri", "brainmri", "")])
+    write_report([load_protocol("dra_general")], records, tmp_path)
+    text = (tmp_path / "dra_general.md").read_text().split("\n## ")[1]
+    for b, diff in (("nfad", "+0.0300"), ("devnet", "+0.0500"), ("dra", "+0.0200")):
+        for column in ("10 known", "1 known"):
+            line = f"Paired Wilcoxon test ({column}), bgad vs {b} over 6 (dataset, category, seed) pairs"
+            assert f"{line}: median difference {diff}, p = 0.0312." in text
+    one_seed = [r for r in records if r["config"]["seed"] == 0 and r["config"]["dataset"] == "aitex"]
+    write_report([load_protocol("dra_general")], one_seed, tmp_path / "one")
+    text = (tmp_path / "one" / "dra_general.md").read_text()
+    assert (
+        "Paired Wilcoxon test (10 known), bgad vs dra: 1 (dataset, category, seed) pair(s), too few to test."
+        in text
+    )
+
+
+def test_dra_hard_table_has_a_row_per_seen_type_and_their_mean(tmp_path: Path) -> None:
+    """DRA Table 2's layout: a row per seen type and the mean over the types, each beside DRA's and
+    AHL's numbers; a type DRA does not use (AITEX crease) is no row of this table."""
+    pairs = [("aitex", "aitex", "broken_pick"), ("aitex", "aitex", "nep"), ("aitex", "aitex", "crease")]
+    write_report([load_protocol("dra_hard")], _dra_records(pairs), tmp_path)
+    lines = _section((tmp_path / "dra_hard.md").read_text())
+    header = [
+        t.strip() for t in next(line for line in lines if line.startswith("| dataset")).strip("|").split("|")
+    ]
+    assert header[:2] == ["dataset/category", "defect type"]
+    dra = header.index("10 known: dra (measured)")
+    assert header[dra + 1 : dra + 3] == [
+        "10 known: DRA (Ours) [published, DRA paper]",
+        "10 known: DRA [published, AHL paper]",
+    ]
+    cells = {
+        tuple(c.strip() for c in line.strip("|").split("|")[:2]): [
+            c.strip() for c in line.strip("|").split("|")
+        ]
+        for line in lines
+        if line.startswith("| aitex")
+    }
+    assert ("aitex", "crease") not in cells and ("aitex", "broken_end") in cells  # printed, not run: —
+    assert cells[("aitex", "broken_end")][dra] == "—"
+    assert cells[("aitex", "nep")][dra : dra + 2] == ["0.840 ± 0.010", "0.750 ± 0.038"]
+    # the mean over the seen types run (broken_pick, nep), beside DRA's and AHL's means over six types
+    assert cells[("aitex", "mean")][dra : dra + 3] == ["0.840 ± 0.010", "0.733 ± 0.009", "0.733 ± 0.011"]
+    text = (tmp_path / "dra_hard.md").read_text()
+    assert "bgad vs devnet over 6 (dataset, category, defect type, seed) pairs" in text
+
+
+def test_table_3_shows_measured_devnet_and_dra_beside_the_published(tmp_path: Path) -> None:
+    """Table 3 with our DevNet and DRA runs: each a (measured) column before the paper's column of it;
+    BGAD keeps its bracketed paper value (the reproduction), the table no other new column."""
+    records = [
+        make_record(ds, ds, m, seed, {"image_auroc": v + 0.01 * i}, "cpu")
+        for ds in ("aitex", "headct")
+        for m, v in SUPERVISED_VALUES.items()
+        for i, seed in enumerate((0, 42, 100))
+    ]
+    write_report([load_protocol("one_anomaly")], records, tmp_path)
+    lines = _section((tmp_path / "one_anomaly.md").read_text())
+    header = [
+        t.strip() for t in next(line for line in lines if line.startswith("| dataset")).strip("|").split("|")
+    ]
+    assert header == [
+        "dataset/category",
+        "KDAD [5] [published]",
+        "devnet (measured)",
+        "DevNet [39] [published]",
+        "FLOS [40] [published]",
+        "SAOE [41] [published]",
+        "MLEP [42] [published]",
+        "dra (measured)",
+        "DRA [6] [published]",
+        "bgad",
+        "nfad",
+    ]
+    aitex = [
+        c.strip() for c in next(line for line in lines if line.startswith("| aitex")).strip("|").split("|")
+    ]
+    assert aitex[2:4] == ["0.760 ± 0.010", "0.598 ± 0.070"] and aitex[7:9] == [
+        "0.790 ± 0.010",
+        "0.692 ± 0.124",
+    ]
+    assert aitex[9].startswith("**0.810 ± 0.010 (paper 0.826 ± 0.011")
+    assert "bgad vs devnet over 6" in "\n".join(lines) and "bgad vs dra over 6" in "\n".join(lines)
+
+
+def test_published_numbers_join_their_variant() -> None:
+    """A printed number belongs to the variant whose settings give its setting (DRA's and AHL's ten- and
+    one-example columns), or to its reference's variant (multi_class: slides k=10, arXiv k=5)."""
+    from bgad.bench.report.tables import paper_table
+
+    table = paper_table(load_protocol("dra_general"))
+    assert set(table["method"]) == {"devnet", "dra"}  # the references' `methods`
+    by_k = table.groupby("setting")["variant"].agg(set).to_dict()
+    assert by_k == {"dra_general k=10": {"10 known"}, "dra_general k=1": {"1 known"}}
+    multi = paper_table(load_protocol("multi_class"))
+    assert set(multi[multi["source"] == "cvpr2023-slides"]["variant"]) == {"cvpr (k=10, beta=0.01)"}
+    assert set(multi[multi["source"] == "arxiv-v1"]["variant"]) == {"arxiv (k=5, beta=0.05)"}

@@ -19,7 +19,9 @@ from bgad.bench.report.tables import (
     MEAN_ROW,
     PAIRED_METHODS,
     PAPER_METHOD_NAMES,
+    PUBLISHED,
     REFERENCE_METHODS,
+    SOURCE_TITLES,
     Column,
     Row,
     assign_records,
@@ -28,6 +30,7 @@ from bgad.bench.report.tables import (
     paper_rows,
     paper_table,
     published_columns,
+    published_parts,
     summarize,
 )
 from bgad.fileio import atomic_write_text, atomic_write_with
@@ -36,10 +39,12 @@ from bgad.metrics import DIVERGED_LOSS, FLAG_TEXT, METRIC_LABELS, TIE_SPREAD
 
 @dataclass(frozen=True)
 class TableLayout:
-    """Row keys and column keys of one rendered table (one per profile × metric × epoch selection)."""
+    """Row keys and column keys of one rendered table (one per profile × metric × epoch selection), and
+    our methods whose published numbers stand in columns of their own beside ours (DevNet, DRA)."""
 
     rows: list[Row]
     columns: list[Column]
+    beside: frozenset[str] = frozenset()
 
 
 def _layout(protocol: Protocol, summary: pd.DataFrame, metric: str) -> TableLayout:
@@ -52,21 +57,36 @@ def _layout(protocol: Protocol, summary: pd.DataFrame, metric: str) -> TableLayo
     ours = sorted({(r.dataset, r.category, r.defect_type) for r in summary.itertuples()}, key=row_key)
     rows = list(dict.fromkeys([*paper_rows(protocol, metric), *ours]))
     columns = sorted({(r.method, r.column) for r in summary.itertuples()}, key=_column_order(protocol))
-    return TableLayout(rows, columns)
+    printed = {published_parts(m)[1] for m, _ in columns if m.startswith(PUBLISHED)}
+    beside = {
+        m for m, _ in columns if not m.startswith(PUBLISHED) and PAPER_METHOD_NAMES.get(m, m) in printed
+    }
+    return TableLayout(rows, columns, frozenset(beside))
+
+
+def _split_variant(protocol: Protocol, label: str) -> tuple[str, str]:
+    """(variant, the rest) of a column label: in a protocol of several variants, ours and the published
+    columns' labels start with their variant's name (the column group: DRA's "10 known")."""
+    named = [v.name for v in protocol.variants if label == v.name or label.startswith(f"{v.name} ")]
+    variant = max(named, key=len) if named else ""
+    return variant, label.removeprefix(variant).strip()
 
 
 def _column_order(protocol: Protocol) -> Callable[[Column], tuple]:
-    """Sort key of a column, so a table reads like the paper's: the methods the paper prints in its
-    column order (ours, e.g. BGAD, where the paper prints it), then our other methods (NFAD), then the
-    reference baselines we add; one method's columns in the protocol's variant order, then by grid value."""
+    """Sort key of a column, so a table reads like the paper's: the protocol's variants in order (its
+    column groups), in each the methods the paper prints in its column order (ours, e.g. BGAD, where the
+    paper prints it; our run of a method before its published columns, in the protocol's order of
+    sources), then our other methods (NFAD), then the reference baselines we add; one method's
+    columns by grid value."""
     table = paper_table(protocol)
     printed = list(dict.fromkeys(table["method"])) if not table.empty else []
     methods = list(protocol.methods)
     variants = [v.name for v in protocol.variants]
+    sources = list(dict.fromkeys(ref.source for ref in protocol.published))
 
     def key(column: Column) -> tuple:
         method, label = column
-        name = method.removeprefix("published:")
+        source, name = published_parts(method)
         if PAPER_METHOD_NAMES.get(name, name) in printed:
             rank = (0, printed.index(PAPER_METHOD_NAMES.get(name, name)))
         else:
@@ -74,10 +94,9 @@ def _column_order(protocol: Protocol) -> Callable[[Column], tuple]:
                 2 if method in REFERENCE_METHODS else 1,
                 methods.index(name) if name in methods else len(methods),
             )
-        named = [v for v in variants if label == v or label.startswith(f"{v} ")]
-        variant = max(named, key=len) if named else ""
-        rest = label.removeprefix(variant)
-        return (*rank, name, variants.index(variant) if variant else -1, natural_key(rest))
+        variant, rest = _split_variant(protocol, label)
+        group = variants.index(variant) if variant else -1
+        return (group, *rank, name, sources.index(source) + 1 if source else 0, natural_key(rest))
 
     return key
 
@@ -87,14 +106,23 @@ def _row_label(row: Row) -> str:
     return category if category == dataset else f"{dataset}/{category}"
 
 
-def _column_title(method: str, column: str) -> str:
-    if method.startswith("published:"):
-        return column  # the paper's own column name, marked [published]
-    ref = " (ref.)" if method in REFERENCE_METHODS else ""
-    return f"{method}{ref}" + (f" {column}" if column else "")
+def _column_title(protocol: Protocol, layout: TableLayout, method: str, column: str) -> str:
+    """``10 known: devnet (measured)``, ``10 known: DevNet [published, DRA paper]``: the column group
+    first, a published column by the paper's header, ours by method (``(measured)`` where published
+    columns of the same method stand beside it)."""
+    variant, rest = _split_variant(protocol, column)
+    if method.startswith(PUBLISHED):
+        title = rest  # the paper's own column name, marked [published]
+    else:
+        marks = (" (ref.)" if method in REFERENCE_METHODS else "") + (
+            " (measured)" if method in layout.beside else ""
+        )
+        title = f"{method}{marks}" + (f" {rest}" if rest else "")
+    return f"{variant}: {title}" if variant else title
 
 
-def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
+def _cell_text(cell: pd.Series | None, latex: bool = False, paper_inline: bool = True) -> str:
+    """A cell's text; ``paper_inline=False`` leaves out the bracketed published value (it has a column)."""
     if cell is None:
         return "--" if latex else "—"
     pm = "$\\pm$" if latex else "±"
@@ -104,7 +132,7 @@ def _cell_text(cell: pd.Series | None, latex: bool = False) -> str:
     if cell["n_seeds"] == 0:  # a published number: with the paper's ± where it printed one
         return f"{cell['mean']:.3f}" + (f" {pm} {cell['std']:.3f}" if not math.isnan(cell["std"]) else "")
     text = f"{cell['mean']:.3f} {pm} {cell['std']:.3f}" if cell["n_seeds"] > 1 else f"{cell['mean']:.3f}"
-    if not math.isnan(cell["published"]):
+    if paper_inline and not math.isnan(cell["published"]):
         sign = "+" if cell["diff"] >= 0 else ("-" if latex else "−")
         paper_pm = cell.get("published_pm", math.nan)
         printed = f"{cell['published']:.3f}" + (f" {pm} {paper_pm:.3f}" if paper_pm == paper_pm else "")
@@ -141,7 +169,7 @@ def _table_rows(part: pd.DataFrame, layout: TableLayout, latex: bool) -> list[li
         texts = []
         for col in layout.columns:
             cell = cells.get((*row, *col))
-            text = _cell_text(cell, latex)
+            text = _cell_text(cell, latex, paper_inline=col[0] not in layout.beside)
             ours = cell is not None and cell["n_seeds"] > 0
             if ours and len(present) > 1 and math.isclose(cell["mean"], top, abs_tol=5e-4):
                 text = f"\\textbf{{{text}}}" if latex else f"**{text}**"
@@ -157,7 +185,7 @@ def profile_rank(profile: str) -> tuple:
 def _tables(summary: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
     """(profile, metric, selection, cells) of each rendered table: one per profile × metric × epoch
     selection, so numbers of two settings never share a table; the paper's other methods in each."""
-    published = summary["method"].str.startswith("published:")
+    published = summary["method"].str.startswith(PUBLISHED)
     ours = summary[~published]
     for profile in sorted(set(ours["profiles"]), key=profile_rank):
         mine = ours[ours["profiles"] == profile]
@@ -178,22 +206,40 @@ def _selection_title(selection: str) -> str:
     )
 
 
-def _paired_test_lines(matched: pd.DataFrame, metric: str, selection: str, a: str, b: str) -> list[str]:
-    """``a`` vs ``b`` (BGAD vs NFAD), one test per column of one profile's records (a grid point, an
-    off-profile setting): pairs never cross columns, and a column's test never pools cells of another
-    setting."""
+def _paired_test_lines(
+    matched: pd.DataFrame,
+    metric: str,
+    selection: str,
+    a: str,
+    b: str,
+    unit: str = "(dataset, category, seed)",
+) -> list[str]:
+    """``a`` vs ``b`` (BGAD vs NFAD, BGAD vs each competitor), one test per column of one profile's
+    records (a variant, a grid point, an off-profile setting) where both ran: pairs never cross columns,
+    and a column's test never pools cells of another setting. Too few pairs are said, not hidden."""
     lines = []
     columns = sorted(set(matched["column"]), key=natural_key)
     for column in columns:
-        test = paired_test(matched[matched["column"] == column], metric, a, b, selection)
-        if test:
-            where = f" ({column})" if len(columns) > 1 and column else ""
-            lines += [
-                f"Paired Wilcoxon test{where}, {a} vs {b} over {test['n']} (dataset, category, seed) pairs: "
-                f"median difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
-                "",
-            ]
+        part = matched[matched["column"] == column]
+        if not {a, b} <= set(part["method"]):
+            continue
+        test = paired_test(part, metric, a, b, selection)
+        where = f" ({column})" if len(columns) > 1 and column else ""
+        head = f"Paired Wilcoxon test{where}, {a} vs {b}"
+        if test is None or math.isnan(test["p_value"]):
+            n = 0 if test is None else test["n"]
+            lines += [f"{head}: {n} {unit} pair(s), too few to test.", ""]
+            continue
+        lines += [
+            f"{head} over {test['n']} {unit} pairs: "
+            f"median difference {test['median_diff']:+.4f}, p = {test['p_value']:.3g}.",
+            "",
+        ]
     return lines
+
+
+def _pair_unit(protocol: Protocol) -> str:
+    return "(dataset, category, defect type, seed)" if protocol.expand else "(dataset, category, seed)"
 
 
 def render_markdown(
@@ -205,34 +251,49 @@ def render_markdown(
     if summary.empty:
         return "\n".join([*lines, "_No results in the store for this protocol yet._", ""])
     lines += _provenance_lines(matched) + ([left_out, ""] if left_out else [])
+    beside: set[str] = set()
     for profile, metric, selection, part in _tables(summary):
         layout = _layout(protocol, part, metric)
         lines += [f"## {_table_title(profile, metric, selection)}", ""]
         header = [
             "dataset/category",
             *(["defect type"] if protocol.expand else []),
-            *(_column_title(m, c) for m, c in layout.columns),
+            *(_column_title(protocol, layout, m, c) for m, c in layout.columns),
         ]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         for row, texts in zip(layout.rows, _table_rows(part, layout, latex=False), strict=True):
             lead = [_row_label(row), *([row[2] or "—"] if protocol.expand else [])]
             lines.append("| " + " | ".join(lead + texts) + " |")
         lines.append("")
-        for a, b in PAIRED_METHODS.items():
+        beside |= layout.beside
+        mine = matched[matched["profile"] == profile]
+        for a, b in PAIRED_METHODS:
             if {a, b} <= set(part["method"]):
-                lines += _paired_test_lines(matched[matched["profile"] == profile], metric, selection, a, b)
+                lines += _paired_test_lines(mine, metric, selection, a, b, _pair_unit(protocol))
     if summary.get("n_flagged", pd.Series(dtype=float)).gt(0).any():
         lines += [FLAGGED_NOTE, ""]
-    lines += [
+    return "\n".join([*lines, _cells_note(protocol, bool(beside)), ""])
+
+
+def _cells_note(protocol: Protocol, beside: bool) -> str:
+    """How to read the cells and columns; names every published table the columns come from."""
+    sources = "; ".join(
+        f"{r.source} {r.table}" + (f" ({SOURCE_TITLES[r.source]})" if r.source in SOURCE_TITLES else "")
+        for r in protocol.published
+    )
+    text = (
         "Cells: mean ± std over seeds (a single seed shows its value). In brackets: the published value (with the "
         "paper's ± where it printed one) and our difference; ⚑ marks a cell whose 95 % interval over seeds excludes "
         "the published value. Bold: our best in the row. (ref.) marks reference baselines we add. Columns marked "
-        "[published] are the paper's numbers for methods not run here, copied from "
-        f"{'; '.join(f'{r.source} {r.table}' for r in protocol.published) or 'the paper'} "
-        "(protocols/published/). — marks a row the paper prints that has not been run here (or a cell without a value).",
-        "",
-    ]
-    return "\n".join(lines)
+        f"[published] are the paper's numbers for methods not run here, copied from {sources or 'the paper'} "
+        "(protocols/published/). — marks a row the paper prints that has not been run here (or a cell without a value)."
+    )
+    if beside:
+        text += (
+            " (measured) marks our runs of a supervised competitor whose published numbers stand in the columns "
+            "beside it, one per paper that printed them; its cells carry no bracketed value."
+        )
+    return text
 
 
 FLAGGED_NOTE = (
@@ -285,7 +346,7 @@ def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
         header = [
             "Dataset/category",
             *(["Defect type"] if protocol.expand else []),
-            *(_column_title(m, c) for m, c in layout.columns),
+            *(_column_title(protocol, layout, m, c) for m, c in layout.columns),
         ]
         caption = f"{protocol.name}: {_table_title(profile, metric, selection)}"
         body = []

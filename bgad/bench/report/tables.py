@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import re
+import string
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from scipy import stats
 from bgad.bench.config import AXES, RUN_SETTINGS, ConfigError, resolve_config
 from bgad.bench.method_registry import METHODS
 from bgad.bench.planner import subset_types
-from bgad.bench.protocols import Protocol, Variant, adhoc_protocol, defect_subsets
+from bgad.bench.protocols import Protocol, PublishedRef, Variant, adhoc_protocol, defect_subsets
 from bgad.bench.published import load_published, published_value
 from bgad.bench.store import ResultStore, metric_value
 from bgad.metrics import METRIC_LABELS, METRIC_SPECS
@@ -32,9 +33,20 @@ from bgad.metrics import METRIC_LABELS, METRIC_SPECS
 _SPECS = {name: METHODS.get(name) for name in METHODS.names()}
 #: Our method names where the paper's tables name the same thing differently.
 PAPER_METHOD_NAMES = {name: spec.published_as for name, spec in _SPECS.items() if spec.published_as}
-#: Each method the reports test against another over paired cells, and that other (BGAD vs NFAD).
-PAIRED_METHODS = {name: spec.paired_with for name, spec in _SPECS.items() if spec.paired_with}
+PAPER_METHOD = "bgad"  # the method of the paper this suite reproduces
+#: Competitors trained on the same known anomalies (DevNet, DRA). Their published numbers (their own
+#: paper's, other papers' re-runs) stand in columns of their own beside our runs of them.
+SUPERVISED_METHODS = frozenset(name for name, spec in _SPECS.items() if spec.supervised)
+#: The pairs (a, b) the reports test a against b over paired cells: each method against the method it
+#: is paired with (BGAD vs NFAD, its flows without the anomalies), then BGAD against each competitor.
+PAIRED_METHODS: list[tuple[str, str]] = [
+    *((name, spec.paired_with) for name, spec in _SPECS.items() if spec.paired_with),
+    *((PAPER_METHOD, name) for name in sorted(SUPERVISED_METHODS)),
+]
 REFERENCE_METHODS = {name for name, spec in _SPECS.items() if spec.reference}  # baselines we add
+#: How a column header names a published source other than the BGAD paper (its own are "[published]").
+SOURCE_TITLES = {"dra-cvpr2022": "DRA paper", "ahl-cvpr2024": "AHL paper"}
+PUBLISHED = "published:"  # prefix of a published column's method key: ``published:<source>:<method>``
 MEAN_ROW = "mean"
 
 
@@ -93,6 +105,9 @@ def _variant_of(protocol: Protocol, cfg: dict, subsets: dict) -> Variant | None:
         return None
     if protocol.expand == "defect_types" and not cfg.get(ROW_SETTING):
         return None
+    listed = protocol.defect_types.get(category)
+    if listed is not None and cfg.get(ROW_SETTING) not in listed:
+        return None  # a type the protocol does not expand (AITEX's small types in DRA's hard setting)
     if protocol.subsets and not _subsets_match(protocol, cfg, subsets.get(category)):
         return None
     for variant in protocol.variants:
@@ -256,15 +271,18 @@ def _published(
     fields = {**settings, "type": defect_type or MEAN_ROW}
     if isinstance(fields.get("racp"), bool):
         fields["racp"], fields["focal"] = int(fields["racp"]), int(fields["focal"])
+    name = PAPER_METHOD_NAMES.get(method, method)
     for ref in protocol.published:
         if ref.variant is not None and ref.variant != variant:
+            continue
+        if ref.methods is not None and name not in ref.methods:
             continue
         try:
             setting = ref.setting.format(**fields)
         except (KeyError, ValueError):
             continue
         found = published_value(
-            PAPER_METHOD_NAMES.get(method, method),
+            name,
             dataset,
             category,
             metric,
@@ -278,14 +296,17 @@ def _published(
 
 
 def paired_test(matched: pd.DataFrame, metric: str, a: str, b: str, selection: str = "last") -> dict | None:
-    """Wilcoxon signed-rank test of method ``a`` vs ``b`` over paired (category, defect type, seed, column) cells."""
+    """Wilcoxon signed-rank test of method ``a`` vs ``b`` over paired (category, defect type, seed, column)
+    cells; None without any pair, NaN statistics with a single one (too few to test)."""
     col = f"{metric}|{selection}"
     keys = ["dataset", "category", "defect_type", "seed", "column"]
     left = matched[matched["method"] == a].set_index(keys)[col]
     right = matched[matched["method"] == b].set_index(keys)[col]
     both = pd.concat([left.rename("a"), right.rename("b")], axis=1, join="inner").dropna()
-    if len(both) < 2:
+    if both.empty:
         return None
+    if len(both) < 2:
+        return {"n": len(both), "median_diff": math.nan, "p_value": math.nan}
     diff = both["a"] - both["b"]
     if np.allclose(diff, 0):
         return {"n": len(both), "median_diff": 0.0, "p_value": 1.0}
@@ -297,7 +318,8 @@ def paired_test(matched: pd.DataFrame, metric: str, a: str, b: str, selection: s
 
 
 def paper_table(protocol: Protocol) -> pd.DataFrame:
-    """The printed rows of the protocol's table(s): method, row key, metric, value, ±, in print order.
+    """The printed rows of the protocol's table(s) (the methods each reference cites), in print order:
+    method, row key, metric, value, ±, the source and the protocol's variant each belongs to.
 
     The row key is (dataset, category, defect type); a one-class table prints one row per known
     type (``type=<t>`` in its setting), the others one per category.
@@ -306,31 +328,71 @@ def paper_table(protocol: Protocol) -> pd.DataFrame:
     df = load_published()
     for ref in protocol.published:
         part = df[(df["source"] == ref.source) & (df["table"] == ref.table)].copy()
+        if ref.methods is not None:
+            part = part[part["method"].isin(ref.methods)]
         types = part["setting"].str.extract(r"type=(\S+)")[0].fillna("")
         part["defect_type"] = types.where(types != MEAN_ROW, MEAN_ROW)
+        part["variant"] = [
+            _published_variant(protocol, ref, setting, method)
+            for setting, method in zip(part["setting"], part["method"], strict=True)
+        ]
         frames.append(part)
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
     return out[out["metric"].isin(protocol.metrics)].drop_duplicates(
-        ["method", "dataset", "category", "defect_type", "metric", "column"]
+        ["source", "method", "dataset", "category", "defect_type", "metric", "column", "setting"]
     )
 
 
+def _published_variant(protocol: Protocol, ref: PublishedRef, setting: str, method: str) -> str:
+    """The protocol's variant a printed number of ``method`` (its published name) belongs to: the
+    reference's own, else the variant of that method whose settings give its printed setting (DRA's
+    ten- and one-example columns), else none ("")."""
+    if ref.variant is not None:
+        return ref.variant
+    for variant in protocol.variants:
+        if variant.methods is not None and method not in {
+            PAPER_METHOD_NAMES.get(m, m) for m in variant.methods
+        }:
+            continue
+        pattern = _setting_pattern(ref.setting, {**protocol.settings, **variant.settings})
+        if pattern is not None and pattern.fullmatch(setting):
+            return variant.name
+    return ""
+
+
+def _setting_pattern(template: str, fields: dict) -> re.Pattern | None:
+    """A reference's setting (``dra_general k={n_known_anomalies}``) as a pattern: the given fields as
+    a cell formats them, any other (the defect type, a grid axis) one word; None when a field cannot
+    take its format (``{racp:d}`` of a variant without RACP)."""
+    parts = []
+    for literal, name, spec, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if name is None:
+            continue
+        try:
+            parts.append(re.escape(format(fields[name], spec or "")) if name in fields else r"\S+")
+        except (TypeError, ValueError):
+            return None
+    return re.compile("".join(parts))
+
+
 def published_columns(protocol: Protocol, ours: set[str]) -> pd.DataFrame:
-    """The paper's other methods (not run here) as summary rows: columns of published numbers beside ours."""
+    """The paper's numbers as summary rows of their own columns: those of methods not run here, and
+    those of the supervised competitors we run (beside our runs of them, one column per source)."""
     table = paper_table(protocol)
     if table.empty:
         return table
     ours_in_paper = {PAPER_METHOD_NAMES.get(m, m) for m in ours}
-    others = table[~table["method"].isin(ours_in_paper)]
+    shown = table[~table["method"].isin(ours_in_paper - SUPERVISED_METHODS)]
     rows = [
         {
             "dataset": r.dataset,
             "category": r.category,
             "defect_type": r.defect_type if protocol.expand else "",
-            "column": f"{r.column} [published]",
-            "method": f"published:{r.method}",
+            "column": _published_label(protocol, r.column, r.source, r.variant),
+            "method": f"{PUBLISHED}{r.source}:{r.method}",
             "metric": r.metric,
             "mean": float(r.value),
             "std": float(r.pm) if not math.isnan(r.pm) else math.nan,
@@ -339,9 +401,29 @@ def published_columns(protocol: Protocol, ours: set[str]) -> pd.DataFrame:
             "diff": math.nan,
             "flag": False,
         }
-        for r in others.itertuples()
+        for r in shown.itertuples()
     ]
     return pd.DataFrame(rows)
+
+
+def _published_label(protocol: Protocol, printed: str, source: str, variant: str) -> str:
+    """A published column's label: its variant first (as our columns' labels), then the printed header
+    (its last level where the variant names the group, e.g. DRA's "Ten Training Anomaly Examples"),
+    marked published, with the paper when it is not the BGAD paper."""
+    grouped = len(protocol.variants) > 1 and variant != ""
+    header = printed.rsplit(" / ", 1)[-1] if grouped else printed
+    paper = SOURCE_TITLES.get(source)
+    title = f"{header} [published, {paper}]" if paper else f"{header} [published]"
+    return f"{variant} {title}" if grouped else title
+
+
+def published_parts(method: str) -> tuple[str, str]:
+    """(source, method) of a column's method key: ("", method) for ours, the source and the paper's
+    name for a published column (``published:<source>:<method>``)."""
+    if not method.startswith(PUBLISHED):
+        return "", method
+    source, _, name = method.removeprefix(PUBLISHED).partition(":")
+    return source, name
 
 
 def paper_rows(protocol: Protocol, metric: str | None = None) -> list[Row]:
