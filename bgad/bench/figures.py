@@ -3,6 +3,7 @@ metric-vs-epoch curves (Fig. 3) and anomaly-map panels with ground truth (Fig. 4
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import matplotlib
@@ -134,7 +135,7 @@ def _histogram_panel(
     ax.set_xlabel("per-dimension log-likelihood ℓ")
 
 
-def metric_curves(records: list[dict], title: str, path: Path) -> list[Path]:
+def metric_curves(records: list[dict], title: str, path: Path, x_label: str = "meta-epoch") -> list[Path]:
     """Every evaluated epoch's metrics, mean over seeds per method (shaded: min–max over seeds).
 
     Methods fitted in one pass (PaDiM, PatchCore) are horizontal reference lines, not a lone dot.
@@ -172,7 +173,7 @@ def metric_curves(records: list[dict], title: str, path: Path) -> list[Path]:
             ax.axhline(level, color=f"C{7 + i}", ls="--", lw=1.2, label=f"{method} (one pass)")
         ax.legend(fontsize=7)
         ax.set_title(metric, fontsize=10)
-        ax.set_xlabel("meta-epoch")
+        ax.set_xlabel(x_label)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -250,41 +251,83 @@ def map_panels(folder: Path, title: str, path: Path) -> list[Path]:
     return _save(fig, path)
 
 
+def _setup(rec: dict) -> tuple:
+    """What a figure may draw together: the same data, profile, input size and known anomalies."""
+    c = rec["config"]
+    subset = "-".join(t for t in (c.get("train_types"), c.get("test_types")) if t)
+    known = f"k{c.get('n_known_anomalies', 0)}" + (
+        f"-{c['anomaly_defect_type']}" if c.get("anomaly_defect_type") else ""
+    )
+    if subset:
+        known += "-" + hashlib.sha256(subset.encode()).hexdigest()[:6]
+    return c["dataset"], c["category"], c["profile"], c["input_size"], known
+
+
+def _schedule(rec: dict) -> tuple[str, int] | None:
+    """(the setting that counts a method's rounds, its value); None for a method fitted in one pass."""
+    spec = METHODS.get(rec["config"]["method"])
+    return (spec.rounds, rec["config"][spec.rounds]) if spec.iterative else None
+
+
 def write_figures(records: list[dict], cells_dir: Path, out_dir: Path) -> list[Path]:
-    """Per (dataset, category, profile, input size): curves over every seed; for the first seed,
-    log-likelihood histograms and map panels. Records of other setups are never drawn together."""
+    """Per setup (``_setup``) and schedule — the flows' meta-epochs and DevNet/DRA's epochs apart: curves
+    over every seed; for the first seed, log-likelihood histograms and map panels. One-pass methods
+    (PaDiM, PatchCore) are reference lines in every curve of their setup and have their maps drawn once.
+    Records of other setups are never drawn together."""
     written: list[Path] = []
     groups: dict[tuple, list[dict]] = {}
     for rec in records:
-        c = rec["config"]
-        groups.setdefault(
-            (c["dataset"], c["category"], c["profile"], c["input_size"], c.get("meta_epochs")), []
-        ).append(rec)
-    for (dataset, category, profile, size, epochs), recs in sorted(groups.items(), key=str):
-        with_flows = [k for k in groups if k[:4] == (dataset, category, profile, size) and k[4] is not None]
-        if epochs is None and with_flows:
-            continue  # one-shot methods (no schedule) are drawn with the flows of their setup
-        if epochs is not None:
-            recs = recs + groups.get((dataset, category, profile, size, None), [])
-        setup = f"{profile}, {size}²" + (f", {epochs} meta-epochs" if epochs else "")
-        stem = f"{dataset}-{category}-{profile}-{size}" + (f"-e{epochs}" if epochs else "")
-        written += metric_curves(
-            recs, f"{dataset}/{category}: metrics per evaluated epoch ({setup})", out_dir / f"curves-{stem}"
+        groups.setdefault((*_setup(rec), _schedule(rec)), []).append(rec)
+    for key, recs in sorted(groups.items(), key=str):
+        *setup, schedule = key
+        schedules = sorted(  # the flows' first: one-pass methods' maps are drawn with them
+            (k[-1] for k in groups if list(k[:-1]) == setup and k[-1] is not None),
+            key=lambda sched: (sched[0] != "meta_epochs", str(sched)),
         )
-        seed = min(r["config"]["seed"] for r in recs)
-        first = {
-            r["config"]["method"]: (cells_dir / r["cell_id"], r) for r in recs if r["config"]["seed"] == seed
-        }
-        pair = {m: first[m] for m in ("nfad", "bgad") if m in first} or first
-        written += loglik_histograms(
-            pair,
-            f"{dataset}/{category} ({setup}), seed {seed}: test ℓ, normal vs anomalous",
-            out_dir / f"loglik-{stem}",
+        if schedule is None and schedules:
+            continue  # one-pass methods are drawn with the trained methods of their setup
+        one_pass = groups.get((*setup, None), []) if schedule is not None else []
+        maps_of_one_pass = bool(schedules) and schedule == schedules[0]
+        written += _setup_figures(setup, schedule, recs, one_pass, maps_of_one_pass, cells_dir, out_dir)
+    return written
+
+
+def _setup_figures(
+    setup: list,
+    schedule: tuple[str, int] | None,
+    recs: list[dict],
+    one_pass: list[dict],
+    maps_of_one_pass: bool,
+    cells_dir: Path,
+    out_dir: Path,
+) -> list[Path]:
+    """Curves, log-likelihood histograms and map panels of one setup and schedule."""
+    dataset, category, profile, size, known = setup
+    rounds = {"meta_epochs": ("meta-epochs", "e"), "epochs": ("epochs", "ep")}
+    words, tag = rounds.get(schedule[0], (schedule[0], schedule[0])) if schedule else ("", "")
+    setup_text = f"{profile}, {size}², {known}" + (f", {schedule[1]} {words}" if schedule else "")
+    stem = f"{dataset}-{category}-{profile}-{size}-{known}" + (f"-{tag}{schedule[1]}" if schedule else "")
+    written = metric_curves(
+        recs + one_pass,
+        f"{dataset}/{category}: metrics per evaluated {words[:-1] or 'epoch'} ({setup_text})",
+        out_dir / f"curves-{stem}",
+        x_label=words[:-1] or "epoch",
+    )
+    seed = min(r["config"]["seed"] for r in recs)
+    drawn = recs + (one_pass if maps_of_one_pass else [])
+    first = {
+        r["config"]["method"]: (cells_dir / r["cell_id"], r) for r in drawn if r["config"]["seed"] == seed
+    }
+    pair = {m: first[m] for m in ("nfad", "bgad") if m in first} or first
+    written += loglik_histograms(
+        pair,
+        f"{dataset}/{category} ({setup_text}), seed {seed}: test ℓ, normal vs anomalous",
+        out_dir / f"loglik-{stem}",
+    )
+    for method, (folder, _) in sorted(first.items()):
+        written += map_panels(
+            folder,
+            f"{dataset}/{category} · {method} · seed {seed} ({setup_text})",
+            out_dir / f"maps-{stem}-{method}",
         )
-        for method, (folder, _) in sorted(first.items()):
-            written += map_panels(
-                folder,
-                f"{dataset}/{category} · {method} · seed {seed} ({setup})",
-                out_dir / f"maps-{stem}-{method}",
-            )
     return written

@@ -64,6 +64,8 @@ class ProtocolFile(DataFile):
     settings: dict[str, Any] = {}
     grid: dict[str, Annotated[tuple[Any, ...], Field(min_length=1)]] = {}  # cartesian product
     variants: tuple[Variant, ...] = (Variant(name="default"),)
+    # one table per variant (DRA's 10 and 1 known) instead of the variants as column groups of one
+    variant_tables: bool = False
     expand: Literal["defect_types"] | None = None  # one cell per defect type
     # category -> the defect types to expand (default: all of the category's); with expand only
     defect_types: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = {}

@@ -66,3 +66,51 @@ def test_figures_are_the_same_bytes_when_drawn_again(tmp_path: Path, monkeypatch
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert b"Matplotlib" not in first[0].read_bytes()
+
+
+def _record(method: str, seed: int, k: int, rounds: int | None) -> dict:
+    """A record with the config keys figures group by and one evaluation per round."""
+    config = {
+        "method": method,
+        "seed": seed,
+        "dataset": "d",
+        "category": "c",
+        "profile": "cpu",
+        "input_size": 128,
+    }
+    config["n_known_anomalies"] = k
+    if rounds is not None:
+        config["epochs" if method in ("devnet", "dra") else "meta_epochs"] = rounds
+    evaluations = [{"meta_epoch": e, "image_auroc": 0.5 + 0.01 * e} for e in range(rounds or 1)]
+    return {"config": config, "cell_id": f"{method}-{seed}-{k}", "metrics": {"per_epoch": evaluations}}
+
+
+def test_figures_keep_schedules_and_known_anomaly_counts_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flows' meta-epochs and DevNet/DRA's epochs get their own curves, k=1 and k=10 never share a
+    figure, one-pass methods are reference lines in each and have their maps drawn once."""
+    curves: dict[str, list[dict]] = {}
+    maps: list[str] = []
+    monkeypatch.setattr(
+        figures, "metric_curves", lambda recs, title, path, x_label: curves.setdefault(path.name, recs) and []
+    )
+    monkeypatch.setattr(figures, "loglik_histograms", lambda *args: [])
+    monkeypatch.setattr(figures, "map_panels", lambda folder, title, path: maps.append(path.name) or [])
+    records = [
+        _record("bgad", 0, 1, 4),
+        _record("devnet", 0, 1, 10),
+        _record("dra", 0, 1, 10),
+        _record("padim", 0, 1, None),
+        _record("bgad", 0, 10, 4),
+    ]
+    figures.write_figures(records, tmp_path, tmp_path / "out")
+    assert sorted(curves) == [
+        "curves-d-c-cpu-128-k1-e4",
+        "curves-d-c-cpu-128-k1-ep10",
+        "curves-d-c-cpu-128-k10-e4",
+    ]
+    methods = {name: sorted(r["config"]["method"] for r in recs) for name, recs in curves.items()}
+    assert methods["curves-d-c-cpu-128-k1-ep10"] == ["devnet", "dra", "padim"]
+    assert methods["curves-d-c-cpu-128-k10-e4"] == ["bgad"]
+    assert sorted(m for m in maps if m.endswith("-padim")) == ["maps-d-c-cpu-128-k1-e4-padim"]

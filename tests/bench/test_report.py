@@ -221,9 +221,9 @@ def test_write_report_and_figures_from_a_real_tiny_store(tmp_path: Path) -> None
     )
     assert result.exit_code == 0, result.output
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
-    # Figure names carry the schedule (profile, input size, meta-epochs): groups never mix them.
+    # Figure names carry the setup (profile, input size, known anomalies, meta-epochs): groups never mix them.
     for stem in ("curves-synthetic-widget", "loglik-synthetic-widget", "maps-synthetic-widget"):
-        stem = stem.replace("widget", "widget-quick-64-e2") + ("-bgad" if stem.startswith("maps") else "")
+        stem = stem.replace("widget", "widget-quick-64-k2-e2") + ("-bgad" if stem.startswith("maps") else "")
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
     table = pd.read_csv(tmp_path / "store" / "table.csv")
     assert sorted(table["method"]) == ["bgad", "nfad"] and set(table["dataset"]) == {"synthetic"}
@@ -608,60 +608,73 @@ def _dra_records(pairs: list[tuple[str, str, str]]) -> list[dict]:
     ]
 
 
-def _section(text: str) -> list[str]:
-    """The lines of the first table section (profile cpu, last epoch) of a written report."""
-    return text.split("\n## ")[1].splitlines()
+def _section(text: str, title: str = "") -> list[str]:
+    """The lines of the first table section (profile cpu, last epoch) of a written report whose title
+    ends with ``title`` (a variant's table: "10 known")."""
+    sections = text.split("\n## ")[1:]
+    return next(s for s in sections if s.splitlines()[0].endswith(title)).splitlines()
+
+
+def _titles(lines: list[str]) -> list[str]:
+    header = next(line for line in lines if line.startswith("| dataset"))
+    return [t.strip() for t in header.strip("|").split("|")]
+
+
+def _cells(lines: list[str], row: str) -> list[str]:
+    return [
+        c.strip() for c in next(line for line in lines if line.startswith(f"| {row} ")).strip("|").split("|")
+    ]
 
 
 def test_dra_general_table_in_the_dra_layout(tmp_path: Path) -> None:
-    """DRA Table 1's layout: rows are datasets (MVTec categories and their mean), column groups the 10
-    and 1 known anomalies, our run of each competitor beside its numbers in the DRA and the AHL papers."""
+    """DRA Table 1's layout: rows are datasets (MVTec categories and their mean), a table per column group
+    (10 known first, then 1 known), our run of each competitor beside its numbers in the DRA and the AHL
+    papers and AHL's own (the best published)."""
     records = _dra_records([("aitex", "aitex", ""), ("mvtec", "carpet", ""), ("mvtec", "bottle", "")])
     write_report([load_protocol("dra_general")], records, tmp_path)
-    lines = _section((tmp_path / "dra_general.md").read_text())
-    header = next(line for line in lines if line.startswith("| dataset/category"))
-    titles = [t.strip() for t in header.strip("|").split("|")]
-    group = titles.index("10 known: devnet (measured)")
+    text = (tmp_path / "dra_general.md").read_text()
+    assert text.index("last epoch — 10 known") < text.index("last epoch — 1 known")
+    lines = _section(text, "last epoch — 10 known")
+    titles = _titles(lines)
+    group = titles.index("devnet (measured)")
     assert titles[group : group + 3] == [
-        "10 known: devnet (measured)",
-        "10 known: DevNet [published, DRA paper]",
-        "10 known: DevNet [published, AHL paper]",
+        "devnet (measured)",
+        "DevNet [published, DRA paper]",
+        "DevNet [published, AHL paper]",
     ]
-    assert "1 known: DRA (Ours) [published, DRA paper]" in titles and "1 known: bgad" in titles
-    assert max(i for i, t in enumerate(titles) if t.startswith("10 known")) < min(
-        i for i, t in enumerate(titles) if t.startswith("1 known")
-    )
-    aitex = [
-        c.strip() for c in next(line for line in lines if line.startswith("| aitex |")).strip("|").split("|")
-    ]
+    assert "AHL (DRA) [published, AHL paper]" in titles and "bgad" in titles
+    assert "DRA (Ours) [published, DRA paper]" in _titles(_section(text, "last epoch — 1 known"))
+    aitex = _cells(lines, "aitex")
     # ours (0.75 + 0.05 + 0.01 i: 0.810 ± 0.010) beside DRA's 0.887 ± 0.013 and AHL's re-run 0.889 ± 0.007
     assert aitex[group : group + 3] == ["0.810 ± 0.010", "0.887 ± 0.013", "0.889 ± 0.007"]
+    assert "0.760 ± 0.010" not in aitex  # the 1-known runs are in the other table
     assert "(paper" not in " ".join(aitex)  # the published numbers have their columns
     rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ")][1:]  # not the header
     assert rows[0] == "mvtec/carpet" and rows[15] == "mvtec/mean"  # DRA's order: categories, their mean
     assert rows[16:] == ["aitex", "elpv", "brainmri", "headct"]
-    mean = [
-        c.strip()
-        for c in next(line for line in lines if line.startswith("| mvtec/mean")).strip("|").split("|")
+    assert _cells(lines, "mvtec/mean")[group : group + 3] == [
+        "0.810 ± 0.010",
+        "0.945 ± 0.004",
+        "0.948 ± 0.005",
     ]
-    assert mean[group : group + 3] == ["0.810 ± 0.010", "0.945 ± 0.004", "0.948 ± 0.005"]
 
 
 def test_paired_tests_of_bgad_against_each_supervised_competitor(tmp_path: Path) -> None:
     """One test per column (10 and 1 known) of BGAD vs NFAD, vs DevNet and vs DRA; too few pairs said."""
     records = _dra_records([("aitex", "aitex", ""), ("brainmri", "brainmri", "")])
     write_report([load_protocol("dra_general")], records, tmp_path)
-    text = (tmp_path / "dra_general.md").read_text().split("\n## ")[1]
-    for b, diff in (("nfad", "+0.0300"), ("devnet", "+0.0500"), ("dra", "+0.0200")):
-        for column in ("10 known", "1 known"):
-            line = f"Paired Wilcoxon test ({column}), bgad vs {b} over 6 (dataset, category, seed) pairs"
-            assert f"{line}: median difference {diff}, p = 0.0312." in text
+    text = (tmp_path / "dra_general.md").read_text()
+    for column in ("10 known", "1 known"):
+        section = "\n".join(_section(text, f"last epoch — {column}"))
+        for b, diff in (("nfad", "+0.0300"), ("devnet", "+0.0500"), ("dra", "+0.0200")):
+            line = f"Paired Wilcoxon test, bgad vs {b} over 6 (dataset, category, seed) pairs"
+            assert f"{line}: median difference {diff}, p = 0.0312." in section
     one_seed = [r for r in records if r["config"]["seed"] == 0 and r["config"]["dataset"] == "aitex"]
     write_report([load_protocol("dra_general")], one_seed, tmp_path / "one")
     text = (tmp_path / "one" / "dra_general.md").read_text()
     assert (
-        "Paired Wilcoxon test (10 known), bgad vs dra: 1 (dataset, category, seed) pair(s), too few to test."
-        in text
+        "Paired Wilcoxon test, bgad vs dra: 1 (dataset, category, seed) pair(s), too few to test."
+        in "\n".join(_section(text, "last epoch — 10 known"))
     )
 
 
@@ -670,16 +683,11 @@ def test_dra_hard_table_has_a_row_per_seen_type_and_their_mean(tmp_path: Path) -
     AHL's numbers; a type DRA does not use (AITEX crease) is no row of this table."""
     pairs = [("aitex", "aitex", "broken_pick"), ("aitex", "aitex", "nep"), ("aitex", "aitex", "crease")]
     write_report([load_protocol("dra_hard")], _dra_records(pairs), tmp_path)
-    lines = _section((tmp_path / "dra_hard.md").read_text())
-    header = [
-        t.strip() for t in next(line for line in lines if line.startswith("| dataset")).strip("|").split("|")
-    ]
+    lines = _section((tmp_path / "dra_hard.md").read_text(), "last epoch — 10 known")
+    header = _titles(lines)
     assert header[:2] == ["dataset/category", "defect type"]
-    dra = header.index("10 known: dra (measured)")
-    assert header[dra + 1 : dra + 3] == [
-        "10 known: DRA (Ours) [published, DRA paper]",
-        "10 known: DRA [published, AHL paper]",
-    ]
+    dra = header.index("dra (measured)")
+    assert header[dra + 1 : dra + 3] == ["DRA (Ours) [published, DRA paper]", "DRA [published, AHL paper]"]
     cells = {
         tuple(c.strip() for c in line.strip("|").split("|")[:2]): [
             c.strip() for c in line.strip("|").split("|")
@@ -740,9 +748,26 @@ def test_published_numbers_join_their_variant() -> None:
     from bgad.bench.report.tables import paper_table
 
     table = paper_table(load_protocol("dra_general"))
-    assert set(table["method"]) == {"devnet", "dra"}  # the references' `methods`
+    assert set(table["method"]) == {"devnet", "dra", "ahl_dra"}  # the references' `methods`
     by_k = table.groupby("setting")["variant"].agg(set).to_dict()
     assert by_k == {"dra_general k=10": {"10 known"}, "dra_general k=1": {"1 known"}}
     multi = paper_table(load_protocol("multi_class"))
     assert set(multi[multi["source"] == "cvpr2023-slides"]["variant"]) == {"cvpr (k=10, beta=0.01)"}
     assert set(multi[multi["source"] == "arxiv-v1"]["variant"]) == {"arxiv (k=5, beta=0.05)"}
+
+
+def test_a_record_as_read_back_from_json_is_on_its_profile(tmp_path: Path) -> None:
+    """A record's config comes back from result.json with lists where the settings hold tuples (DRA's
+    cutmix_area): it is the profile's cell, not an off-profile column (and its label would not split)."""
+    from bgad.bench.config import resolve_config
+
+    cell = {"method": "dra", "dataset": "headct", "category": "headct", "n_known_anomalies": 1}
+    settings = resolve_config("cpu", layers=[("t", cell)])
+    axes = {"dataset", "category", "method", "seed", "profile"}
+    given = {k: v for k, v in settings.to_dict().items() if k not in axes}
+    record = make_record("headct", "headct", "dra", 0, {"image_auroc": 0.8}, "cpu", **given)
+    record = json.loads(json.dumps(record, default=list))
+    write_report([load_protocol("one_anomaly")], [record], tmp_path)
+    text = (tmp_path / "one_anomaly.md").read_text()
+    assert "off their profile" not in text and "| headct |" in text
+    assert "dra (measured)" in _titles(_section(text))

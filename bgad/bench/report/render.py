@@ -118,7 +118,7 @@ def _column_title(protocol: Protocol, layout: TableLayout, method: str, column: 
             " (measured)" if method in layout.beside else ""
         )
         title = f"{method}{marks}" + (f" {rest}" if rest else "")
-    return f"{variant}: {title}" if variant else title
+    return f"{variant}: {title}" if variant and not protocol.variant_tables else title
 
 
 def _cell_text(cell: pd.Series | None, latex: bool = False, paper_inline: bool = True) -> str:
@@ -182,20 +182,44 @@ def profile_rank(profile: str) -> tuple:
     return (profile != "paper", profile)  # the paper's setting first
 
 
-def _tables(summary: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
-    """(profile, metric, selection, cells) of each rendered table: one per profile × metric × epoch
-    selection, so numbers of two settings never share a table; the paper's other methods in each."""
+@dataclass(frozen=True)
+class TableKey:
+    """What one rendered table shows: a profile, a metric, an epoch selection and, in a protocol whose
+    variants are tables of their own (``variant_tables``), one variant ("" otherwise)."""
+
+    profile: str
+    metric: str
+    selection: str
+    variant: str = ""
+
+    def title(self) -> str:
+        head = f"Profile {self.profile}: {METRIC_LABELS[self.metric]}, {_selection_title(self.selection)}"
+        return head + (f" — {self.variant}" if self.variant else "")
+
+
+def _tables(protocol: Protocol, summary: pd.DataFrame) -> Iterator[tuple[TableKey, pd.DataFrame]]:
+    """Each rendered table and its cells: one per profile × metric × epoch selection (× variant where the
+    protocol says so: DRA's 10 and 1 known are two tables, as its paper's two column groups would make
+    one too wide), so numbers of two settings never share a table; the paper's other methods in each."""
     published = summary["method"].str.startswith(PUBLISHED)
     ours = summary[~published]
+    variants = [v.name for v in protocol.variants] if protocol.variant_tables else [""]
     for profile in sorted(set(ours["profiles"]), key=profile_rank):
         mine = ours[ours["profiles"] == profile]
         for (metric, selection), part in mine.groupby(["metric", "selection"], sort=False):
             others = summary[published & (summary["metric"] == metric) & (summary["selection"] == selection)]
-            yield profile, metric, selection, pd.concat([part, others], ignore_index=True)
+            cells = pd.concat([part, others], ignore_index=True)
+            for variant in variants:
+                shown = _of_variant(protocol, cells, variant)
+                if not shown[~shown["method"].str.startswith(PUBLISHED)].empty:
+                    yield TableKey(profile, metric, selection, variant), shown
 
 
-def _table_title(profile: str, metric: str, selection: str) -> str:
-    return f"Profile {profile}: {METRIC_LABELS[metric]}, {_selection_title(selection)}"
+def _of_variant(protocol: Protocol, frame: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """The rows of ``frame`` (cells or records, by their ``column``) of one variant ("": all)."""
+    if not variant:
+        return frame
+    return frame[[_split_variant(protocol, c)[0] == variant for c in frame["column"]]]
 
 
 def _selection_title(selection: str) -> str:
@@ -252,9 +276,9 @@ def render_markdown(
         return "\n".join([*lines, "_No results in the store for this protocol yet._", ""])
     lines += _provenance_lines(matched) + ([left_out, ""] if left_out else [])
     beside: set[str] = set()
-    for profile, metric, selection, part in _tables(summary):
-        layout = _layout(protocol, part, metric)
-        lines += [f"## {_table_title(profile, metric, selection)}", ""]
+    for key, part in _tables(protocol, summary):
+        layout = _layout(protocol, part, key.metric)
+        lines += [f"## {key.title()}", ""]
         header = [
             "dataset/category",
             *(["defect type"] if protocol.expand else []),
@@ -266,10 +290,10 @@ def render_markdown(
             lines.append("| " + " | ".join(lead + texts) + " |")
         lines.append("")
         beside |= layout.beside
-        mine = matched[matched["profile"] == profile]
+        mine = _of_variant(protocol, matched[matched["profile"] == key.profile], key.variant)
         for a, b in PAIRED_METHODS:
             if {a, b} <= set(part["method"]):
-                lines += _paired_test_lines(mine, metric, selection, a, b, _pair_unit(protocol))
+                lines += _paired_test_lines(mine, key.metric, key.selection, a, b, _pair_unit(protocol))
     if summary.get("n_flagged", pd.Series(dtype=float)).gt(0).any():
         lines += [FLAGGED_NOTE, ""]
     return "\n".join([*lines, _cells_note(protocol, bool(beside)), ""])
@@ -340,15 +364,15 @@ def render_latex(protocol: Protocol, summary: pd.DataFrame) -> str:
     if summary.empty:
         return f"% {latex_escape(protocol.name)}: no results yet\n"
     blocks = [f"% {latex_escape(protocol.name)}: generated by bgad-bench report; do not edit by hand"]
-    for profile, metric, selection, part in _tables(summary):
-        layout = _layout(protocol, part, metric)
+    for key, part in _tables(protocol, summary):
+        layout = _layout(protocol, part, key.metric)
         spec = "l" * (2 if protocol.expand else 1) + "c" * len(layout.columns)
         header = [
             "Dataset/category",
             *(["Defect type"] if protocol.expand else []),
             *(_column_title(protocol, layout, m, c) for m, c in layout.columns),
         ]
-        caption = f"{protocol.name}: {_table_title(profile, metric, selection)}"
+        caption = f"{protocol.name}: {key.title()}"
         body = []
         for row, texts in zip(layout.rows, _table_rows(part, layout, latex=True), strict=True):
             lead = [

@@ -51,7 +51,15 @@ MEAN_ROW = "mean"
 
 
 def _label(value: object) -> str:
+    """A setting's value in a column label, one word (a pair such as DRA's ``cutmix_area`` as ``0.02/0.15``)."""
+    if isinstance(value, (list, tuple)):
+        return "/".join(_label(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _as_read(value: object) -> object:
+    """A value as a record's JSON gives it back (a tuple setting comes back a list)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def match_records(protocol: Protocol, records: list[dict]) -> pd.DataFrame:
@@ -148,7 +156,7 @@ def _off_profile(protocol: Protocol, variant: Variant, cfg: dict, subsets: dict)
         and k not in _IDENTITY
         and k not in protocol.grid
         and v is not None
-        and v != expected[k]
+        and _as_read(v) != _as_read(expected[k])
     ]
 
 
