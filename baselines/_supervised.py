@@ -1,6 +1,7 @@
 """Pieces DevNet and DRA share, one copy each: a fine-tuned backbone, the balanced batch sampler, the
 deviation loss, top-k MIL pooling, the two-scale image pyramid, the rotation augmentation and the
-estimator skeleton (``fit`` / ``score``) both methods train with.
+estimator skeleton both methods train with (``fit_images`` / ``score_images`` on image tensors, and the
+suite's ``fit`` / ``score`` on its ``TrainingData``).
 
 Both methods come from Guansong Pang's group and share their training code: a ResNet-18 fine-tuned end to
 end on half-normal / half-anomalous batches, scored by a deviation loss against an N(0, 1) prior. What is
@@ -224,8 +225,8 @@ SCORE_BATCH = 32
 @dataclass(eq=False, kw_only=True)
 class SupervisedDetector(Detector):
     """Fine-tuned backbone + heads trained on balanced batches with the deviation loss (scikit-learn
-    style: the constructor stores the parameters, ``fit`` builds ``model_``, ``optimizer_``,
-    ``scheduler_``, ``generator_`` and trains). Subclasses add their heads, loss and scores.
+    style: the constructor stores the parameters; ``fit_images`` or ``fit`` builds ``model_``,
+    ``optimizer_``, ``scheduler_``, ``generator_`` and trains). Subclasses add their heads, loss and scores.
 
     Two doors to the same training: ``fit_images`` / ``score_images`` take image tensors (the estimator
     API), ``fit`` / ``score`` the suite's ``TrainingData`` and inputs, whose single "level" is the resized
@@ -306,7 +307,7 @@ class SupervisedDetector(Detector):
     def score_images(self, images: torch.Tensor) -> ImageScores:
         """Image scores (higher = more anomalous) and coarse maps of ``images``."""
         if not hasattr(self, "model_"):
-            raise RuntimeError(f"{type(self).__name__}.score called before fit")
+            raise RuntimeError(f"{type(self).__name__}: score_images/score called before fit_images/fit")
         images = check_images(images, "images")
         start = time.perf_counter()
         self.model_.eval()
@@ -342,6 +343,7 @@ class SupervisedDetector(Detector):
         return {"train_loss": self.loss_history_[-1]} if self.loss_history_ else {}
 
     def model_state(self) -> dict:
+        """The fine-tuned network's weights (batch-norm statistics included) and the method's extras."""
         return {"model": self.model_.state_dict(), **self._extra_state()}
 
     def _load(self, state: dict, feature_shapes: list[tuple[int, ...]]) -> None:
@@ -370,6 +372,9 @@ class SupervisedDetector(Detector):
     def _train(
         self, normal_images: torch.Tensor, anomaly_images: torch.Tensor, on_epoch: Callable[[int], None]
     ) -> None:
+        """Check the images, build the model, optimiser, schedule and sampler, and run ``epochs`` epochs,
+        calling ``on_epoch(e)`` after each (dropout draws from a private stream per epoch, so whatever
+        the callback does between epochs never shifts the training's randomness)."""
         normal = check_images(normal_images, "normal_images")
         anomalies = check_images(anomaly_images, "anomaly_images", allow_empty=True)
         if len(anomalies) and anomalies.shape[-2:] != normal.shape[-2:]:

@@ -213,10 +213,11 @@ class DRA(SupervisedDetector):
         self.reference_images_ = normal[torch.randperm(len(normal), generator=self.generator_)[: self.n_ref]]
 
     def _extra_state(self) -> dict:
+        """The fixed reference images scoring compares with: a saved model must score as the cell did."""
         return {"reference_images": self.reference_images_}
 
     def _load_extra_state(self, state: dict) -> None:
-        self.reference_images_ = state["reference_images"].cpu()
+        self.reference_images_ = state["reference_images"].cpu()  # moved to the device per scoring call
 
     def _training_batch(
         self, normal: torch.Tensor, anomalies: torch.Tensor

@@ -297,9 +297,10 @@ def fit_and_evaluate(
     size = (cfg.input_size, cfg.input_size)
     started = time.perf_counter()
     meta_epochs = getattr(cfg, cfg.spec.rounds) if cfg.spec.iterative else 1
+    word = round_word(cfg)
 
     def evaluate(meta: int) -> None:
-        log.phase(f"evaluating meta-epoch {meta + 1}/{meta_epochs}")
+        log.phase(f"evaluating {word} {meta + 1}/{meta_epochs}")
         t0 = time.perf_counter()
         scores = detector.score(test_feats, size)
         t1 = time.perf_counter()
@@ -315,10 +316,10 @@ def fit_and_evaluate(
             entry["warnings"] = sorted({str(w.message) for w in caught})
             for text in entry["warnings"]:
                 log.warning(text)
-        flag_evaluation(entry, tie_flags(scores.image_scores, maps), log)
+        flag_evaluation(entry, tie_flags(scores.image_scores, maps), log, word)
         history.append(entry)
         last["scores"] = scores
-        log.info(epoch_line(entry, meta_epochs, time.perf_counter() - started))
+        log.info(epoch_line(entry, meta_epochs, time.perf_counter() - started, word))
 
     def on_sub_epoch(meta: int, sub: int) -> None:
         per_meta = getattr(detector, "sub_epochs_", 1)
@@ -329,6 +330,11 @@ def fit_and_evaluate(
     detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
     times["fit_total"] = time.perf_counter() - started
     return FitResult(detector, history, last["scores"], times)
+
+
+def round_word(cfg: RunConfig) -> str:
+    """What the cell's log calls a training round: the flows' meta-epoch, DevNet's and DRA's epoch."""
+    return "epoch" if cfg.spec.rounds == "epochs" else "meta-epoch"
 
 
 def _training_line(cfg: RunConfig, meta: int, meta_epochs: int, per_meta: int) -> str:
@@ -343,7 +349,7 @@ def _training_line(cfg: RunConfig, meta: int, meta_epochs: int, per_meta: int) -
     return line
 
 
-def flag_evaluation(entry: dict, ties: dict[str, str], log: CellLog) -> None:
+def flag_evaluation(entry: dict, ties: dict[str, str], log: CellLog, word: str = "meta-epoch") -> None:
     """Flag the metrics of one evaluation that mean nothing; their values become NaN, with a warning.
 
     Why: a diverged flow scores every image alike and a tie ranks rounding errors, yet both give
@@ -356,7 +362,7 @@ def flag_evaluation(entry: dict, ties: dict[str, str], log: CellLog) -> None:
     if loss is not None and not (np.isfinite(loss) and loss <= DIVERGED_LOSS):
         flags = dict.fromkeys(present, DIVERGED)
         log.warning(
-            f"training diverged at meta-epoch {entry['meta_epoch'] + 1}: mean loss {loss:.3g} (limit "
+            f"training diverged at {word} {entry['meta_epoch'] + 1}: mean loss {loss:.3g} (limit "
             f"{DIVERGED_LOSS:g}); every metric of this evaluation is flagged {DIVERGED!r}, not a number. "
             "Try a lower --set lr=..."
         )
@@ -364,16 +370,16 @@ def flag_evaluation(entry: dict, ties: dict[str, str], log: CellLog) -> None:
         flags = {k: v for k, v in ties.items() if k in present}
         if flags:
             log.warning(
-                f"tied scores at meta-epoch {entry['meta_epoch'] + 1} (spread within {TIE_SPREAD:g} of their "
+                f"tied scores at {word} {entry['meta_epoch'] + 1} (spread within {TIE_SPREAD:g} of their "
                 f"magnitude): {', '.join(METRIC_LABELS[k] for k in flags)} undefined, flagged {TIED!r}"
             )
     if flags:
         entry.update(dict.fromkeys(flags, float("nan")), flags=flags)
 
 
-def epoch_line(entry: dict, meta_epochs: int, elapsed: float) -> str:
+def epoch_line(entry: dict, meta_epochs: int, elapsed: float, word: str = "meta-epoch") -> str:
     """One meta-epoch as a plain line: training loss and ℓ per level, then the metrics (or their flag)."""
-    head = f"meta-epoch {entry['meta_epoch'] + 1}/{meta_epochs}:"
+    head = f"{word} {entry['meta_epoch'] + 1}/{meta_epochs}:"
     parts: list[str] = []
     if "train_loss" in entry:
         levels = "/".join(f"{x:.2f}" for x in entry.get("train_ll", []))

@@ -254,7 +254,8 @@ def profile_names() -> list[str]:
 class ProfileFile(DataFile):
     """A profile file: a one-line description, its settings (checked by ``check_settings``) and, per
     method, settings that method takes instead (``[methods.devnet]``): one profile can give DevNet its
-    own batch and learning rate while the flows keep theirs, under the same setting names."""
+    own batch and learning rate while the flows keep theirs, under the same setting names. A name the
+    method's table leaves out falls back to ``settings``."""
 
     description: str = ""
     settings: dict[str, Any] = {}
@@ -363,20 +364,28 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _declared_by(model: type[Settings], name: str) -> type:
+    """The class that declares setting ``name`` of ``model`` (a shared base such as ``SupervisedParams``)."""
+    return next(c for c in model.__mro__ if name in vars(c).get("__annotations__", {}))
+
+
 def describe_settings() -> list[dict[str, Any]]:
     """Every setting: group, name, type, default, constraints, description (for docs and the CLI).
 
-    A setting that several parameter models define alike (DevNet's and DRA's shared training) is one
-    row naming all their methods; one with another default or meaning keeps a row per model.
+    A setting that several parameter models inherit from one base (DevNet's and DRA's shared training,
+    ``SupervisedParams``) is one row naming all their methods, grouped under that base; settings of the
+    same name declared apart (the flows' ``lr`` and DevNet's) keep a row each, as their values may differ.
     """
     rows: dict[tuple, dict[str, Any]] = {}
     groups = [("cell", CellSettings), ("run", RunSettings)] + [(f"{m.__name__}", m) for m in PARAMETER_MODELS]
     for group, model in groups:
         users = [n for n in METHODS.names() if METHODS.get(n).params is model] or ["every method"]
         for name, field in model.model_fields.items():
-            key = (name, repr(field.default), field.description, limits_in_words(field))
+            owner = _declared_by(model, name)
+            key = (owner, name, repr(field.default))
             if key in rows:
                 rows[key]["methods"] += ", " + ", ".join(users)
+                rows[key]["group"] = owner.__name__
                 continue
             rows[key] = {
                 "group": group,

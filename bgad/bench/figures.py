@@ -23,7 +23,8 @@ METRICS = {k: v for k, v in METRIC_LABELS.items() if k != "pro_paper"}  # curves
 
 #: Each kind of figure file (the first word of its name: ``curves-<setup>.png``) and what it shows.
 FIGURE_KINDS = {
-    "curves": "metrics after every meta-epoch, mean over seeds (band: min–max); one-pass methods as lines",
+    "curves": "metrics after every meta-epoch (flows) or epoch (DevNet, DRA), mean over seeds (band: min–max); "
+    "one-pass methods as lines",
     "loglik": "test log-likelihoods per level, normal vs anomalous, NFAD vs BGAD (BGAD's boundaries drawn)",
     "maps": "test images, ground truth and anomaly maps: the top- and bottom-scored anomalies, the top normal",
 }
@@ -265,8 +266,9 @@ def _setup(rec: dict) -> tuple:
 
 def _schedule(rec: dict) -> tuple[str, int] | None:
     """(the setting that counts a method's rounds, its value); None for a method fitted in one pass."""
-    spec = METHODS.get(rec["config"]["method"])
-    return (spec.rounds, rec["config"][spec.rounds]) if spec.iterative else None
+    method = rec["config"]["method"]
+    spec = METHODS.get(method) if method in METHODS.names() else None  # a method this version lacks
+    return (spec.rounds, rec["config"].get(spec.rounds)) if spec and spec.iterative else None
 
 
 def write_figures(records: list[dict], cells_dir: Path, out_dir: Path) -> list[Path]:

@@ -41,7 +41,7 @@ class MethodSpec:
     reports test BGAD against; ``inputs``: what the cell hands it, the frozen backbone's cached
     ``features`` or the resized ``images`` (a method that fine-tunes its own backbone); ``rounds``: the
     setting that counts its training rounds (the runner evaluates between them); ``paper``: where it
-    comes from, for listings.
+    comes from, for listings; ``min_known_anomalies``: fewer is refused before a grid runs (DevNet: 1).
     """
 
     name: str
@@ -56,6 +56,7 @@ class MethodSpec:
     published_as: str | None = None
     paired_with: str | None = None
     supervised: bool = False
+    min_known_anomalies: int = 0
     inputs: Literal["features", "images"] = "features"
     rounds: str = "meta_epochs"
     paper: str = ""
@@ -138,7 +139,7 @@ for _spec in (
         "DevNet: fine-tuned backbone, 1×1 scoring conv, top-k pooling over a two-scale pyramid, deviation "
         "loss on balanced batches of normal images and the known anomalies",
         DevNetParams, "bgad.baselines.devnet:DevNet", uses_anomalies=True, supervised=True,
-        inputs="images", rounds="epochs",
+        min_known_anomalies=1, inputs="images", rounds="epochs",
         paper="Pang et al., Explainable Deep Few-shot Anomaly Detection with Deviation Networks (2021)",
     ),
     MethodSpec(

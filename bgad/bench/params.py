@@ -15,7 +15,7 @@ from __future__ import annotations
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from bgad.loss_settings import BoundaryLossSettings
@@ -219,12 +219,22 @@ class DRAParams(SupervisedParams):
         0.5, ge=0, le=1, description="probability that a normal batch slot becomes a pseudo anomaly"
     )
     cutmix_area: tuple[float, float] = Field(
-        (0.02, 0.15), description="pseudo anomaly: area of the pasted rectangle (fraction of the image)"
+        (0.02, 0.15),
+        description="pseudo anomaly: smallest and largest area of the pasted rectangle, fractions of the "
+        "image (on the command line: 0.02/0.15)",
     )
     cutmix_aspect: float = Field(0.3, gt=0, le=1, description="pseudo anomaly: smallest aspect ratio")
     cutmix_jitter: float = Field(0.1, ge=0, le=0.5, description="pseudo anomaly: colour jitter amount")
     holistic_hidden: int = Field(256, ge=1, description="hidden units of the holistic normality head")
     holistic_dropout: float = Field(0.0, ge=0, lt=1, description="dropout of the holistic normality head")
+
+    @field_validator("cutmix_area", mode="before")
+    @classmethod
+    def _pair_from_text(cls, value: object) -> object:
+        """``--set cutmix_area=0.02/0.15`` (or ``0.02,0.15``): the two fractions, as reports print them."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.replace(",", "/").split("/"))
+        return value
 
     @model_validator(mode="after")
     def _area_is_a_range(self) -> DRAParams:

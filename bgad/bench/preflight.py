@@ -34,7 +34,8 @@ def preflight(cells: list, dry_run: bool = False, elsewhere: bool = False) -> li
     """
     loaded = _load_data(cells)
     machine = _machine_problems(cells)
-    problems = _name_problems(cells) + [p for data in loaded.values() for p in undecodable_files(data)]
+    problems = _name_problems(cells) + _method_problems(cells)
+    problems += [p for data in loaded.values() for p in undecodable_files(data)]
     problems += _selection_problems(cells, loaded)
     warn = dry_run or elsewhere
     if not warn:
@@ -102,6 +103,19 @@ def _name_problems(cells: list) -> list[str]:
             problems.append(
                 f"category name {category!r} is too long for the result store's file names: shorten it by "
                 f"{over} characters{where}, to at most {len(category) - over}"
+            )
+    return problems
+
+
+def _method_problems(cells: list) -> list[str]:
+    """Cells a method cannot learn: DevNet without known anomalies (it has nothing to push away)."""
+    problems = []
+    for cell in cells:
+        cfg, spec = cell.config, cell.config.spec
+        if cfg.n_known_anomalies < spec.min_known_anomalies:
+            problems.append(
+                f"{cell.label}: {spec.label} learns from known anomalies and needs at least "
+                f"{spec.min_known_anomalies}; set -k {spec.min_known_anomalies} or more (--known-anomalies)"
             )
     return problems
 

@@ -1,7 +1,8 @@
 """A trained model that leaves its cell: saved beside the record, loaded to score new images.
 
 ``save_model`` writes ``<cell>/model/``: ``model.pt`` (the detector's fitted state: flows, PatchCore
-memory bank or PaDiM Gaussians, and the flows' scoring constants) and ``model.json`` (the cell's
+memory bank, PaDiM Gaussians, the flows' scoring constants, or DevNet's / DRA's fine-tuned network and
+DRA's reference images) and ``model.json`` (the cell's
 configuration, the backbone's identity with its weights' sha256, the feature shapes, and an image
 threshold: the F1-best one on the cell's test set). ``TrainedModel.load`` rebuilds the backbone
 (refusing other weights than the ones trained on) and the detector; ``predict`` scores image files

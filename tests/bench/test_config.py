@@ -371,3 +371,21 @@ def test_the_largest_seed_is_one_every_flow_can_be_seeded_with() -> None:
     assert RunConfig.of(seed=MAX_SEED).seed == MAX_SEED
     with pytest.raises(ConfigError, match=f"seed={MAX_SEED + 1}.*less than or equal to {MAX_SEED}"):
         RunConfig.of(seed=MAX_SEED + 1)
+
+
+def test_dras_cutmix_area_takes_the_text_form_reports_print() -> None:
+    cfg = resolve_config("quick", {"cutmix_area": "0.05/0.2"}, [("plan", {"method": "dra"})])
+    assert cfg.cutmix_area == (0.05, 0.2)
+    with pytest.raises(ConfigError, match="cutmix_area"):
+        resolve_config("quick", {"cutmix_area": "0.2/0.05"}, [("plan", {"method": "dra"})])
+
+
+def test_describe_merges_only_settings_of_one_declaration() -> None:
+    """DevNet's and DRA's shared training is one row; the flows' ``lr`` and theirs stay apart."""
+    from bgad.bench.config import describe_settings
+
+    rows = {(r["name"], r["methods"]) for r in describe_settings()}
+    assert ("margin", "devnet, dra") in rows
+    lr = sorted(m for name, m in rows if name == "lr")
+    assert lr == ["bgad, bgad_cc, bgad_wo, cflow, nfad", "devnet, dra"]
+    assert {m for name, m in rows if name == "epochs"} == {"devnet", "dra"}  # 50 and 30: two rows

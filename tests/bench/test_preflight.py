@@ -84,3 +84,22 @@ def test_data_is_decoded_once_before_any_cell(tmp_path: Path, monkeypatch: pytes
     bad.write_bytes(bad.read_bytes()[:300])  # truncated
     with pytest.raises(ConfigError, match=f"(?s)nothing was run.*cannot read image {bad}.*truncated"):
         preflight(_cells(root))
+
+
+def test_devnet_without_known_anomalies_is_refused_before_any_cell(tmp_path: Path) -> None:
+    """DevNet has nothing to learn from without known anomalies: the plan says so and names -k, instead
+    of a cell that fails after loading its images; DRA (pseudo anomalies) may run without them."""
+    cells = bgad.plan_grid(
+        dataset="folder",
+        data_root=_own_data(tmp_path),
+        categories=["part"],
+        methods=["devnet", "dra"],
+        settings={"n_known_anomalies": 0},
+    )
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError) as raised:
+            preflight(cells, dry_run=dry_run)
+        assert "DevNet learns from known anomalies and needs at least 1; set -k 1 or more" in str(
+            raised.value
+        )
+        assert "DRA" not in str(raised.value)

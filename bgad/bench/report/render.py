@@ -263,6 +263,7 @@ def _paired_test_lines(
 
 
 def _pair_unit(protocol: Protocol) -> str:
+    """What a paired test pairs: cells of one dataset, category (and defect type) and seed."""
     return "(dataset, category, defect type, seed)" if protocol.expand else "(dataset, category, seed)"
 
 
