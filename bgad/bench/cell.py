@@ -297,7 +297,7 @@ def fit_and_evaluate(
     size = (cfg.input_size, cfg.input_size)
     started = time.perf_counter()
     meta_epochs = getattr(cfg, cfg.spec.rounds) if cfg.spec.iterative else 1
-    word = round_word(cfg)
+    word = cfg.spec.round_word
 
     def evaluate(meta: int) -> None:
         log.phase(f"evaluating {word} {meta + 1}/{meta_epochs}")
@@ -330,11 +330,6 @@ def fit_and_evaluate(
     detector.fit(training, after_meta_epoch=evaluate, on_sub_epoch=on_sub_epoch)
     times["fit_total"] = time.perf_counter() - started
     return FitResult(detector, history, last["scores"], times)
-
-
-def round_word(cfg: RunConfig) -> str:
-    """What the cell's log calls a training round: the flows' meta-epoch, DevNet's and DRA's epoch."""
-    return "epoch" if cfg.spec.rounds == "epochs" else "meta-epoch"
 
 
 def _training_line(cfg: RunConfig, meta: int, meta_epochs: int, per_meta: int) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from bgad.bench.method_registry import METHODS
+from bgad.bench.method_registry import METHODS, ROUND_NAMES
 from bgad.fileio import atomic_write_with
 from bgad.metrics import METRIC_LABELS
 
@@ -305,8 +305,8 @@ def _setup_figures(
 ) -> list[Path]:
     """Curves, log-likelihood histograms and map panels of one setup and schedule."""
     dataset, category, profile, size, known = setup
-    rounds = {"meta_epochs": ("meta-epochs", "e"), "epochs": ("epochs", "ep")}
-    words, tag = rounds.get(schedule[0], (schedule[0], schedule[0])) if schedule else ("", "")
+    word, tag = ROUND_NAMES[schedule[0]] if schedule else ("", "")
+    words = f"{word}s" if word else ""
     setup_text = f"{profile}, {size}², {known}" + (f", {schedule[1]} {words}" if schedule else "")
     stem = f"{dataset}-{category}-{profile}-{size}-{known}" + (f"-{tag}{schedule[1]}" if schedule else "")
     written = metric_curves(

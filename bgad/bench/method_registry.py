@@ -26,6 +26,10 @@ from bgad.bench.params import (
 )
 from bgad.registry import Registry
 
+ROUND_NAMES: dict[str, tuple[str, str]] = {"meta_epochs": ("meta-epoch", "e"), "epochs": ("epoch", "ep")}
+"""The setting that counts a method's training rounds → what logs and figures call one round, and the
+round count's tag in figure names (``-e8``, ``-ep10``)."""
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -58,8 +62,13 @@ class MethodSpec:
     supervised: bool = False
     min_known_anomalies: int = 0
     inputs: Literal["features", "images"] = "features"
-    rounds: str = "meta_epochs"
+    rounds: Literal["meta_epochs", "epochs"] = "meta_epochs"
     paper: str = ""
+
+    @property
+    def round_word(self) -> str:
+        """What logs and figures call one training round: the flows' meta-epoch, DevNet's and DRA's epoch."""
+        return ROUND_NAMES[self.rounds][0]
 
     def detector_class(self) -> Any:
         module, _, attr = self.detector.partition(":")
