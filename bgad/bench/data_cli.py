@@ -2,7 +2,8 @@
 
 * ``download mvtec|btad [--data-root DIR]`` - fetch the archive (resumable, checksum, mirrors) and prepare it;
 * ``prepare NAME [--raw DIR] [--archive FILE] [--data-root DIR] [--seed 42]`` - convert a raw copy
-  (aitex, elpv, brainmri, headct: ``--raw``) or an archive (mvtec, btad: ``--archive``);
+  (aitex, elpv, brainmri, headct: ``--raw``; elpv finds the installed ``elpv-dataset`` package without
+  it) or an archive (mvtec, btad: ``--archive``);
 * ``verify NAME [--data-root DIR]`` - list every problem, exit code 1 when there is any.
 
 The default ``--data-root`` is ``data_dir()/NAME`` (``$BGAD_DATA_DIR`` or ``~/.cache/bgad-bench/data``).
@@ -23,7 +24,7 @@ from bgad.data.download import download_archive
 from bgad.data.images import DatasetError
 from bgad.data.manifest import DATASET_INFO_FILE
 from bgad.data.samples import MIN_TEST_IMAGES
-from bgad.data.specs import dataset_names
+from bgad.data.specs import DATASET_SPECS, dataset_names
 from bgad.data.verify import verify_dataset
 from bgad.paths import data_dir
 
@@ -103,7 +104,11 @@ def download(
 def prepare(
     name: Annotated[str, typer.Argument(help=f"one of {', '.join(ALL)}")],
     raw: Annotated[
-        Path | None, typer.Option("--raw", help="raw copy folder (aitex, elpv, brainmri, headct)")
+        Path | None,
+        typer.Option(
+            "--raw",
+            help="raw copy folder (aitex, elpv, brainmri, headct; elpv: default the installed elpv-dataset package)",
+        ),
     ] = None,
     archive: Annotated[
         Path | None, typer.Option("--archive", help="downloaded archive (mvtec, btad)")
@@ -139,14 +144,25 @@ def prepare(
                 console.print(f"note: --seed is ignored for {name} (it has an official split)", markup=False)
             (prepare_mvtec if name == "mvtec" else prepare_btad)(archive, dest, check_sha256=not no_checksum)
         else:
-            if raw is None:
-                raise DatasetError(f"`prepare {name}` needs --raw DIR, the folder of the raw {name} copy.")
+            raw = raw or _packaged_raw_copy(name)
             if archive is not None:
                 raise DatasetError(f"{name} is converted from a raw folder (--raw), not an archive.")
             CONVERTERS[name](raw, dest, seed=seed)
     except DatasetError as exc:
         _fail(exc)
     _summary(dest)
+
+
+def _packaged_raw_copy(name: str) -> Path:
+    """The raw copy of an installed package that ships one (ELPV: the authors' ``elpv-dataset``), or an
+    error that says how to provide the copy."""
+    package = DATASET_SPECS.get(name).raw_package
+    found = package.installed_copy() if package else None
+    if found is not None:
+        console.print(f"raw copy: {found} (installed package {package.pip})", markup=False)
+        return found
+    hint = f", or `pip install {package.pip}` (its authors' release) and run this again" if package else ""
+    raise DatasetError(f"`prepare {name}` needs --raw DIR, the folder of the raw {name} copy{hint}.")
 
 
 @data_app.command()

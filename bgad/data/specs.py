@@ -10,9 +10,11 @@ This module is light (no torch, no image libraries).
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from bgad.registry import Registry
@@ -31,6 +33,24 @@ class ArchiveSpec:
     mirrors: tuple[str, ...]
     homepage: str
     marker: str = ""
+
+
+@dataclass(frozen=True)
+class RawPackage:
+    """A Python package that ships a dataset's raw copy: its pip name and the copy's folder inside the
+    installed package (``module/sub/folder``)."""
+
+    pip: str
+    folder: str
+
+    def installed_copy(self) -> Path | None:
+        """The raw copy's folder when the package is installed in this environment, else None."""
+        module, _, sub = self.folder.partition("/")
+        found = importlib.util.find_spec(module)
+        for location in (found.submodule_search_locations or []) if found else []:
+            if (Path(location) / sub).is_dir():
+                return Path(location) / sub
+        return None
 
 
 @dataclass(frozen=True)
@@ -54,6 +74,7 @@ class DatasetSpec:
     counts: dict[str, Counts]
     defect_types: dict[str, tuple[str, ...]]
     archive: ArchiveSpec | None = None
+    raw_package: RawPackage | None = None
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -98,6 +119,7 @@ def _load() -> Registry[DatasetSpec]:
                 archive=ArchiveSpec(name=name, **{**archive, "mirrors": tuple(archive["mirrors"])})
                 if archive
                 else None,
+                raw_package=RawPackage(**entry["raw_package"]) if "raw_package" in entry else None,
             ),
         )
     return registry

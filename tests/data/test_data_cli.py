@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from test_convert import build_brainmri, build_headct
+from test_convert import build_brainmri, build_elpv, build_headct
 from typer.testing import CliRunner
 
 from bgad.bench.data_cli import data_app
@@ -68,3 +68,20 @@ def test_download_offline(tmp_path, monkeypatch):
     assert "mvtec_anomaly_detection.tar.xz" in out
     r = runner.invoke(data_app, ["download", "aitex"])
     assert r.exit_code == 2
+
+
+def test_prepare_elpv_finds_the_authors_package_without_raw(tmp_path, monkeypatch):
+    """`pip install elpv-dataset` ships images/ and labels.csv in ``elpv_dataset/data``: found on the
+    import path; without it the error names the package."""
+    monkeypatch.setenv("BGAD_DATA_DIR", str(tmp_path / "data"))
+    r = runner.invoke(data_app, ["prepare", "elpv", "--root", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "--raw" in r.output and "pip install elpv-dataset" in r.output
+    site = tmp_path / "site"
+    (site / "elpv_dataset").mkdir(parents=True)
+    (site / "elpv_dataset" / "__init__.py").write_text("")
+    build_elpv(site / "elpv_dataset" / "data")
+    monkeypatch.syspath_prepend(str(site))
+    r = runner.invoke(data_app, ["prepare", "elpv"])
+    assert r.exit_code == 0, r.output
+    assert str(site / "elpv_dataset" / "data") in r.output.replace("\n", "")
+    assert (tmp_path / "data" / "elpv" / "manifest.csv").is_file()
