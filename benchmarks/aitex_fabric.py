@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.scale_study import mean_std
 from bgad.bench.protocols import load_protocol
 from bgad.bench.report import match_records
 from bgad.bench.store import ResultStore
@@ -81,19 +82,14 @@ def fabric_frame(results: Path, profile: str) -> pd.DataFrame:
 def table(frame: pd.DataFrame) -> str:
     """Mean (± std over seeds) per method and known-anomaly count."""
 
-    def cell(values: pd.Series) -> str:
-        return (
-            f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
-        )
-
     lines = [
         "| known | method | seeds | pooled image AUROC | within-fabric AUROC | fabric spread | fabric only |",
         "|---|---|---|---|---|---|---|",
     ]
     for (known, method), g in frame.groupby(["known", "method"]):
         lines.append(
-            f"| {known} | {method} | {len(g)} | {cell(g['pooled'])} | {cell(g['within_fabric'])} | "
-            f"{cell(g['fabric_spread'])} | {g['fabric_only'].mean():.3f} |"
+            f"| {known} | {method} | {len(g)} | {mean_std(g['pooled'])} | {mean_std(g['within_fabric'])} | "
+            f"{mean_std(g['fabric_spread'])} | {g['fabric_only'].mean():.3f} |"
         )
     return "\n".join(lines)
 

@@ -110,15 +110,15 @@ def figure(frame: pd.DataFrame, dataset: str, out: Path) -> list[Path]:
     return written
 
 
-def table(frame: pd.DataFrame) -> str:
-    def cell(values: pd.Series) -> str:
-        values = values.dropna()
-        if values.empty:
-            return "—"
-        return (
-            f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
-        )
+def mean_std(values: pd.Series) -> str:
+    """A table cell: mean ± std over seeds (the mean alone for one seed; — for none)."""
+    values = values.dropna()
+    if values.empty:
+        return "—"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values.mean():.3f}"
 
+
+def table(frame: pd.DataFrame) -> str:
     lines = [
         "| dataset | method | input | meta-epochs | epochs | seeds | image AUROC | pixel AUROC | AU-PRO | minutes per cell |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -128,7 +128,7 @@ def table(frame: pd.DataFrame) -> str:
         dataset, method, size, meta, epochs = key
         lines.append(
             f"| {dataset} | {method} | {size}² | {int(meta) or '—'} | {int(epochs) or '—'} | {len(g)} | "
-            f"{cell(g['image_auroc'])} | {cell(g['pixel_auroc'])} | {cell(g['pro'])} | {g['minutes'].mean():.1f} |"
+            f"{mean_std(g['image_auroc'])} | {mean_std(g['pixel_auroc'])} | {mean_std(g['pro'])} | {g['minutes'].mean():.1f} |"
         )
     return "\n".join(lines)
 
