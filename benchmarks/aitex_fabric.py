@@ -68,8 +68,7 @@ def fabric_frame(results: Path, profile: str) -> pd.DataFrame:
     records = [r for r in store.records() if r["config"]["dataset"] == "aitex"]
     rows, seen = [], set()
     for name in PROTOCOLS:
-        matched = match_records(load_protocol(name), records) if records else pd.DataFrame()
-        for row in matched.itertuples() if not matched.empty else ():
+        for row in match_records(load_protocol(name), records).itertuples():
             if row.cell_id in seen or row.off_profile or row.profile != profile:
                 continue
             seen.add(row.cell_id)
