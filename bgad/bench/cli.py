@@ -67,8 +67,13 @@ MethodsOpt = Annotated[
     list[str],
     typer.Option("--method", "-m", help="Method(s); repeatable. Default: the protocol's, or bgad + nfad."),
 ]
-DatasetOpt = Annotated[
-    str | None, typer.Option(help="Dataset (see `bgad-bench ls`). Default: the protocol's, or synthetic.")
+DatasetsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--dataset",
+        help="Dataset(s) (see `bgad-bench ls`); repeatable, one grid after the other. "
+        "Default: the protocol's, or synthetic.",
+    ),
 ]
 CategoriesOpt = Annotated[
     list[str], typer.Option("--category", "-c", help="Category(ies); default: all the protocol uses.")
@@ -135,7 +140,7 @@ TrackOpt = Annotated[
 def run(  # one parameter per command-line option
     protocol: ProtocolOpt = None,
     method: MethodsOpt = [],  # noqa: B006
-    dataset: DatasetOpt = None,
+    dataset: DatasetsOpt = [],  # noqa: B006
     category: CategoriesOpt = [],  # noqa: B006
     seed: SeedsOpt = [],  # noqa: B006
     data_root: DataRootOpt = None,
@@ -177,17 +182,26 @@ def _run_command(a: SimpleNamespace) -> None:
     results = a.results or api.default_results()
     view = make_view(console, a.protocol or "adhoc", a.executor, _warn)
     with _clear_errors():
-        cells = api.plan_grid(
-            a.protocol,
-            dataset=a.dataset,
-            categories=a.category or None,
-            methods=a.method or None,
-            seeds=a.seed or None,
-            profile=a.profile,
-            settings=_overrides(a),
-            data_root=a.data_root,
-            require_data=not a.dry_run,
-        )
+        if len(a.dataset) > 1 and (a.category or a.data_root):
+            raise _fail(
+                "--category and --data-root name one dataset's parts; with several --dataset, "
+                "run one command per dataset"
+            )
+        cells = [
+            cell
+            for dataset in list(dict.fromkeys(a.dataset)) or [None]
+            for cell in api.plan_grid(
+                a.protocol,
+                dataset=dataset,
+                categories=a.category or None,
+                methods=a.method or None,
+                seeds=a.seed or None,
+                profile=a.profile,
+                settings=_overrides(a),
+                data_root=a.data_root,
+                require_data=not a.dry_run,
+            )
+        ]
         options = _executor_options(a, results)
         outcomes = api.run_grid(
             cells,

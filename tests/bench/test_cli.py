@@ -173,6 +173,25 @@ def test_run_plans_and_runs_through_the_api(tmp_path: Path, monkeypatch: pytest.
     assert "todo  synthetic-widget-padim-seed0" in result.output
 
 
+def test_several_datasets_plan_one_grid_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repeated --dataset adds that dataset's cells (typer would otherwise keep only the last; a
+    repeat adds nothing); --category with several datasets is refused, naming the options."""
+    monkeypatch.setenv("BGAD_DATA_DIR", str(tmp_path / "no-data"))  # planned from the datasets' facts
+    args = ["run", "-m", "padim", "--dry-run", "--results", str(tmp_path)]
+    result = runner.invoke(
+        app, [*args, "--dataset", "brainmri", "--dataset", "headct", "--dataset", "brainmri"]
+    )
+    assert result.exit_code == 0, result.output
+    planned = [line.split()[1] for line in result.output.splitlines() if line.startswith("todo")]
+    assert len(planned) == 2, planned
+    assert planned[0].startswith("brainmri-brainmri-padim-seed0-"), planned
+    assert planned[1].startswith("headct-headct-padim-seed0-"), planned
+    refused = runner.invoke(app, [*args, "--dataset", "brainmri", "--dataset", "headct", "-c", "brainmri"])
+    assert refused.exit_code == 2 and "--category" in refused.output and "several --dataset" in refused.output
+
+
 def test_a_bad_executor_option_stops_a_dry_run_too(tmp_path: Path) -> None:
     """The executor is built (and its options checked) before a dry run stops: one line, exit 2."""
     args = ["run", "-m", "padim", "--dry-run", "--executor", "joblib", "--workers", "0"]
