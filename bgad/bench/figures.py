@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from bgad.bench.method_registry import METHODS, ROUND_NAMES
 from bgad.fileio import atomic_write_with
@@ -175,6 +176,7 @@ def metric_curves(records: list[dict], title: str, path: Path, x_label: str = "m
         ax.legend(fontsize=7)
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel(x_label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole: no tick at epoch 1.5
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 

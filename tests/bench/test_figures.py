@@ -114,3 +114,13 @@ def test_figures_keep_schedules_and_known_anomaly_counts_apart(
     assert methods["curves-d-c-cpu-128-k1-ep10"] == ["devnet", "dra", "padim"]
     assert methods["curves-d-c-cpu-128-k10-e4"] == ["bgad"]
     assert sorted(m for m in maps if m.endswith("-padim")) == ["maps-d-c-cpu-128-k1-e4-padim"]
+
+
+def test_metric_curves_tick_whole_rounds_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four meta-epochs on the x axis: ticks at whole rounds (matplotlib's default would put one at 1.5)."""
+    drawn: list[plt.Figure] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or [])
+    figures.metric_curves([_record("bgad", 0, 1, 4), _record("bgad", 1, 1, 4)], "t", tmp_path / "c")
+    ticks = drawn[0].axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    plt.close(drawn[0])
