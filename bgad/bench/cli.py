@@ -182,26 +182,7 @@ def _run_command(a: SimpleNamespace) -> None:
     results = a.results or api.default_results()
     view = make_view(console, a.protocol or "adhoc", a.executor, _warn)
     with _clear_errors():
-        if len(a.dataset) > 1 and (a.category or a.data_root):
-            raise _fail(
-                "--category and --data-root name one dataset's parts; with several --dataset, "
-                "run one command per dataset"
-            )
-        cells = [
-            cell
-            for dataset in list(dict.fromkeys(a.dataset)) or [None]
-            for cell in api.plan_grid(
-                a.protocol,
-                dataset=dataset,
-                categories=a.category or None,
-                methods=a.method or None,
-                seeds=a.seed or None,
-                profile=a.profile,
-                settings=_overrides(a),
-                data_root=a.data_root,
-                require_data=not a.dry_run,
-            )
-        ]
+        cells = _plan_cells(a)
         options = _executor_options(a, results)
         outcomes = api.run_grid(
             cells,
@@ -223,6 +204,32 @@ def _run_command(a: SimpleNamespace) -> None:
     if failures:
         _print_failures(failures, store, a.max_retries)
         raise typer.Exit(code=1)
+
+
+def _plan_cells(a: SimpleNamespace) -> list:
+    """The cells of ``run``'s options: each ``--dataset``'s grid in turn (a repeat adds nothing)."""
+    from bgad.bench import api
+
+    if len(a.dataset) > 1 and (a.category or a.data_root):
+        raise _fail(
+            "--category and --data-root name one dataset's parts; with several --dataset, "
+            "run one command per dataset"
+        )
+    return [
+        cell
+        for dataset in list(dict.fromkeys(a.dataset)) or [None]
+        for cell in api.plan_grid(
+            a.protocol,
+            dataset=dataset,
+            categories=a.category or None,
+            methods=a.method or None,
+            seeds=a.seed or None,
+            profile=a.profile,
+            settings=_overrides(a),
+            data_root=a.data_root,
+            require_data=not a.dry_run,
+        )
+    ]
 
 
 def _overrides(a: SimpleNamespace) -> dict[str, object]:
